@@ -1,0 +1,5 @@
+import sys
+
+from dranet.cli import main
+
+sys.exit(main())

@@ -1,0 +1,216 @@
+"""The serving side of the bus: a ROUTER socket, a dispatcher thread and a pool of handler threads.
+
+Requests are checked (envelope, version, size, deadline, body shape) before a handler runs; every
+failure becomes an error reply and the server keeps serving. Duplicates of a request still in flight
+are ignored and duplicates of a finished one get the same reply again, so a client may resend freely.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from dranet.bus import endpoints
+from dranet.bus.messages import (
+    MAX_WIRE_BYTES,
+    OPS,
+    BusError,
+    ErrorCode,
+    Request,
+    check,
+    decode_request,
+    encode_reply,
+    request_id_of,
+)
+from dranet.observability import metrics
+from dranet.observability.logging import bind
+
+log = logging.getLogger(__name__)
+
+REQUESTS = metrics.counter(
+    "dranet_bus_requests_total", "Bus requests served, by op and outcome", ("service", "op", "outcome")
+)
+LATENCY = metrics.histogram(
+    "dranet_bus_request_duration_seconds",
+    "Time from a request's arrival to its reply, by op and outcome",
+    ("service", "op", "outcome"),
+)
+# Ops cheap enough to answer on the dispatcher thread (no hop to the pool).
+INLINE_OPS = frozenset({"ping", "snapshot", "echo"})
+_REPLAY_CACHE = 2048
+
+
+@dataclass
+class RequestContext:
+    request_id: str
+    op: str
+    deadline: float
+
+    def remaining(self) -> float:
+        return self.deadline - time.time()
+
+
+Handler = Callable[[dict[str, Any], RequestContext], Mapping[str, Any]]
+
+
+class BusServer:
+    def __init__(
+        self,
+        runtime_dir: str | Path,
+        service: str,
+        handlers: Mapping[str, Handler],
+        *,
+        workers: int = 8,
+        context: zmq.Context[Any] | None = None,
+    ) -> None:
+        for op in handlers:
+            if op not in OPS:
+                raise ValueError(f"op {op!r} is not declared in dranet.bus.messages.OPS")
+        self.service = service
+        self.handlers = dict(handlers)
+        self.path = endpoints.rpc_path(runtime_dir, service)
+        self._ctx = context or zmq.Context.instance()
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"bus-{service}")
+        self._inflight: set[str] = set()
+        self._done: OrderedDict[str, bytes] = OrderedDict()
+        self._replies_addr = f"inproc://bus-replies-{service}-{id(self)}"
+        self._local = threading.local()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        endpoints.ensure_runtime_dir(self.path.parent)
+        self._thread = threading.Thread(target=self._run, name=f"bus-server-{self.service}", daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+        if self._error:
+            raise self._error
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(5)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        endpoints.remove_stale(self.path)
+
+    # ------------------------------------------------------------ dispatcher
+    def _run(self) -> None:
+        try:
+            router = self._ctx.socket(zmq.ROUTER)
+            router.setsockopt(zmq.LINGER, 0)
+            router.setsockopt(zmq.MAXMSGSIZE, MAX_WIRE_BYTES)
+            router.setsockopt(zmq.ROUTER_MANDATORY, 0)
+            endpoints.remove_stale(self.path)
+            router.bind(endpoints.ipc(self.path))
+            self.path.chmod(endpoints.SOCKET_MODE)
+            replies = self._ctx.socket(zmq.PULL)
+            replies.bind(self._replies_addr)
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        poller = zmq.Poller()
+        poller.register(router, zmq.POLLIN)
+        poller.register(replies, zmq.POLLIN)
+        try:
+            while not self._stop.is_set():
+                for sock, _ in poller.poll(100):
+                    if sock is router:
+                        self._receive(router)
+                    else:
+                        ident, req_id, data = replies.recv_multipart()
+                        self._finish(req_id.decode(), data)
+                        router.send_multipart([ident, data])
+        finally:
+            router.close(0)
+            replies.close(0)
+
+    def _receive(self, router: zmq.Socket[Any]) -> None:
+        frames = router.recv_multipart()
+        if len(frames) != 2:
+            log.warning("bus: dropped a message with %d frames (want identity + body)", len(frames))
+            return
+        ident, data = frames
+        received = time.monotonic()
+        try:
+            req = decode_request(data)
+        except BusError as err:
+            log.warning("bus: refused a malformed request: %s", err.message, extra={"code": err.code})
+            REQUESTS.labels(service=self.service, op="?", outcome=err.code).inc()
+            router.send_multipart([ident, encode_reply(request_id_of(data), error=err)])
+            return
+        if req.id in self._done:  # a resend of something answered: same answer, no new work
+            router.send_multipart([ident, self._done[req.id]])
+            return
+        if req.id in self._inflight:  # a resend while we work on it: the reply is coming
+            return
+        if req.op in INLINE_OPS:
+            router.send_multipart([ident, self._finish(req.id, self._handle(req, received))])
+            return
+        self._inflight.add(req.id)
+        self._pool.submit(self._work, ident, req, received)
+
+    def _finish(self, req_id: str, data: bytes) -> bytes:
+        self._inflight.discard(req_id)
+        if req_id:
+            self._done[req_id] = data
+            while len(self._done) > _REPLAY_CACHE:
+                self._done.popitem(last=False)
+        return data
+
+    def _work(self, ident: bytes, req: Request, received: float) -> None:
+        data = self._handle(req, received)
+        push = getattr(self._local, "push", None)
+        if push is None:
+            push = self._ctx.socket(zmq.PUSH)
+            push.setsockopt(zmq.LINGER, 0)
+            push.connect(self._replies_addr)
+            self._local.push = push
+        push.send_multipart([ident, req.id.encode(), data])
+
+    def _handle(self, req: Request, received: float) -> bytes:
+        outcome = "ok"
+        try:
+            with bind(request_id=req.id, op=req.op):
+                data = encode_reply(req.id, self._call(req))
+        except BusError as err:
+            outcome = err.code
+            data = encode_reply(req.id, error=err)
+        except Exception as exc:  # a handler bug must not take the service down
+            outcome = ErrorCode.INTERNAL
+            log.exception("bus: handler for %s failed", req.op)
+            data = encode_reply(req.id, error=BusError(ErrorCode.INTERNAL, f"{req.op} failed: {exc!r}"))
+        REQUESTS.labels(service=self.service, op=req.op, outcome=outcome).inc()
+        LATENCY.labels(service=self.service, op=req.op, outcome=outcome).observe(time.monotonic() - received)
+        return data
+
+    def _call(self, req: Request) -> Mapping[str, Any]:
+        handler = self.handlers.get(req.op)
+        if handler is None:
+            raise BusError(ErrorCode.UNKNOWN_OP, f"{self.service} does not serve {req.op!r}")
+        ctx = RequestContext(req.id, req.op, req.deadline)
+        if ctx.remaining() <= 0:
+            raise BusError(
+                ErrorCode.DEADLINE_EXCEEDED, f"{req.op} arrived {-ctx.remaining():.3f}s after its deadline"
+            )
+        spec = OPS[req.op]
+        check(spec.request, req.body)
+        result = handler(req.body, ctx)
+        try:
+            check(spec.result, result, "result")
+        except BusError as err:  # our own bug, not the caller's
+            raise BusError(ErrorCode.INTERNAL, f"{req.op} produced a malformed reply: {err.message}") from None
+        return result

@@ -1,0 +1,106 @@
+"""The `dranet` command: one subcommand per service, plus run, status and the local tools."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import shlex
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+from dranet.bus.endpoints import SERVICES
+
+# subcommand -> (module with add_arguments/run, help, takes the common service flags)
+COMMANDS: dict[str, tuple[str, str, bool]] = {
+    "netns": ("dranet.services.netns.main", "the privileged netns worker (attach/detach interfaces)", True),
+    "discovery": ("dranet.services.discovery.main", "inventory of the node's devices, ResourceSlices", True),
+    "dra": ("dranet.services.dra.main", "the kubelet DRA plugin (prepare/unprepare claims)", True),
+    "nri": ("dranet.services.nri.main", "the NRI plugin (pod sandbox events from the runtime)", True),
+    "apiserver": ("dranet.localcluster.apiserver", "development/test stand-in for kube-apiserver", False),
+    "audit": ("dranet.audit", "least-privilege audit of the running services", True),
+    "demo": ("dranet.localcluster.demo", "the full local run: containerd, API server, a pod, its NIC", False),
+}
+
+
+def _load(name: str) -> ModuleType | None:
+    try:
+        return importlib.import_module(COMMANDS[name][0])
+    except ModuleNotFoundError as exc:
+        if exc.name and COMMANDS[name][0].startswith(exc.name):
+            return None  # not built in this tree
+        raise
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from dranet import __version__
+    from dranet.settings import add_common_flags
+
+    parser = argparse.ArgumentParser(prog="dranet", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"dranet {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (_, help_text, common) in COMMANDS.items():
+        module = _load(name)
+        if module is None:
+            continue
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if common:
+            add_common_flags(p)
+        module.add_arguments(p)
+        p.set_defaults(run=module.run)
+
+    run = sub.add_parser("run", help="run services under supervisord", description="run services under supervisord")
+    add_common_flags(run)
+    run.add_argument("--services", default=",".join(SERVICES), help="comma-separated subset (default: all four)")
+    for s in SERVICES:
+        run.add_argument(f"--{s}-args", default="", help=f"extra flags for `dranet {s}` (one shell-quoted string)")
+    run.add_argument("--logs-dir", default=None, help="per-service logs (default <state-dir>/log; '-' = stdout)")
+    run.add_argument("--print-config", action="store_true", help="print the supervisord config and exit")
+    run.set_defaults(run=_run)
+
+    status = sub.add_parser("status", help="ask each running service for its health")
+    add_common_flags(status)
+    status.add_argument("--services", default=",".join(SERVICES), help="comma-separated subset")
+    status.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for each (default 1)")
+    status.set_defaults(run=_status)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from dranet import supervise
+    from dranet.bus.endpoints import ensure_runtime_dir
+    from dranet.settings import settings_from_args
+
+    settings = settings_from_args(args)
+    services = [s for s in args.services.split(",") if s]
+    extra = {s: shlex.split(getattr(args, f"{s}_args")) for s in SERVICES}
+    text = supervise.render(settings, services, extra, logs_dir=args.logs_dir)
+    if args.print_config:
+        sys.stdout.write(text)
+        return 0
+    ensure_runtime_dir(settings.runtime_dir)
+    if args.logs_dir != "-":
+        os.makedirs(args.logs_dir or settings.state_dir / "log", exist_ok=True)
+    conf = supervise.write(settings.runtime_dir / "supervisord.conf", text)
+    os.execv(sys.executable, [sys.executable, "-m", "supervisor.supervisord", "-n", "-c", str(conf)])
+    return 1  # not reached
+
+
+def _status(args: argparse.Namespace) -> int:
+    from dranet.settings import settings_from_args
+    from dranet.status import all_healthy, format_table, query
+
+    settings = settings_from_args(args)
+    results = query(settings.runtime_dir, [s for s in args.services.split(",") if s], args.timeout)
+    print(format_table(results))
+    return 0 if all_healthy(results) else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

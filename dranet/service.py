@@ -1,0 +1,125 @@
+"""What every service process does the same way: ServiceHost.
+
+Logging, capability drop, signal handling, the bus server with `ping` and `snapshot`, the
+notification publisher and the metrics endpoint. A service's main() builds one, registers its
+handlers with serve(), starts its own work and calls wait().
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import zmq
+
+from dranet import __version__
+from dranet.bus.messages import BusError
+from dranet.bus.pubsub import Publisher
+from dranet.bus.server import BusServer, Handler, RequestContext
+from dranet.capabilities import drop_capabilities
+from dranet.observability.logging import setup_logging
+from dranet.observability.metrics import serve_metrics
+from dranet.settings import settings_from_args
+
+log = logging.getLogger(__name__)
+
+
+class ServiceHost:
+    def __init__(
+        self,
+        name: str,
+        args: argparse.Namespace,
+        *,
+        keep_caps: frozenset[str] = frozenset(),
+        drop_caps: bool = True,
+        install_signals: bool = True,
+    ) -> None:
+        """drop_caps/install_signals are for tests that host a service inside the test process."""
+        self.name = name
+        self.settings = settings_from_args(args)
+        self.stop_event = threading.Event()
+        self.started = time.monotonic()
+        if drop_caps:
+            drop_capabilities(keep_caps)  # before any thread exists (see dranet.capabilities)
+        setup_logging(name, self.settings.log_level)
+        self._ctx: zmq.Context[Any] = zmq.Context()
+        self._server: BusServer | None = None
+        self._publisher: Publisher | None = None
+        self._metrics: Any = None
+        self._health: Callable[[], Mapping[str, Any]] | None = None
+        if install_signals:
+            signal.signal(signal.SIGTERM, self._on_signal)
+            signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        log.info("stopping on %s", signal.Signals(signum).name)
+        self.stop_event.set()
+
+    @property
+    def context(self) -> zmq.Context[Any]:
+        """The process's ZeroMQ context, for the service's own bus clients and subscribers."""
+        return self._ctx
+
+    def serve(
+        self,
+        handlers: Mapping[str, Handler],
+        *,
+        health: Callable[[], Mapping[str, Any]] | None = None,
+        snapshots: Mapping[str, Callable[[], Mapping[str, Any]]] | None = None,
+    ) -> None:
+        self._health = health
+        rd = self.settings.runtime_dir
+        self._publisher = Publisher(rd, self.name, snapshots, context=self._ctx)
+        all_handlers: dict[str, Handler] = {"ping": self._ping, "snapshot": self._snapshot, **handlers}
+        self._server = BusServer(rd, self.name, all_handlers, context=self._ctx)
+        self._server.start()
+        if self.settings.metrics_address:
+            self._metrics = serve_metrics(self.settings.metrics_address)
+        log.info("serving", extra={"runtime_dir": str(rd), "pid": os.getpid(), "ops": sorted(all_handlers)})
+
+    def publish(self, topic: str, body: Mapping[str, Any]) -> None:
+        if self._publisher is None:
+            raise RuntimeError("publish() before serve()")
+        self._publisher.publish(topic, body)
+
+    def _ping(self, _body: dict[str, Any], _ctx: RequestContext) -> dict[str, Any]:
+        details = dict(self._health()) if self._health else {}
+        healthy = bool(details.pop("healthy", True))
+        return {
+            "service": self.name,
+            "pid": os.getpid(),
+            "uid": os.getuid(),
+            "version": __version__,
+            "uptime_s": round(time.monotonic() - self.started, 3),
+            "healthy": healthy,
+            "details": details,
+        }
+
+    def _snapshot(self, body: dict[str, Any], _ctx: RequestContext) -> dict[str, Any]:
+        if self._publisher is None:
+            raise BusError("not_found", "no publisher")
+        return self._publisher.snapshot(body["topic"])
+
+    def wait(self) -> None:
+        """Block until SIGTERM/SIGINT (or stop_event), then close the bus and remove its sockets."""
+        self.stop_event.wait()
+        self.close()
+
+    def close(self) -> None:
+        if self._server:
+            self._server.stop()
+            self._server = None
+        if self._publisher:
+            self._publisher.close()
+            self._publisher = None
+        if self._metrics:
+            self._metrics.shutdown()
+            self._metrics = None
+        self._ctx.destroy(linger=0)
+        log.info("stopped")

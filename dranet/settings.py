@@ -1,0 +1,66 @@
+"""The flags every service shares, and the settings object built from them."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_RUNTIME_DIR = "/run/dranet"
+DEFAULT_STATE_DIR = "/var/lib/dranet"
+DEFAULT_DRIVER_NAME = "dra.net"
+
+
+@dataclass(frozen=True)
+class Settings:
+    runtime_dir: Path
+    state_dir: Path
+    node_name: str
+    driver_name: str
+    kubeconfig: str | None
+    log_level: str
+    metrics_address: str | None
+
+
+def add_common_flags(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("common")
+    g.add_argument("--runtime-dir", default=DEFAULT_RUNTIME_DIR, help="bus sockets (default %(default)s)")
+    g.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="durable state (default %(default)s)")
+    g.add_argument("--node-name", default=None, help="this node's name (default $NODE_NAME, then the hostname)")
+    g.add_argument("--driver-name", default=DEFAULT_DRIVER_NAME, help="DRA driver name (default %(default)s)")
+    g.add_argument(
+        "--kubeconfig", default=None, help="kubeconfig file (default: in-cluster config, then $KUBECONFIG)"
+    )
+    g.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"], help="(default %(default)s)"
+    )
+    g.add_argument(
+        "--metrics-address", default=None, help="serve Prometheus /metrics on host:port (default: off)"
+    )
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    return Settings(
+        runtime_dir=Path(getattr(args, "runtime_dir", DEFAULT_RUNTIME_DIR)),
+        state_dir=Path(getattr(args, "state_dir", DEFAULT_STATE_DIR)),
+        node_name=getattr(args, "node_name", None) or os.environ.get("NODE_NAME") or socket.gethostname(),
+        driver_name=getattr(args, "driver_name", DEFAULT_DRIVER_NAME),
+        kubeconfig=getattr(args, "kubeconfig", None),
+        log_level=getattr(args, "log_level", "info"),
+        metrics_address=getattr(args, "metrics_address", None),
+    )
+
+
+def kube_api_client(settings: Settings):  # type: ignore[no-untyped-def]
+    """The official client's ApiClient: --kubeconfig, else in-cluster, else $KUBECONFIG."""
+    from kubernetes import client, config
+
+    if settings.kubeconfig:
+        return config.new_client_from_config(config_file=settings.kubeconfig)
+    try:
+        config.load_incluster_config()
+        return client.ApiClient()
+    except config.ConfigException:
+        return config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"))

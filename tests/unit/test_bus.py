@@ -1,0 +1,220 @@
+"""The bus over real sockets: round trips, deadlines, restarts, notifications, bad input, permissions."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+import zmq
+
+from dranet.bus import BusClient, BusError, BusServer, ErrorCode, Subscriber
+from dranet.bus import endpoints
+from dranet.bus.messages import MAX_MESSAGE_BYTES, encode_request, new_request
+
+HERE = Path(__file__).parent.parent
+
+
+def start_server(runtime_dir: Path, log: Path) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "busserver_main.py"), "--runtime-dir", str(runtime_dir), "--log", str(log)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    log = tmp_path / "exec.log"
+    proc = start_server(tmp_path / "run", log)
+    yield tmp_path / "run", log, proc
+    proc.terminate()
+    proc.wait(5)
+
+
+def test_round_trip(server: Any) -> None:
+    rd, _, _ = server
+    client = BusClient(rd, "t", timeout=2)
+    assert client.call("echo", {"x": [1, "a", {"b": None}]}) == {"x": [1, "a", {"b": None}]}
+    client.close()
+
+
+def test_unknown_op_is_a_typed_error(server: Any) -> None:
+    client = BusClient(server[0], "t", timeout=2)
+    with pytest.raises(BusError) as err:
+        client.call("attach", {"pod_uid": "p", "netns": "/x", "devices": []})
+    assert err.value.code == ErrorCode.UNKNOWN_OP
+
+
+def test_client_gives_up_at_its_deadline(server: Any) -> None:
+    client = BusClient(server[0], "t")
+    start = time.monotonic()
+    with pytest.raises(BusError) as err:
+        client.call("echo", {"sleep": 2}, timeout=0.3)
+    assert err.value.code == ErrorCode.TIMEOUT
+    assert "t" in err.value.message and "dranet status" in err.value.message
+    assert time.monotonic() - start < 1.9  # it did not wait for the handler
+
+
+def _raw(rd: Path, payload: bytes | list[bytes], timeout_ms: int = 2000) -> dict[str, Any] | None:
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoints.ipc(endpoints.rpc_path(rd, "t")))
+    if isinstance(payload, list):
+        sock.send_multipart(payload)
+    else:
+        sock.send(payload)
+    try:
+        if sock.poll(timeout_ms):
+            reply: dict[str, Any] = msgpack.unpackb(sock.recv())
+            return reply
+        return None
+    finally:
+        sock.close()
+
+
+def test_server_refuses_work_past_its_deadline(server: Any) -> None:
+    rd, log, _ = server
+    req = new_request("echo", {"x": 1}, timeout=-1)
+    reply = _raw(rd, encode_request(req))
+    assert reply and reply["ok"] is False and reply["error"]["code"] == "deadline_exceeded"
+    assert not log.exists() or req.id not in log.read_text()
+
+
+@pytest.mark.parametrize(
+    ("payload", "code"),
+    [
+        (b"\xc1\xff garbage", "bad_request"),
+        (msgpack.packb([1, 2, 3]), "bad_request"),
+        (msgpack.packb({"v": 1, "id": "a", "op": "echo", "deadline": "soon", "body": {}}), "bad_request"),
+        (msgpack.packb({"v": 1, "id": "a", "op": "echo", "deadline": time.time() + 5, "body": [1]}), "bad_request"),
+        (msgpack.packb({"v": 1, "id": 7, "op": "echo", "deadline": time.time() + 5, "body": {}}), "bad_request"),
+        (msgpack.packb({"v": 99, "id": "a", "op": "echo", "deadline": time.time() + 5, "body": {}}), "unsupported_version"),
+        (msgpack.packb({"v": 1, "id": "a", "op": "rm -rf", "deadline": time.time() + 5, "body": {}}), "unknown_op"),
+        (msgpack.packb({"v": 1, "id": "a", "op": "echo", "deadline": time.time() + 5,
+                        "body": {"x": "y" * (MAX_MESSAGE_BYTES + 10)}}), "too_large"),
+    ],
+    ids=["garbage", "not-a-map", "bad-deadline", "body-not-map", "id-not-str", "version", "unknown-op", "huge"],
+)
+def test_malformed_input_gets_an_error_reply_and_the_server_keeps_serving(
+    server: Any, payload: bytes, code: str
+) -> None:
+    rd = server[0]
+    reply = _raw(rd, payload)
+    assert reply is not None and reply["ok"] is False and reply["error"]["code"] == code, reply
+    assert BusClient(rd, "t", timeout=2).call("echo", {"still": "up"}) == {"still": "up"}
+
+
+def test_wrong_frame_count_and_oversize_wire_are_dropped(server: Any) -> None:
+    rd = server[0]
+    assert _raw(rd, [b"a", b"b", b"c"], timeout_ms=300) is None
+    assert _raw(rd, b"x" * (17 * 1024 * 1024), timeout_ms=500) is None  # zmq cuts the peer off
+    assert BusClient(rd, "t", timeout=2).call("echo", {"n": 1}) == {"n": 1}
+
+
+def test_socket_permissions(server: Any) -> None:
+    rd = server[0]
+    assert stat.S_IMODE(rd.stat().st_mode) == 0o750
+    for name in ("t.sock", "t-events.sock"):
+        st = (rd / name).stat()
+        assert stat.S_ISSOCK(st.st_mode)
+        assert stat.S_IMODE(st.st_mode) == 0o660
+
+
+def test_server_restart_mid_stream_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    rd, log = tmp_path / "run", tmp_path / "exec.log"
+    proc = start_server(rd, log)
+    client = BusClient(rd, "t", timeout=10)
+    results: list[int] = []
+    errors: list[BaseException] = []
+
+    def stream() -> None:
+        try:
+            for i in range(200):
+                results.append(client.call("echo", {"i": i, "sleep": 0.005})["i"])
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=stream)
+    t.start()
+    while len(results) < 50:
+        time.sleep(0.01)
+    proc.kill()
+    proc.wait()
+    time.sleep(0.3)
+    proc = start_server(rd, log)
+    t.join(60)
+    proc.terminate()
+    proc.wait(5)
+    assert not errors
+    assert results == list(range(200))  # every call answered once, in order
+    runs = Counter(tuple(line.split()) for line in log.read_text().splitlines())
+    assert max(runs.values()) == 1  # no request ran twice in one server life
+    pids = {pid for pid, _ in runs}
+    assert len(pids) == 2
+
+
+def test_subscriber_gets_snapshot_on_join_then_updates_and_survives_publisher_restart(tmp_path: Path) -> None:
+    rd, log = tmp_path / "run", tmp_path / "exec.log"
+    proc = start_server(rd, log)
+    client = BusClient(rd, "t", timeout=5)
+    client.call("echo", {"set": 5})  # happened before the subscriber existed
+    seen: list[dict[str, Any]] = []
+    sub = Subscriber(rd, "t", ["state"], lambda topic, body: seen.append(body))
+    sub.start()
+    assert sub.synced.wait(5)
+    assert seen[-1] == {"value": 5}
+    client.call("echo", {"set": 6})
+    _wait(lambda: seen[-1] == {"value": 6})
+    proc.kill()
+    proc.wait()
+    proc = start_server(rd, log)  # restarted publisher: state is 0 again
+    _wait(lambda: seen[-1] == {"value": 0})
+    client.call("echo", {"set": 7})
+    _wait(lambda: seen[-1] == {"value": 7})
+    sub.close()
+    proc.terminate()
+    proc.wait(5)
+
+
+def _wait(cond: Any, timeout: float = 5.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        time.sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
+def test_server_refuses_undeclared_ops(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="not declared"):
+        BusServer(tmp_path, "x", {"no_such_op": lambda b, c: {}})
+
+
+def test_concurrent_clients(server: Any) -> None:
+    rd = server[0]
+    client = BusClient(rd, "t", timeout=5)
+    out: dict[int, Any] = {}
+
+    def worker(n: int) -> None:
+        out[n] = [client.call("echo", {"n": n, "k": k})["k"] for k in range(20)]
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(v == list(range(20)) for v in out.values()) and len(out) == 8
+    assert os.path.exists(endpoints.rpc_path(rd, "t"))
