@@ -6,7 +6,7 @@ VPY := $(VENV)/bin/python
 GEN := dranet/_generated
 PROTOS := $(wildcard proto/*.proto)
 
-.PHONY: all venv proto test lint unit kernel e2e bench demo clean system-deps
+.PHONY: deploy-config all venv proto test lint unit kernel e2e bench demo clean system-deps
 
 all: venv proto
 
@@ -22,7 +22,42 @@ venv: $(VENV)/.installed
 # modules import their siblings as top-level modules; rewrite that to package-relative imports.
 $(GEN)/.stamp: $(PROTOS) $(VENV)/.installed
 	find $(GEN) -name '*_pb2*.py*' -delete
-	$(VPY) -m grpc_tools.protoc -I proto --python_out=$(GEN) --pyi_out=$(GEN) --grpc_python_out=$(GEN) $(PROTOS)
-	sed -i -E 's/^import ([a-z0-9_]+_pb2) as /from . import \1 as /' $(GEN)/*_pb2_grpc.py $(GEN)/*_pb2.py
+	if [ -n "$(PROTOS)" ]; then \
+	  $(VPY) -m grpc_tools.protoc -I proto --python_out=$(GEN) --pyi_out=$(GEN) --grpc_python_out=$(GEN) $(PROTOS) && \
+	  sed -i -E 's/^import ([a-z0-9_]+_pb2) as /from . import \1 as /' $(GEN)/*_pb2_grpc.py $(GEN)/*_pb2.py; \
+	fi
 	touch $@
 proto: $(GEN)/.stamp
+
+# Debian tools the tests and the demo use (iproute2 for `ip netns`, gcc for the pause image).
+system-deps:
+	@missing=""; for c in ip gcc; do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; apt-get update -qq && apt-get install -y -qq iproute2 gcc libc6-dev >/dev/null; \
+	fi
+
+lint: venv proto
+	$(VPY) -m ruff check dranet services tests
+	$(VPY) -m mypy
+
+# Everything: lint, types, unit, kernel and end-to-end tests (the e2e fixture brings up containerd).
+# pytest's exit code 5 (no tests collected) is a failure like any other non-zero code.
+test: system-deps venv proto lint
+	$(VPY) -m pytest -p no:cacheprovider tests
+
+unit: venv proto
+	$(VPY) -m pytest tests/unit
+
+bench: system-deps venv proto
+	@for b in tests/bench/bench_*.py; do echo "== $$b"; $(VPY) $$b || exit 1; echo; done
+
+demo: system-deps venv proto
+	$(VPY) -m dranet demo
+
+clean:
+	rm -rf $(VENV) $(GEN)/*_pb2*.py* $(GEN)/.stamp build *.egg-info
+
+# deploy/supervisord.conf: what `dranet run` renders in the image (an example for node-1; the
+# DaemonSet renders its own at start). tests/unit/test_platform.py keeps the two in step.
+deploy-config: venv
+	$(VPY) -c 'import sys; from tests.unit.test_platform import deploy_config; sys.stdout.write(deploy_config())' > deploy/supervisord.conf

@@ -62,7 +62,9 @@ class BusClient:
                 self._sockets.append(sock)
         return sock
 
-    def call(self, op: str, body: Mapping[str, Any] | None = None, *, timeout: float | None = None) -> dict[str, Any]:
+    def call(
+        self, op: str, body: Mapping[str, Any] | None = None, *, timeout: float | None = None
+    ) -> dict[str, Any]:
         """Send `op` and return its result; raises BusError (the server's, or `timeout`)."""
         timeout = self.timeout if timeout is None else timeout
         req = new_request(op, body, timeout)

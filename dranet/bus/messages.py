@@ -243,12 +243,15 @@ OPS: dict[str, Op] = {
     ),
     "list": Op("netns", _EMPTY, _s("AttachmentList", attachments=[ATTACHMENT]), doc="current attachments"),
     # test and benchmark op served only when a test registers it
-    "echo": Op("*", Struct("Echo", {}, strict=False), Struct("Echo", {}, strict=False), doc="returns its body"),
+    "echo": Op(
+        "*", Struct("Echo", {}, strict=False), Struct("Echo", {}, strict=False), doc="returns its body"
+    ),
 }
 
 TOPICS: dict[str, str] = {
     "inventory": "discovery: the inventory changed (body = get_inventory result)",
-    "attachments": "netns: an attach or detach finished (pod_uid, device, claim_uid, state, error?, network_data?)",
+    "attachments": "netns: an attach or detach finished "
+    "(pod_uid, device, claim_uid, state, error?, network_data?)",
 }
 
 
@@ -311,7 +314,9 @@ def request_id_of(data: bytes) -> str:
     return ""
 
 
-def encode_reply(req_id: str, result: Mapping[str, Any] | None = None, error: BusError | None = None) -> bytes:
+def encode_reply(
+    req_id: str, result: Mapping[str, Any] | None = None, error: BusError | None = None
+) -> bytes:
     if error is not None:
         return pack({"v": PROTOCOL_VERSION, "id": req_id, "ok": False, "error": error.to_wire()})
     return pack({"v": PROTOCOL_VERSION, "id": req_id, "ok": True, "result": dict(result or {})})

@@ -56,7 +56,9 @@ class Publisher:
         with self._lock:
             seq = self._seq.get(topic, 0) + 1
             self._seq[topic] = seq
-            self._sock.send_multipart([topic.encode(), pack({"epoch": self.epoch, "seq": seq, "body": dict(body)})])
+            self._sock.send_multipart(
+                [topic.encode(), pack({"epoch": self.epoch, "seq": seq, "body": dict(body)})]
+            )
 
     def snapshot(self, topic: str) -> dict[str, Any]:
         fn = self._snapshots.get(topic)

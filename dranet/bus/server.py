@@ -212,5 +212,7 @@ class BusServer:
         try:
             check(spec.result, result, "result")
         except BusError as err:  # our own bug, not the caller's
-            raise BusError(ErrorCode.INTERNAL, f"{req.op} produced a malformed reply: {err.message}") from None
+            raise BusError(
+                ErrorCode.INTERNAL, f"{req.op} produced a malformed reply: {err.message}"
+            ) from None
         return result

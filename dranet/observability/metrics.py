@@ -5,6 +5,7 @@ Small on purpose (the project's dependency list stays short); thread-safe; one m
 
 from __future__ import annotations
 
+import abc
 import bisect
 import math
 import threading
@@ -55,7 +56,7 @@ def _fmt_value(v: float) -> str:
     return repr(float(v)) if not float(v).is_integer() else str(int(v))
 
 
-class _Metric:
+class _Metric(abc.ABC):
     kind = ""
 
     def __init__(self, name: str, help: str, labelnames: Iterable[str] = ()) -> None:
@@ -72,8 +73,9 @@ class _Metric:
     def header(self) -> str:
         return f"# HELP {self.name} {self.help}\n# TYPE {self.name} {self.kind}\n"
 
+    @abc.abstractmethod
     def render(self) -> str:
-        raise NotImplementedError  # each kind renders itself
+        """This metric in the text exposition format."""
 
 
 class _Value:
@@ -191,7 +193,7 @@ def render() -> str:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         if self.path.split("?")[0] != "/metrics":
             self.send_error(404, "only /metrics is served")
             return

@@ -1,0 +1,123 @@
+"""Pure platform pieces: message shapes, metrics text, JSON logs, capabilities, supervisord config."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dranet.bus.messages import OPS, TOPICS, BusError, Opt, Struct, check, decode_reply, encode_reply
+from dranet.capabilities import CAP_NAMES, names_of
+from dranet.cli import build_parser
+from dranet.observability.logging import JsonFormatter, bind
+from dranet.observability.metrics import Counter, Histogram, Registry
+from dranet.settings import settings_from_args
+from dranet.supervise import render
+
+ROOT = Path(__file__).parent.parent.parent
+
+
+def test_shape_check_names_the_field() -> None:
+    shape = Struct("S", {"a": int, "b": [Struct("T", {"c": str})], "d": Opt(float)})
+    check(shape, {"a": 1, "b": [{"c": "x"}], "d": None})
+    for bad, where in [
+        ({"a": True, "b": []}, "body.a: expected int"),
+        ({"a": 1, "b": [{"c": 2}]}, "body.b[0].c: expected str"),
+        ({"a": 1}, "body.b: required"),
+        ({"a": 1, "b": [], "zz": 1}, "body.zz: unknown field"),
+        ({"a": 1, "b": {}}, "body.b: expected a list"),
+    ]:
+        with pytest.raises(BusError) as err:
+            check(shape, bad)
+        assert err.value.code == "bad_request" and err.value.message.startswith(where), err.value.message
+
+
+def test_reply_round_trip() -> None:
+    assert decode_reply(encode_reply("i", {"x": 1})).result == {"x": 1}
+    err = decode_reply(encode_reply("i", error=BusError("not_found", "no such pod"))).error
+    assert err is not None and err.code == "not_found" and err.message == "no such pod"
+
+
+def test_every_op_and_topic_is_documented() -> None:
+    doc = (ROOT / "docs" / "bus.md").read_text()
+    for name in [*OPS, *TOPICS]:
+        assert f"`{name}`" in doc, f"docs/bus.md does not document {name}"
+
+
+def test_metrics_text_format() -> None:
+    reg = Registry()
+    c = reg.register(Counter("x_total", "help text", ("op",)))
+    h = reg.register(Histogram("x_seconds", "lat", ("op",), buckets=(0.1, 1)))
+    assert isinstance(c, Counter) and isinstance(h, Histogram)
+    c.labels(op='a"b').inc()
+    c.labels(op='a"b').inc(2)
+    h.labels(op="a").observe(0.05)
+    h.labels(op="a").observe(5)
+    text = reg.render()
+    assert '# TYPE x_total counter\nx_total{op="a\\"b"} 3\n' in text
+    assert 'x_seconds_bucket{op="a",le="0.1"} 1\n' in text
+    assert 'x_seconds_bucket{op="a",le="+Inf"} 2\n' in text
+    assert 'x_seconds_count{op="a"} 2\n' in text
+    with pytest.raises(ValueError):
+        c.labels(wrong="x")
+
+
+def test_json_log_lines_carry_context_and_extra() -> None:
+    fmt = JsonFormatter("netns")
+    record = logging.LogRecord("n", logging.INFO, "f", 1, "attached %s", ("eth0",), None)
+    record.device = "pci-0000-00-01-0"
+    with bind(pod_uid="p1"):
+        line = json.loads(fmt.format(record))
+    assert line["msg"] == "attached eth0" and line["service"] == "netns"
+    assert line["pod_uid"] == "p1" and line["device"] == "pci-0000-00-01-0" and line["level"] == "info"
+
+
+def test_capability_names() -> None:
+    assert CAP_NAMES[12] == "CAP_NET_ADMIN" and CAP_NAMES[21] == "CAP_SYS_ADMIN"
+    assert names_of((1 << 12) | (1 << 21)) == ["CAP_NET_ADMIN", "CAP_SYS_ADMIN"]
+
+
+def test_drop_capabilities_in_a_child_process() -> None:
+    code = (
+        "from dranet.capabilities import drop_capabilities, effective_capabilities as e;"
+        "drop_capabilities(['CAP_NET_ADMIN']); print(','.join(e()))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    import os
+
+    assert out == ("CAP_NET_ADMIN" if os.geteuid() == 0 else "")
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    return build_parser().parse_args(["run", *argv])
+
+
+def test_supervisord_config_runs_each_service_with_the_common_flags(tmp_path: Path) -> None:
+    settings = settings_from_args(_args("--runtime-dir", str(tmp_path), "--node-name", "n1"))
+    text = render(settings, ["nri", "netns"], {"netns": ["--netns-root", "/x y"]})
+    programs = re.findall(r"^\[program:(\w+)\]", text, re.M)
+    assert programs == ["netns", "nri"]  # the worker first
+    assert "autorestart=true" in text and "stopsignal=TERM" in text
+    assert f"--runtime-dir={tmp_path}" in text and "--node-name=n1" in text and "'/x y'" in text
+    assert f"file={tmp_path}/supervisord.sock" in text
+    with pytest.raises(ValueError):
+        render(settings, ["bogus"])
+
+
+def deploy_config() -> str:
+    settings = settings_from_args(_args(*DEPLOY_RUN_ARGS))
+    return render(settings, ["discovery", "dra", "nri"], {}, logs_dir="-", python="/usr/local/bin/python")
+
+
+def test_deploy_supervisord_conf_is_the_rendered_default() -> None:
+    """deploy/supervisord.conf shows what the image runs; it must match what `dranet run` renders."""
+    assert (ROOT / "deploy" / "supervisord.conf").read_text() == deploy_config(), "regenerate: make deploy-config"
+
+
+DEPLOY_RUN_ARGS = ("--runtime-dir", "/run/dranet", "--state-dir", "/var/lib/dranet", "--node-name", "node-1")
