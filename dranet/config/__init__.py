@@ -1,0 +1,36 @@
+"""The claim configuration model: decode, validate, merge (pure: no I/O)."""
+
+from dranet.config.checks import check_routes_reachable, validate_rdma_only
+from dranet.config.decode import parse_network_config
+from dranet.config.encode import network_config_to_dict
+from dranet.config.errors import ConfigError
+from dranet.config.merge import merge_configs
+from dranet.config.model import (
+    EthtoolConfig,
+    InterfaceConfig,
+    NeighborConfig,
+    NetworkConfig,
+    RouteConfig,
+    RuleConfig,
+    VrfConfig,
+    effective_interface_name,
+    vrf_default_table,
+)
+
+__all__ = [
+    "ConfigError",
+    "EthtoolConfig",
+    "InterfaceConfig",
+    "NeighborConfig",
+    "NetworkConfig",
+    "RouteConfig",
+    "RuleConfig",
+    "VrfConfig",
+    "check_routes_reachable",
+    "effective_interface_name",
+    "merge_configs",
+    "network_config_to_dict",
+    "parse_network_config",
+    "validate_rdma_only",
+    "vrf_default_table",
+]
