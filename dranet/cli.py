@@ -50,12 +50,20 @@ def build_parser() -> argparse.ArgumentParser:
         module.add_arguments(p)
         p.set_defaults(run=module.run)
 
-    run = sub.add_parser("run", help="run services under supervisord", description="run services under supervisord")
+    run = sub.add_parser(
+        "run", help="run services under supervisord", description="run services under supervisord"
+    )
     add_common_flags(run)
-    run.add_argument("--services", default=",".join(SERVICES), help="comma-separated subset (default: all four)")
+    run.add_argument(
+        "--services", default=",".join(SERVICES), help="comma-separated subset (default: all four)"
+    )
     for s in SERVICES:
-        run.add_argument(f"--{s}-args", default="", help=f"extra flags for `dranet {s}` (one shell-quoted string)")
-    run.add_argument("--logs-dir", default=None, help="per-service logs (default <state-dir>/log; '-' = stdout)")
+        run.add_argument(
+            f"--{s}-args", default="", help=f"extra flags for `dranet {s}` (one shell-quoted string)"
+        )
+    run.add_argument(
+        "--logs-dir", default=None, help="per-service logs (default <state-dir>/log; '-' = stdout)"
+    )
     run.add_argument("--print-config", action="store_true", help="print the supervisord config and exit")
     run.set_defaults(run=_run)
 

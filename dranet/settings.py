@@ -28,13 +28,18 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("common")
     g.add_argument("--runtime-dir", default=DEFAULT_RUNTIME_DIR, help="bus sockets (default %(default)s)")
     g.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="durable state (default %(default)s)")
-    g.add_argument("--node-name", default=None, help="this node's name (default $NODE_NAME, then the hostname)")
+    g.add_argument(
+        "--node-name", default=None, help="this node's name (default $NODE_NAME, then the hostname)"
+    )
     g.add_argument("--driver-name", default=DEFAULT_DRIVER_NAME, help="DRA driver name (default %(default)s)")
     g.add_argument(
         "--kubeconfig", default=None, help="kubeconfig file (default: in-cluster config, then $KUBECONFIG)"
     )
     g.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"], help="(default %(default)s)"
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="(default %(default)s)",
     )
     g.add_argument(
         "--metrics-address", default=None, help="serve Prometheus /metrics on host:port (default: off)"

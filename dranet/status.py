@@ -10,7 +10,9 @@ from dranet.bus.client import BusClient
 from dranet.bus.messages import BusError
 
 
-def query(runtime_dir: Path, services: Sequence[str], timeout: float = 1.0) -> dict[str, dict[str, Any] | str]:
+def query(
+    runtime_dir: Path, services: Sequence[str], timeout: float = 1.0
+) -> dict[str, dict[str, Any] | str]:
     """service -> ping result, or the error text when it did not answer."""
     out: dict[str, dict[str, Any] | str] = {}
     for name in services:

@@ -84,7 +84,11 @@ def render(
         if to_stdout:
             lines += ["stdout_logfile=/dev/stdout", "stdout_logfile_maxbytes=0"]
         else:
-            lines += [f"stdout_logfile={logs}/{name}.log", "stdout_logfile_maxbytes=20MB", "stdout_logfile_backups=2"]
+            lines += [
+                f"stdout_logfile={logs}/{name}.log",
+                "stdout_logfile_maxbytes=20MB",
+                "stdout_logfile_backups=2",
+            ]
     return "\n".join(lines) + "\n"
 
 

@@ -35,7 +35,9 @@ def main() -> None:
         return body
 
     pub = Publisher(args.runtime_dir, args.service, {"state": lambda: dict(state)})
-    server = BusServer(args.runtime_dir, args.service, {"echo": echo, "snapshot": lambda b, c: pub.snapshot(b["topic"])})
+    server = BusServer(
+        args.runtime_dir, args.service, {"echo": echo, "snapshot": lambda b, c: pub.snapshot(b["topic"])}
+    )
     server.start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

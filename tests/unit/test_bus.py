@@ -16,8 +16,7 @@ import msgpack
 import pytest
 import zmq
 
-from dranet.bus import BusClient, BusError, BusServer, ErrorCode, Subscriber
-from dranet.bus import endpoints
+from dranet.bus import BusClient, BusError, BusServer, ErrorCode, Subscriber, endpoints
 from dranet.bus.messages import MAX_MESSAGE_BYTES, encode_request, new_request
 
 HERE = Path(__file__).parent.parent
@@ -25,7 +24,14 @@ HERE = Path(__file__).parent.parent
 
 def start_server(runtime_dir: Path, log: Path) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
-        [sys.executable, str(HERE / "busserver_main.py"), "--runtime-dir", str(runtime_dir), "--log", str(log)],
+        [
+            sys.executable,
+            str(HERE / "busserver_main.py"),
+            "--runtime-dir",
+            str(runtime_dir),
+            "--log",
+            str(log),
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -99,14 +105,45 @@ def test_server_refuses_work_past_its_deadline(server: Any) -> None:
         (b"\xc1\xff garbage", "bad_request"),
         (msgpack.packb([1, 2, 3]), "bad_request"),
         (msgpack.packb({"v": 1, "id": "a", "op": "echo", "deadline": "soon", "body": {}}), "bad_request"),
-        (msgpack.packb({"v": 1, "id": "a", "op": "echo", "deadline": time.time() + 5, "body": [1]}), "bad_request"),
-        (msgpack.packb({"v": 1, "id": 7, "op": "echo", "deadline": time.time() + 5, "body": {}}), "bad_request"),
-        (msgpack.packb({"v": 99, "id": "a", "op": "echo", "deadline": time.time() + 5, "body": {}}), "unsupported_version"),
-        (msgpack.packb({"v": 1, "id": "a", "op": "rm -rf", "deadline": time.time() + 5, "body": {}}), "unknown_op"),
-        (msgpack.packb({"v": 1, "id": "a", "op": "echo", "deadline": time.time() + 5,
-                        "body": {"x": "y" * (MAX_MESSAGE_BYTES + 10)}}), "too_large"),
+        (
+            msgpack.packb({"v": 1, "id": "a", "op": "echo", "deadline": time.time() + 5, "body": [1]}),
+            "bad_request",
+        ),
+        (
+            msgpack.packb({"v": 1, "id": 7, "op": "echo", "deadline": time.time() + 5, "body": {}}),
+            "bad_request",
+        ),
+        (
+            msgpack.packb({"v": 99, "id": "a", "op": "echo", "deadline": time.time() + 5, "body": {}}),
+            "unsupported_version",
+        ),
+        (
+            msgpack.packb({"v": 1, "id": "a", "op": "rm -rf", "deadline": time.time() + 5, "body": {}}),
+            "unknown_op",
+        ),
+        (
+            msgpack.packb(
+                {
+                    "v": 1,
+                    "id": "a",
+                    "op": "echo",
+                    "deadline": time.time() + 5,
+                    "body": {"x": "y" * (MAX_MESSAGE_BYTES + 10)},
+                }
+            ),
+            "too_large",
+        ),
     ],
-    ids=["garbage", "not-a-map", "bad-deadline", "body-not-map", "id-not-str", "version", "unknown-op", "huge"],
+    ids=[
+        "garbage",
+        "not-a-map",
+        "bad-deadline",
+        "body-not-map",
+        "id-not-str",
+        "version",
+        "unknown-op",
+        "huge",
+    ],
 )
 def test_malformed_input_gets_an_error_reply_and_the_server_keeps_serving(
     server: Any, payload: bytes, code: str
