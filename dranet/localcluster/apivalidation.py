@@ -1,0 +1,642 @@
+"""Validation rules of the local API server stand-in (pure; development/test tool).
+
+These mirror the real kube-apiserver's validation for the objects the driver writes, so a driver
+bug that the real API would reject (too many devices in a slice, an attribute name that is not a
+qualified name, a string value over 64 bytes, a malformed claim status) fails here too. Each rule
+returns a ``Cause`` with the field path and a message in the API's own wording; the server turns
+the list into a metav1.Status 422 Invalid body.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+# Limits of resource.k8s.io/v1 (see the API's types.go constants).
+MAX_DEVICES_PER_SLICE = 128
+MAX_DEVICES_PER_SLICE_WITH_TAINTS_OR_COUNTERS = 64
+MAX_ATTRIBUTES_AND_CAPACITIES_PER_DEVICE = 32
+MAX_ATTRIBUTE_STRING_LENGTH = 64
+MAX_ATTRIBUTE_VERSION_LENGTH = 64
+MAX_DRIVER_NAME_LENGTH = 63
+MAX_POOL_NAME_LENGTH = 253
+MAX_ID_LENGTH = 32
+MAX_DOMAIN_LENGTH = 63
+MAX_TAINTS_PER_DEVICE = 16
+MAX_SHARED_COUNTER_SETS = 8
+MAX_REQUESTS = 32
+MAX_SUBREQUESTS = 8
+MAX_CONSTRAINTS = 32
+MAX_CONFIGS = 32
+MAX_SELECTORS = 32
+MAX_CEL_LENGTH = 10 * 1024
+MAX_RAW_EXTENSION_BYTES = 10 * 1024
+MAX_RESERVED_FOR = 256
+MAX_DEVICE_CONDITIONS = 8
+MAX_INTERFACE_NAME_LENGTH = 256
+MAX_IPS = 16
+MAX_HARDWARE_ADDRESS_LENGTH = 128
+MAX_CONDITION_MESSAGE = 32768
+MAX_CONDITION_REASON = 1024
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_C_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_QUALIFIED_NAME_PART = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_SEMVER = re.compile(
+    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
+    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
+)
+_QUANTITY = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)(([KMGTPE]i)|[numkMGTPE]|[eE][+-]?\d+)?$")
+_CONDITION_REASON = re.compile(r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
+
+DNS_LABEL_MSG = (
+    "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', "
+    "and must start and end with an alphanumeric character"
+)
+DNS_SUBDOMAIN_MSG = (
+    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
+    "and must start and end with an alphanumeric character"
+)
+C_IDENTIFIER_MSG = (
+    "a valid C identifier must start with alphabetic character or '_', "
+    "followed by a string of alphanumeric characters or '_'"
+)
+
+
+@dataclass(frozen=True)
+class Cause:
+    """One validation failure: metav1.StatusCause (reason type, field path, message)."""
+
+    type: str
+    field: str
+    message: str
+
+    def as_status_cause(self) -> dict[str, str]:
+        return {"reason": self.type, "message": self.message, "field": self.field}
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}" if self.field else self.message
+
+
+def _fmt(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def required(field: str, detail: str = "") -> Cause:
+    return Cause("FieldValueRequired", field, "Required value" + (f": {detail}" if detail else ""))
+
+
+def invalid(field: str, value: Any, detail: str) -> Cause:
+    return Cause("FieldValueInvalid", field, f"Invalid value: {_fmt(value)}: {detail}")
+
+
+def too_long(field: str, limit: int) -> Cause:
+    return Cause("FieldValueTooLong", field, f"Too long: may not be more than {limit} bytes")
+
+
+def too_many(field: str, actual: int, limit: int) -> Cause:
+    return Cause("FieldValueTooMany", field, f"Too many: {actual}: must have at most {limit} items")
+
+
+def duplicate(field: str, value: Any) -> Cause:
+    return Cause("FieldValueDuplicate", field, f"Duplicate value: {_fmt(value)}")
+
+
+def not_supported(field: str, value: Any, supported: list[str]) -> Cause:
+    values = ", ".join(_fmt(s) for s in supported)
+    message = f"Unsupported value: {_fmt(value)}: supported values: {values}"
+    return Cause("FieldValueNotSupported", field, message)
+
+
+def forbidden(field: str, detail: str) -> Cause:
+    return Cause("FieldValueForbidden", field, f"Forbidden: {detail}")
+
+
+def immutable(field: str, value: Any) -> Cause:
+    return invalid(field, value, "field is immutable")
+
+
+# ---------------------------------------------------------------------------------------------
+# Name rules
+
+
+def dns_label(field: str, value: Any) -> list[Cause]:
+    if not isinstance(value, str) or value == "":
+        return [required(field)]
+    out: list[Cause] = []
+    if len(value) > 63:
+        out.append(invalid(field, value, "must be no more than 63 characters"))
+    if not _DNS_LABEL.match(value):
+        out.append(invalid(field, value, f"{DNS_LABEL_MSG} (e.g. 'my-name',  or '123-abc')"))
+    return out
+
+
+def dns_subdomain(field: str, value: Any, max_len: int = 253) -> list[Cause]:
+    if not isinstance(value, str) or value == "":
+        return [required(field)]
+    out: list[Cause] = []
+    if len(value) > max_len:
+        out.append(too_long(field, max_len))
+    if not _DNS_SUBDOMAIN.match(value):
+        out.append(invalid(field, value, f"{DNS_SUBDOMAIN_MSG} (e.g. 'example.com')"))
+    return out
+
+
+def driver_name(field: str, value: Any) -> list[Cause]:
+    return dns_subdomain(field, value, MAX_DRIVER_NAME_LENGTH)
+
+
+def pool_name(field: str, value: Any) -> list[Cause]:
+    """One or more DNS subdomains separated by slashes, <= 253 characters in all."""
+    if not isinstance(value, str) or value == "":
+        return [required(field)]
+    out: list[Cause] = []
+    if len(value) > MAX_POOL_NAME_LENGTH:
+        out.append(too_long(field, MAX_POOL_NAME_LENGTH))
+    for part in value.split("/"):
+        if not _DNS_SUBDOMAIN.match(part):
+            out.append(
+                invalid(field, value, f"each part of a pool name (separated by '/') must be a DNS subdomain: "
+                        f"{DNS_SUBDOMAIN_MSG}")
+            )
+            break
+    return out
+
+
+def c_identifier(field: str, value: str, max_len: int = MAX_ID_LENGTH) -> list[Cause]:
+    out: list[Cause] = []
+    if len(value) > max_len:
+        out.append(too_long(field, max_len))
+    if not _C_IDENTIFIER.match(value):
+        out.append(invalid(field, value, f"{C_IDENTIFIER_MSG} (e.g. 'my_name' or 'MY_NAME')"))
+    return out
+
+
+def qualified_device_name(field: str, name: str) -> list[Cause]:
+    """A device attribute or capacity name: C identifier, or DNS-subdomain domain / C identifier."""
+    if name == "":
+        return [required(field, "name required")]
+    if "/" in name:
+        domain, _, ident = name.partition("/")
+        out: list[Cause] = []
+        if domain == "":
+            out.append(required(field, "the domain must not be empty"))
+        else:
+            if len(domain) > MAX_DOMAIN_LENGTH:
+                out.append(too_long(field, MAX_DOMAIN_LENGTH))
+            if not _DNS_SUBDOMAIN.match(domain):
+                out.append(invalid(field, domain, f"the domain must be a DNS subdomain: {DNS_SUBDOMAIN_MSG}"))
+        if ident == "":
+            out.append(required(field, "the identifier after the domain must not be empty"))
+        else:
+            out.extend(c_identifier(field, ident))
+        return out
+    return c_identifier(field, name)
+
+
+def qualified_name(field: str, value: Any) -> list[Cause]:
+    """A Kubernetes qualified name (label keys, condition types): [prefix/]name, name <= 63."""
+    if not isinstance(value, str) or value == "":
+        return [required(field)]
+    prefix, _, name = value.rpartition("/")
+    out: list[Cause] = []
+    if "/" in value and prefix == "":
+        out.append(invalid(field, value, "prefix part must be non-empty"))
+    elif prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+        out.append(invalid(field, value, f"prefix part {DNS_SUBDOMAIN_MSG}"))
+    if name == "" or len(name) > 63 or not _QUALIFIED_NAME_PART.match(name):
+        out.append(
+            invalid(field, value, "name part must consist of alphanumeric characters, '-', '_' or '.', and "
+                    "must start and end with an alphanumeric character (at most 63 characters)")
+        )
+    return out
+
+
+def _label_value(field: str, value: Any) -> list[Cause]:
+    if not isinstance(value, str):
+        return [invalid(field, value, "must be a string")]
+    if value and (len(value) > 63 or not _QUALIFIED_NAME_PART.match(value)):
+        return [invalid(field, value, "a valid label must be an empty string or consist of alphanumeric "
+                        "characters, '-', '_' or '.', and must start and end with an alphanumeric character "
+                        "(at most 63 characters)")]
+    return []
+
+
+# ---------------------------------------------------------------------------------------------
+# Object metadata
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def validate_metadata(obj: Mapping[str, Any], name_rule: str = "subdomain") -> list[Cause]:
+    """metadata.name (DNS subdomain or label), generateName, labels and annotation keys."""
+    meta = _dict(obj.get("metadata"))
+    out: list[Cause] = []
+    name = meta.get("name")
+    if not name:
+        if not meta.get("generateName"):
+            out.append(required("metadata.name", "name or generateName is required"))
+    elif name_rule == "label":
+        out.extend(dns_label("metadata.name", name))
+    else:
+        out.extend(dns_subdomain("metadata.name", name))
+    for key, value in _dict(meta.get("labels")).items():
+        out.extend(qualified_name("metadata.labels", key))
+        out.extend(_label_value("metadata.labels", value))
+    for key in _dict(meta.get("annotations")):
+        out.extend(qualified_name("metadata.annotations", key.lower()))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# ResourceSlice
+
+
+def _validate_attribute_value(field: str, value: Any) -> list[Cause]:
+    if not isinstance(value, dict):
+        return [invalid(field, value, "must be an object with exactly one of int, bool, string or version")]
+    kinds = [k for k in ("int", "bool", "string", "version", "ints", "bools", "strings", "versions")
+             if value.get(k) is not None]
+    if not kinds:
+        return [required(field, "exactly one value must be specified")]
+    if len(kinds) > 1:
+        return [invalid(field, value, "exactly one value must be specified")]
+    kind = kinds[0]
+    v = value[kind]
+    out: list[Cause] = []
+    if kind == "int" and (isinstance(v, bool) or not isinstance(v, int)):
+        out.append(invalid(f"{field}.int", v, "must be an integer"))
+    elif kind == "bool" and not isinstance(v, bool):
+        out.append(invalid(f"{field}.bool", v, "must be a boolean"))
+    elif kind == "string":
+        if not isinstance(v, str):
+            out.append(invalid(f"{field}.string", v, "must be a string"))
+        elif len(v.encode()) > MAX_ATTRIBUTE_STRING_LENGTH:
+            out.append(too_long(f"{field}.string", MAX_ATTRIBUTE_STRING_LENGTH))
+    elif kind == "version":
+        if not isinstance(v, str):
+            out.append(invalid(f"{field}.version", v, "must be a string"))
+        else:
+            if len(v) > MAX_ATTRIBUTE_VERSION_LENGTH:
+                out.append(too_long(f"{field}.version", MAX_ATTRIBUTE_VERSION_LENGTH))
+            if not _SEMVER.match(v):
+                out.append(invalid(f"{field}.version", v, "must be a string compatible with semver.org "
+                                   "spec 2.0.0"))
+    return out
+
+
+def _validate_device(field: str, device: Any, driver: str) -> list[Cause]:
+    if not isinstance(device, dict):
+        return [invalid(field, device, "must be an object")]
+    out = dns_label(f"{field}.name", device.get("name"))
+    attributes = _dict(device.get("attributes"))
+    capacity = _dict(device.get("capacity"))
+    total = len(attributes) + len(capacity)
+    if total > MAX_ATTRIBUTES_AND_CAPACITIES_PER_DEVICE:
+        out.append(invalid(field, total, "the total number of attributes and capacities must not exceed "
+                           f"{MAX_ATTRIBUTES_AND_CAPACITIES_PER_DEVICE}"))
+    # Names without a domain belong to the driver's domain: "x" and "<driver>/x" are the same name.
+    seen: set[str] = set()
+    for section, entries in (("attributes", attributes), ("capacity", capacity)):
+        for name, value in entries.items():
+            path = f"{field}.{section}[{name}]"
+            out.extend(qualified_device_name(path, name))
+            full = name if "/" in name else f"{driver}/{name}"
+            if full in seen:
+                out.append(duplicate(path, name))
+            seen.add(full)
+            if section == "attributes":
+                out.extend(_validate_attribute_value(path, value))
+            elif not isinstance(value, dict) or not _QUANTITY.match(str(value.get("value", ""))):
+                out.append(invalid(f"{path}.value", _dict(value).get("value"), "must be a quantity"))
+    taints = _list(device.get("taints"))
+    if len(taints) > MAX_TAINTS_PER_DEVICE:
+        out.append(too_many(f"{field}.taints", len(taints), MAX_TAINTS_PER_DEVICE))
+    for i, taint in enumerate(taints):
+        t = _dict(taint)
+        out.extend(qualified_name(f"{field}.taints[{i}].key", t.get("key")))
+        effects = ["NoSchedule", "NoExecute", "None"]
+        if t.get("effect") not in effects:
+            out.append(not_supported(f"{field}.taints[{i}].effect", t.get("effect"), effects))
+    return out
+
+
+def _node_selection(spec: Mapping[str, Any]) -> list[str]:
+    chosen = []
+    if spec.get("nodeName"):
+        chosen.append("nodeName")
+    if spec.get("nodeSelector") is not None:
+        chosen.append("nodeSelector")
+    if spec.get("allNodes"):
+        chosen.append("allNodes")
+    if spec.get("perDeviceNodeSelection"):
+        chosen.append("perDeviceNodeSelection")
+    return chosen
+
+
+def validate_resource_slice(obj: Mapping[str, Any], old: Mapping[str, Any] | None = None) -> list[Cause]:
+    out = validate_metadata(obj)
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return [*out, required("spec")]
+    driver = spec.get("driver")
+    out.extend(driver_name("spec.driver", driver))
+    pool = spec.get("pool")
+    if not isinstance(pool, dict):
+        out.append(required("spec.pool"))
+    else:
+        out.extend(pool_name("spec.pool.name", pool.get("name")))
+        gen = pool.get("generation", 0)
+        if not isinstance(gen, int) or gen < 0:
+            out.append(invalid("spec.pool.generation", gen, "must be greater than or equal to 0"))
+        count = pool.get("resourceSliceCount", 0)
+        if not isinstance(count, int) or count <= 0:
+            out.append(invalid("spec.pool.resourceSliceCount", count, "must be greater than 0"))
+    chosen = _node_selection(spec)
+    choices = "`nodeName`, `nodeSelector`, `allNodes`, `perDeviceNodeSelection`"
+    if not chosen:
+        out.append(required("spec", f"exactly one of {choices} is required"))
+    elif len(chosen) > 1:
+        out.append(invalid("spec", chosen,
+                           f"exactly one of {choices} is required, but multiple fields are set"))
+    if spec.get("nodeName"):
+        out.extend(dns_subdomain("spec.nodeName", spec["nodeName"]))
+    if spec.get("nodeSelector") is not None:
+        terms = _list(_dict(spec["nodeSelector"]).get("nodeSelectorTerms"))
+        if len(terms) != 1:
+            out.append(invalid("spec.nodeSelector.nodeSelectorTerms", len(terms),
+                               "must have exactly one node selector term"))
+    devices = _list(spec.get("devices"))
+    limited = any(_dict(d).get("taints") or _dict(d).get("consumesCounters") for d in devices)
+    limit = MAX_DEVICES_PER_SLICE_WITH_TAINTS_OR_COUNTERS if limited else MAX_DEVICES_PER_SLICE
+    if len(devices) > limit:
+        out.append(too_many("spec.devices", len(devices), limit))
+    names: set[str] = set()
+    for i, device in enumerate(devices):
+        out.extend(_validate_device(f"spec.devices[{i}]", device, driver if isinstance(driver, str) else ""))
+        name = _dict(device).get("name")
+        if isinstance(name, str) and name:
+            if name in names:
+                out.append(duplicate(f"spec.devices[{i}].name", name))
+            names.add(name)
+    counters = _list(spec.get("sharedCounters"))
+    if len(counters) > MAX_SHARED_COUNTER_SETS:
+        out.append(too_many("spec.sharedCounters", len(counters), MAX_SHARED_COUNTER_SETS))
+    if old is not None:
+        old_spec = _dict(old.get("spec"))
+        if spec.get("driver") != old_spec.get("driver"):
+            out.append(immutable("spec.driver", spec.get("driver")))
+        if (spec.get("nodeName") or "") != (old_spec.get("nodeName") or ""):
+            out.append(immutable("spec.nodeName", spec.get("nodeName")))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# DeviceClass, ResourceClaim, ResourceClaimTemplate
+
+
+def _validate_opaque_configs(field: str, configs: list[Any]) -> list[Cause]:
+    out: list[Cause] = []
+    if len(configs) > MAX_CONFIGS:
+        out.append(too_many(field, len(configs), MAX_CONFIGS))
+    for i, config in enumerate(configs):
+        opaque = _dict(config).get("opaque")
+        if not isinstance(opaque, dict):
+            out.append(required(f"{field}[{i}].opaque"))
+            continue
+        out.extend(driver_name(f"{field}[{i}].opaque.driver", opaque.get("driver")))
+        params = opaque.get("parameters")
+        if params is None:
+            out.append(required(f"{field}[{i}].opaque.parameters"))
+        elif len(json.dumps(params).encode()) > MAX_RAW_EXTENSION_BYTES:
+            out.append(too_long(f"{field}[{i}].opaque.parameters", MAX_RAW_EXTENSION_BYTES))
+    return out
+
+
+def _validate_selectors(field: str, selectors: list[Any]) -> list[Cause]:
+    out: list[Cause] = []
+    if len(selectors) > MAX_SELECTORS:
+        out.append(too_many(field, len(selectors), MAX_SELECTORS))
+    for i, sel in enumerate(selectors):
+        expr = _dict(_dict(sel).get("cel")).get("expression")
+        if not isinstance(expr, str) or not expr.strip():
+            out.append(required(f"{field}[{i}].cel.expression"))
+        elif len(expr) > MAX_CEL_LENGTH:
+            out.append(too_long(f"{field}[{i}].cel.expression", MAX_CEL_LENGTH))
+    return out
+
+
+def validate_device_class(obj: Mapping[str, Any], old: Mapping[str, Any] | None = None) -> list[Cause]:
+    out = validate_metadata(obj)
+    spec = _dict(obj.get("spec"))
+    out.extend(_validate_selectors("spec.selectors", _list(spec.get("selectors"))))
+    out.extend(_validate_opaque_configs("spec.config", _list(spec.get("config"))))
+    return out
+
+
+def _validate_exact_request(field: str, req: Mapping[str, Any]) -> list[Cause]:
+    out = dns_subdomain(f"{field}.deviceClassName", req.get("deviceClassName"))
+    out.extend(_validate_selectors(f"{field}.selectors", _list(req.get("selectors"))))
+    mode = req.get("allocationMode", "ExactCount")
+    if mode not in ("ExactCount", "All"):
+        out.append(not_supported(f"{field}.allocationMode", mode, ["All", "ExactCount"]))
+    count = req.get("count")
+    if count is not None and (mode != "ExactCount" or not isinstance(count, int) or count <= 0):
+        out.append(invalid(f"{field}.count", count, "must be greater than zero, and only with ExactCount"))
+    return out
+
+
+def validate_claim_spec(field: str, spec: Any) -> list[Cause]:
+    devices = _dict(_dict(spec).get("devices"))
+    out: list[Cause] = []
+    requests = _list(devices.get("requests"))
+    if len(requests) > MAX_REQUESTS:
+        out.append(too_many(f"{field}.devices.requests", len(requests), MAX_REQUESTS))
+    names: set[str] = set()
+    for i, request in enumerate(requests):
+        path = f"{field}.devices.requests[{i}]"
+        req = _dict(request)
+        out.extend(dns_label(f"{path}.name", req.get("name")))
+        if req.get("name") in names:
+            out.append(duplicate(f"{path}.name", req.get("name")))
+        names.add(str(req.get("name")))
+        exactly, first = req.get("exactly"), req.get("firstAvailable")
+        if (exactly is None) == (first is None):
+            out.append(invalid(path, req.get("name"),
+                               "exactly one of `exactly` or `firstAvailable` is required"))
+        if isinstance(exactly, dict):
+            out.extend(_validate_exact_request(f"{path}.exactly", exactly))
+        if first is not None:
+            subs = _list(first)
+            if len(subs) > MAX_SUBREQUESTS:
+                out.append(too_many(f"{path}.firstAvailable", len(subs), MAX_SUBREQUESTS))
+            sub_names: set[str] = set()
+            for j, sub in enumerate(subs):
+                out.extend(dns_label(f"{path}.firstAvailable[{j}].name", _dict(sub).get("name")))
+                if _dict(sub).get("name") in sub_names:
+                    out.append(duplicate(f"{path}.firstAvailable[{j}].name", _dict(sub).get("name")))
+                sub_names.add(str(_dict(sub).get("name")))
+                out.extend(_validate_exact_request(f"{path}.firstAvailable[{j}]", _dict(sub)))
+    constraints = _list(devices.get("constraints"))
+    if len(constraints) > MAX_CONSTRAINTS:
+        out.append(too_many(f"{field}.devices.constraints", len(constraints), MAX_CONSTRAINTS))
+    out.extend(_validate_opaque_configs(f"{field}.devices.config", _list(devices.get("config"))))
+    return out
+
+
+def _validate_condition(field: str, cond: Any) -> list[Cause]:
+    c = _dict(cond)
+    out = qualified_name(f"{field}.type", c.get("type"))
+    if c.get("status") not in ("True", "False", "Unknown"):
+        out.append(not_supported(f"{field}.status", c.get("status"), ["False", "True", "Unknown"]))
+    if not c.get("lastTransitionTime"):
+        out.append(required(f"{field}.lastTransitionTime", "must be set"))
+    elif not _RFC3339.match(str(c["lastTransitionTime"])):
+        out.append(invalid(f"{field}.lastTransitionTime", c["lastTransitionTime"],
+                           "must be an RFC 3339 time"))
+    reason = c.get("reason")
+    if not reason:
+        out.append(required(f"{field}.reason"))
+    else:
+        if len(str(reason)) > MAX_CONDITION_REASON:
+            out.append(too_long(f"{field}.reason", MAX_CONDITION_REASON))
+        if not _CONDITION_REASON.match(str(reason)):
+            out.append(invalid(f"{field}.reason", reason, "a condition reason must start with alphabetic "
+                               "character, optionally followed by a string of alphanumeric characters or "
+                               "'_,:', and must end with an alphanumeric character or '_'"))
+    if len(str(c.get("message", ""))) > MAX_CONDITION_MESSAGE:
+        out.append(too_long(f"{field}.message", MAX_CONDITION_MESSAGE))
+    gen = c.get("observedGeneration", 0)
+    if not isinstance(gen, int) or gen < 0:
+        out.append(invalid(f"{field}.observedGeneration", gen, "must be greater than or equal to zero"))
+    return out
+
+
+def _validate_network_data(field: str, data: Any) -> list[Cause]:
+    d = _dict(data)
+    out: list[Cause] = []
+    if len(str(d.get("interfaceName", ""))) > MAX_INTERFACE_NAME_LENGTH:
+        out.append(too_long(f"{field}.interfaceName", MAX_INTERFACE_NAME_LENGTH))
+    if len(str(d.get("hardwareAddress", ""))) > MAX_HARDWARE_ADDRESS_LENGTH:
+        out.append(too_long(f"{field}.hardwareAddress", MAX_HARDWARE_ADDRESS_LENGTH))
+    ips = _list(d.get("ips"))
+    if len(ips) > MAX_IPS:
+        out.append(too_many(f"{field}.ips", len(ips), MAX_IPS))
+    seen: set[str] = set()
+    for i, ip in enumerate(ips):
+        try:
+            if not isinstance(ip, str) or "/" not in ip:
+                raise ValueError(ip)
+            ipaddress.ip_interface(ip)
+        except ValueError:
+            out.append(invalid(f"{field}.ips[{i}]", ip,
+                               "must be an IP address in CIDR form, (e.g. 10.9.8.7/24)"))
+            continue
+        if ip in seen:
+            out.append(duplicate(f"{field}.ips[{i}]", ip))
+        seen.add(ip)
+    return out
+
+
+def _allocated_ids(status: Mapping[str, Any]) -> set[tuple[str, str, str]]:
+    results = _list(_dict(_dict(status.get("allocation")).get("devices")).get("results"))
+    return {(str(_dict(r).get("driver")), str(_dict(r).get("pool")), str(_dict(r).get("device")))
+            for r in results}
+
+
+def validate_claim_status(status: Any, old_status: Any = None) -> list[Cause]:
+    s = _dict(status)
+    out: list[Cause] = []
+    reserved = _list(s.get("reservedFor"))
+    if len(reserved) > MAX_RESERVED_FOR:
+        out.append(too_many("status.reservedFor", len(reserved), MAX_RESERVED_FOR))
+    old_alloc = _dict(old_status).get("allocation")
+    if old_alloc and s.get("allocation") and s["allocation"] != old_alloc:
+        out.append(immutable("status.allocation", "<allocation>"))
+    allocated = _allocated_ids(s)
+    seen: set[tuple[str, str, str, str]] = set()
+    for i, entry in enumerate(_list(s.get("devices"))):
+        path = f"status.devices[{i}]"
+        e = _dict(entry)
+        out.extend(driver_name(f"{path}.driver", e.get("driver")))
+        out.extend(pool_name(f"{path}.pool", e.get("pool")))
+        out.extend(dns_label(f"{path}.device", e.get("device")))
+        ident = (str(e.get("driver")), str(e.get("pool")), str(e.get("device")))
+        if all(e.get(k) for k in ("driver", "pool", "device")) and ident not in allocated:
+            out.append(invalid(path, "/".join(ident), "must be an allocated device in the claim"))
+        key = (*ident, str(e.get("shareID", "")))
+        if key in seen:
+            out.append(duplicate(path, "/".join(ident)))
+        seen.add(key)
+        conditions = _list(e.get("conditions"))
+        if len(conditions) > MAX_DEVICE_CONDITIONS:
+            out.append(too_many(f"{path}.conditions", len(conditions), MAX_DEVICE_CONDITIONS))
+        types: set[str] = set()
+        for j, cond in enumerate(conditions):
+            out.extend(_validate_condition(f"{path}.conditions[{j}]", cond))
+            ctype = _dict(cond).get("type")
+            if ctype in types:
+                out.append(duplicate(f"{path}.conditions[{j}].type", ctype))
+            types.add(str(ctype))
+        if e.get("data") is not None and len(json.dumps(e["data"]).encode()) > MAX_RAW_EXTENSION_BYTES:
+            out.append(too_long(f"{path}.data", MAX_RAW_EXTENSION_BYTES))
+        if e.get("networkData") is not None:
+            out.extend(_validate_network_data(f"{path}.networkData", e["networkData"]))
+    return out
+
+
+def validate_resource_claim(
+    obj: Mapping[str, Any], old: Mapping[str, Any] | None = None, *, status_update: bool = False
+) -> list[Cause]:
+    out = validate_metadata(obj)
+    if old is None or not status_update:
+        out.extend(validate_claim_spec("spec", obj.get("spec")))
+    if old is not None and not status_update and obj.get("spec") != old.get("spec"):
+        out.append(immutable("spec", "<spec>"))
+    if status_update:
+        out.extend(validate_claim_status(obj.get("status"), _dict(old).get("status")))
+    return out
+
+
+def validate_resource_claim_template(
+    obj: Mapping[str, Any], old: Mapping[str, Any] | None = None
+) -> list[Cause]:
+    out = validate_metadata(obj)
+    out.extend(validate_claim_spec("spec.spec", _dict(obj.get("spec")).get("spec")))
+    if old is not None and obj.get("spec") != old.get("spec"):
+        out.append(immutable("spec", "<spec>"))
+    return out
+
+
+def validate(
+    resource: str,
+    obj: Mapping[str, Any],
+    old: Mapping[str, Any] | None = None,
+    *,
+    status_update: bool = False,
+) -> list[Cause]:
+    """Every validation failure of an object about to be stored (old is the stored one on update)."""
+    if resource == "resourceslices":
+        return validate_resource_slice(obj, old)
+    if resource == "resourceclaims":
+        return validate_resource_claim(obj, old, status_update=status_update)
+    if resource == "resourceclaimtemplates":
+        return validate_resource_claim_template(obj, old)
+    if resource == "deviceclasses":
+        return validate_device_class(obj, old)
+    if resource == "namespaces":
+        return validate_metadata(obj, "label")
+    return validate_metadata(obj)
