@@ -8,7 +8,6 @@ import os
 import shlex
 import sys
 from collections.abc import Sequence
-from types import ModuleType
 
 from dranet.bus.endpoints import SERVICES
 
@@ -24,27 +23,20 @@ COMMANDS: dict[str, tuple[str, str, bool]] = {
 }
 
 
-def _load(name: str) -> ModuleType | None:
-    try:
-        return importlib.import_module(COMMANDS[name][0])
-    except ModuleNotFoundError as exc:
-        if exc.name and COMMANDS[name][0].startswith(exc.name):
-            return None  # not built in this tree
-        raise
-
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only `command`'s module is imported (a probe running `dranet status` must not pay
+    for, or break on, the other services' imports)."""
     from dranet import __version__
     from dranet.settings import add_common_flags
 
     parser = argparse.ArgumentParser(prog="dranet", description=__doc__)
     parser.add_argument("--version", action="version", version=f"dranet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (_, help_text, common) in COMMANDS.items():
-        module = _load(name)
-        if module is None:
-            continue
+    for name, (module_name, help_text, common) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
+        if name != command:
+            continue
+        module = importlib.import_module(module_name)
         if common:
             add_common_flags(p)
         module.add_arguments(p)
@@ -71,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_common_flags(status)
     status.add_argument("--services", default=",".join(SERVICES), help="comma-separated subset")
     status.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for each (default 1)")
+    status.add_argument(
+        "--live",
+        action="store_true",
+        help="fail only when a service does not answer (liveness), not when unhealthy",
+    )
     status.set_defaults(run=_status)
     return parser
 
@@ -102,11 +99,15 @@ def _status(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     results = query(settings.runtime_dir, [s for s in args.services.split(",") if s], args.timeout)
     print(format_table(results))
+    if args.live:
+        return 0 if all(isinstance(r, dict) for r in results.values()) else 1
     return 0 if all_healthy(results) else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command).parse_args(argv)
     return int(args.run(args) or 0)
 
 

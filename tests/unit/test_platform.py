@@ -95,7 +95,7 @@ def test_drop_capabilities_in_a_child_process() -> None:
 
 
 def _args(*argv: str) -> argparse.Namespace:
-    return build_parser().parse_args(["run", *argv])
+    return build_parser("run").parse_args(["run", *argv])
 
 
 def test_supervisord_config_runs_each_service_with_the_common_flags(tmp_path: Path) -> None:

@@ -1,0 +1,158 @@
+"""A private containerd 2.1 with CRI and NRI, for the tests, the benchmarks and the demo.
+
+    ctrd = Containerd("/tmp/tnr-abc", cache_dir="/var/cache/dranet-ctrd")
+    ctrd.up()          # downloads the Debian packages once into cache_dir, then starts
+    ...ctrd.cri_socket, ctrd.nri_socket...
+    ctrd.down()        # stops it (only its own pid) and removes everything it created
+
+The work is done by the shell scripts beside this file (up.sh, down.sh, fetch.sh), which can also
+be run by hand with DRANET_CTRD_RUN / DRANET_CTRD_CACHE set. See docs/nri-plugin.md.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_CACHE = os.environ.get("DRANET_CTRD_CACHE", "/var/cache/dranet-ctrd")
+FETCH_FAILED = 3  # fetch.sh's exit code when the packages cannot be downloaded
+
+
+class ContainerdError(Exception):
+    """The set-up failed; the message holds the script's output."""
+
+
+class PackagesUnavailable(ContainerdError):
+    """The Debian packages could not be downloaded (no network to deb.debian.org?)."""
+
+
+class Containerd:
+    def __init__(
+        self,
+        run_dir: str | Path,
+        cache_dir: str | Path = DEFAULT_CACHE,
+        *,
+        request_timeout: str = "2s",
+        registration_timeout: str = "5s",
+        bridge: str = "dranetctrd0",
+        subnet: str = "10.223.0.0/24",
+        nri_socket: str | Path | None = None,
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.cache_dir = Path(cache_dir)
+        self.request_timeout = request_timeout
+        self.registration_timeout = registration_timeout
+        self.bridge = bridge
+        self.subnet = subnet
+        self._nri_socket = Path(nri_socket) if nri_socket else self.run_dir / "nri.sock"
+        if len(str(self.cri_socket)) > 100 or len(str(self._nri_socket)) > 100:
+            raise ValueError(f"{self.run_dir}: too long for a unix socket path; use a short run_dir")
+
+    @property
+    def cri_socket(self) -> Path:
+        return self.run_dir / "containerd.sock"
+
+    @property
+    def nri_socket(self) -> Path:
+        return self._nri_socket
+
+    @property
+    def log_path(self) -> Path:
+        return self.run_dir / "containerd.log"
+
+    @property
+    def pid(self) -> int | None:
+        try:
+            return int((self.run_dir / "containerd.pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "DRANET_CTRD_RUN": str(self.run_dir),
+                "DRANET_CTRD_CACHE": str(self.cache_dir),
+                "DRANET_CTRD_NRI_SOCK": str(self._nri_socket),
+                "DRANET_CTRD_NRI_REQUEST_TIMEOUT": self.request_timeout,
+                "DRANET_CTRD_NRI_REGISTRATION_TIMEOUT": self.registration_timeout,
+                "DRANET_CTRD_BRIDGE": self.bridge,
+                "DRANET_CTRD_SUBNET": self.subnet,
+                "DRANET_PYTHON": sys.executable,
+            }
+        )
+        return env
+
+    def _script(self, name: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", str(HERE / name), *args],
+            env=self._env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def fetch(self) -> None:
+        """Download and unpack the packages into the cache (nothing to do when already there)."""
+        r = self._script("fetch.sh")
+        if r.returncode == FETCH_FAILED:
+            raise PackagesUnavailable(r.stdout + r.stderr)
+        if r.returncode != 0:
+            raise ContainerdError(f"fetch.sh failed ({r.returncode}):\n{r.stdout}{r.stderr}")
+
+    def up(self) -> None:
+        r = self._script("up.sh")
+        if r.returncode == FETCH_FAILED:
+            raise PackagesUnavailable(r.stdout + r.stderr)
+        if r.returncode != 0:
+            raise ContainerdError(f"up.sh failed ({r.returncode}):\n{r.stdout}{r.stderr}")
+
+    def down(self, *, purge: bool = False) -> None:
+        r = self._script("down.sh", *(["--purge"] if purge else []))
+        if r.returncode != 0:
+            raise ContainerdError(f"down.sh failed ({r.returncode}):\n{r.stdout}{r.stderr}")
+
+    def kill(self) -> None:
+        """Stop containerd abruptly (SIGKILL), state left as is; restart() brings it back on it."""
+        pid = self.pid
+        if pid is None:
+            return
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        for _ in range(100):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+
+    def restart(self) -> None:
+        """Stop containerd (SIGTERM) and start it again on the same state, as a service restart does."""
+        pid = self.pid
+        if pid is not None:
+            try:
+                os.kill(pid, signal.SIGTERM)
+                for _ in range(200):
+                    os.kill(pid, 0)
+                    time.sleep(0.05)
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.up()
+
+    def running(self) -> bool:
+        pid = self.pid
+        if pid is None:
+            return False
+        try:
+            os.kill(pid, 0)
+            return True
+        except ProcessLookupError:
+            return False

@@ -1,0 +1,203 @@
+"""A small CRI client (runtime.v1 over gRPC on the runtime's unix socket) for tests and the demo.
+
+It plays the kubelet's part for pod sandboxes: run, status (with the netns path), stop, remove,
+list. `python -m dranet.localcluster.cri --socket S cleanup` stops and removes every pod.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from dranet._generated import cri_pb2, cri_pb2_grpc
+
+DEFAULT_IMAGE = "localhost/dranet/pause:1.0"
+
+
+class CriError(Exception):
+    """A CRI call failed; `code` is the gRPC status name, `details` the runtime's message."""
+
+    def __init__(self, call: str, code: str, details: str) -> None:
+        super().__init__(f"{call}: {code}: {details}")
+        self.call = call
+        self.code = code
+        self.details = details
+
+
+@dataclass(frozen=True)
+class SandboxStatus:
+    id: str
+    uid: str
+    name: str
+    namespace: str
+    state: str  # SANDBOX_READY | SANDBOX_NOTREADY
+    ip: str
+    netns: str  # "" for a hostNetwork pod
+    pid: int
+
+
+class CriClient:
+    def __init__(self, socket_path: str, *, timeout: float = 60.0) -> None:
+        self.socket_path = socket_path
+        self.timeout = timeout
+        self._channel = grpc.insecure_channel("unix://" + socket_path)
+        self._stub = cri_pb2_grpc.RuntimeServiceStub(self._channel)
+        self._configs: dict[str, cri_pb2.PodSandboxConfig] = {}
+
+    def _call(self, name: str, req: Any, timeout: float | None = None) -> Any:
+        try:
+            return getattr(self._stub, name)(req, timeout=timeout or self.timeout)
+        except grpc.RpcError as exc:
+            raise CriError(name, exc.code().name, exc.details() or "") from None
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def version(self) -> dict[str, str]:
+        r = self._call("Version", cri_pb2.VersionRequest(version="v1"))
+        return {
+            "runtime_name": r.runtime_name,
+            "runtime_version": r.runtime_version,
+            "runtime_api_version": r.runtime_api_version,
+        }
+
+    def run_pod_sandbox(
+        self,
+        name: str,
+        *,
+        uid: str | None = None,
+        namespace: str = "default",
+        host_network: bool = False,
+        log_dir: str = "/tmp",
+        timeout: float | None = None,
+    ) -> str:
+        """Start a pod sandbox; returns its id. Raises CriError (e.g. an NRI plugin refused it)."""
+        uid = uid or str(uuid.uuid4())
+        mode = cri_pb2.NODE if host_network else cri_pb2.POD
+        config = cri_pb2.PodSandboxConfig(
+            metadata=cri_pb2.PodSandboxMetadata(name=name, uid=uid, namespace=namespace, attempt=0),
+            hostname=name,
+            log_directory=os.path.join(log_dir, uid),
+            labels={"io.kubernetes.pod.name": name, "io.kubernetes.pod.namespace": namespace},
+            linux=cri_pb2.LinuxPodSandboxConfig(
+                security_context=cri_pb2.LinuxSandboxSecurityContext(
+                    namespace_options=cri_pb2.NamespaceOption(
+                        network=mode, pid=cri_pb2.CONTAINER, ipc=cri_pb2.POD
+                    )
+                )
+            ),
+        )
+        r = self._call("RunPodSandbox", cri_pb2.RunPodSandboxRequest(config=config), timeout)
+        self._configs[r.pod_sandbox_id] = config
+        return str(r.pod_sandbox_id)
+
+    def status(self, sandbox_id: str) -> SandboxStatus:
+        r = self._call(
+            "PodSandboxStatus", cri_pb2.PodSandboxStatusRequest(pod_sandbox_id=sandbox_id, verbose=True)
+        )
+        info = json.loads(r.info.get("info", "") or "{}")
+        netns = ""
+        for ns in ((info.get("runtimeSpec") or {}).get("linux") or {}).get("namespaces") or []:
+            if ns.get("type") == "network":
+                netns = ns.get("path", "")
+        s = r.status
+        return SandboxStatus(
+            id=s.id,
+            uid=s.metadata.uid,
+            name=s.metadata.name,
+            namespace=s.metadata.namespace,
+            state=cri_pb2.PodSandboxState.Name(s.state),
+            ip=s.network.ip,
+            netns=netns,
+            pid=int(info.get("pid") or 0),
+        )
+
+    def stop_pod_sandbox(self, sandbox_id: str) -> None:
+        self._call("StopPodSandbox", cri_pb2.StopPodSandboxRequest(pod_sandbox_id=sandbox_id))
+
+    def remove_pod_sandbox(self, sandbox_id: str) -> None:
+        self._call("RemovePodSandbox", cri_pb2.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id))
+        self._configs.pop(sandbox_id, None)
+
+    def list_pod_sandboxes(self) -> list[dict[str, str]]:
+        r = self._call("ListPodSandbox", cri_pb2.ListPodSandboxRequest())
+        return [
+            {
+                "id": p.id,
+                "name": p.metadata.name,
+                "uid": p.metadata.uid,
+                "namespace": p.metadata.namespace,
+                "state": cri_pb2.PodSandboxState.Name(p.state),
+            }
+            for p in r.items
+        ]
+
+    def create_container(self, sandbox_id: str, name: str, image: str = DEFAULT_IMAGE) -> str:
+        """Create (not start) a container in a sandbox run by this client. Raises CriError."""
+        config = cri_pb2.ContainerConfig(
+            metadata=cri_pb2.ContainerMetadata(name=name),
+            image=cri_pb2.ImageSpec(image=image),
+            log_path=f"{name}.log",
+        )
+        sandbox_config = self._configs.get(sandbox_id, cri_pb2.PodSandboxConfig())
+        r = self._call(
+            "CreateContainer",
+            cri_pb2.CreateContainerRequest(
+                pod_sandbox_id=sandbox_id, config=config, sandbox_config=sandbox_config
+            ),
+        )
+        return str(r.container_id)
+
+    def start_container(self, container_id: str) -> None:
+        self._call("StartContainer", cri_pb2.StartContainerRequest(container_id=container_id))
+
+    def remove_container(self, container_id: str) -> None:
+        self._call("StopContainer", cri_pb2.StopContainerRequest(container_id=container_id, timeout=2))
+        self._call("RemoveContainer", cri_pb2.RemoveContainerRequest(container_id=container_id))
+
+    def cleanup(self) -> list[str]:
+        """Stop and remove every container and pod sandbox; returns what failed."""
+        errors: list[str] = []
+        for c in self._call("ListContainers", cri_pb2.ListContainersRequest()).containers:
+            try:
+                self.remove_container(c.id)
+            except CriError as exc:
+                errors.append(str(exc))
+        for p in self.list_pod_sandboxes():
+            try:
+                self.stop_pod_sandbox(p["id"])
+                self.remove_pod_sandbox(p["id"])
+            except CriError as exc:
+                errors.append(str(exc))
+        return errors
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m dranet.localcluster.cri", description=__doc__)
+    ap.add_argument("--socket", required=True, help="the runtime's CRI socket")
+    ap.add_argument("command", choices=["version", "list", "cleanup"])
+    args = ap.parse_args(argv)
+    client = CriClient(args.socket)
+    try:
+        if args.command == "version":
+            print(json.dumps(client.version()))
+        elif args.command == "list":
+            print(json.dumps(client.list_pod_sandboxes(), indent=2))
+        else:
+            errors = client.cleanup()
+            for e in errors:
+                print(e)
+            return 1 if errors else 0
+    finally:
+        client.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

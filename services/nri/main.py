@@ -1,0 +1,95 @@
+"""The nri service: the NRI plugin that attaches a pod's claimed interfaces when its sandbox starts."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from dranet.services.nri.collaborators import BusDra, BusNetns
+from dranet.services.nri.handlers import POD_EVENTS_TOPIC, Options, PodHandlers
+from dranet.services.nri.plugin import NriPlugin, PluginOptions, valid_index
+
+from dranet.bus.client import BusClient
+from dranet.service import ServiceHost
+
+
+def _index(value: str) -> str:
+    if not valid_index(value):
+        raise argparse.ArgumentTypeError("must be two digits, 00-99 (plugins run in ascending order)")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--nri-socket", default="/var/run/nri/nri.sock", help="the runtime's NRI socket (default %(default)s)"
+    )
+    parser.add_argument("--plugin-name", default="dranet", help="name we register with (default %(default)s)")
+    parser.add_argument(
+        "--plugin-index",
+        default="00",
+        type=_index,
+        help="two-digit index; the runtime calls plugins in ascending order (default %(default)s)",
+    )
+    parser.add_argument(
+        "--budget-margin",
+        default=0.5,
+        type=float,
+        help="answer RunPodSandbox this many seconds before the runtime's request timeout "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--late-attach-timeout",
+        default=10.0,
+        type=float,
+        help="time allowed for an attach done during reconciliation (default %(default)s)",
+    )
+    parser.add_argument(
+        "--sysfs-root", default="/sys", help="where to read RDMA char devices (default %(default)s)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    host = ServiceHost("nri", args)
+    rd = host.settings.runtime_dir
+    dra = BusClient(rd, "dra", context=host.context)
+    netns = BusClient(rd, "netns", context=host.context)
+    events: dict[str, Any] = {"last": {}}
+
+    def publish(topic: str, body: dict[str, Any]) -> None:
+        events["last"] = body
+        host.publish(topic, body)
+
+    handlers = PodHandlers(
+        BusDra(dra),
+        BusNetns(netns),
+        options=Options(
+            budget_margin=args.budget_margin,
+            late_attach_timeout=args.late_attach_timeout,
+            sysfs_root=args.sysfs_root,
+        ),
+        publish=publish,
+    )
+    plugin = NriPlugin(
+        handlers, PluginOptions(socket_path=args.nri_socket, name=args.plugin_name, index=args.plugin_index)
+    )
+
+    def health() -> dict[str, Any]:
+        return {
+            "connected": plugin.connected.is_set(),
+            "synchronized": plugin.synchronized.is_set(),
+            "runtime_name": plugin.runtime_name,
+            "runtime_version": plugin.runtime_version,
+            "request_timeout_s": handlers.request_timeout,
+            "registrations": plugin.connections,
+            "nri_socket": args.nri_socket,
+            "attached_pods": len(handlers.attached_pods()),
+        }
+
+    host.serve({}, health=health, snapshots={POD_EVENTS_TOPIC: lambda: events["last"]})
+    plugin.start()
+    host.wait()
+    plugin.stop()
+    handlers.close()
+    dra.close()
+    netns.close()
+    return 0

@@ -1,0 +1,274 @@
+"""The plugin's lifecycle and wire behaviour against a fake runtime on a unix socket in tmp_path.
+
+The fake runtime does what containerd does and what makes it hard: it calls Configure before it
+answers RegisterPlugin, splits Synchronize, and records every frame the plugin sends so that we
+can check none is over 4096 bytes of payload.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dranet.services.nri import framing
+from dranet.services.nri.handlers import PodHandlers
+from dranet.services.nri.plugin import EVENT_MASK, PLUGIN_SERVICE, NriPlugin, PluginOptions
+
+from dranet._generated import nri_pb2
+from dranet.bus.messages import BusError
+
+from .test_nri_handlers import FakeDra, FakeNetns, dev
+
+
+class FakeRuntime:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.srv.bind(str(path))
+        self.srv.listen(4)
+        self.registrations: list[nri_pb2.RegisterPluginRequest] = []
+        self.frame_sizes: list[int] = []
+        self.sock: socket.socket | None = None
+        self._responses: dict[int, framing.Message] = {}
+        self._cond = threading.Condition()
+        self._next = 1
+
+    def accept_and_register(
+        self, timeout: float = 10.0, request_timeout_ms: int = 2000
+    ) -> nri_pb2.ConfigureResponse:
+        self.srv.settimeout(timeout)
+        sock, _ = self.srv.accept()
+        sock.settimeout(None)
+        self.sock = sock
+        self._responses = {}
+        self._next = 1
+        self._reg = threading.Event()
+        self._reg_stream = 0
+        threading.Thread(target=self._read, args=(sock,), daemon=True).start()
+        assert self._reg.wait(timeout), "no RegisterPlugin"
+        # like containerd: Configure before the RegisterPlugin reply
+        conf = nri_pb2.ConfigureRequest(
+            runtime_name="fake",
+            runtime_version="9.9",
+            registration_timeout=5000,
+            request_timeout=request_timeout_ms,
+        )
+        resp = nri_pb2.ConfigureResponse.FromString(self.call("Configure", conf.SerializeToString()))
+        self._send(
+            framing.RUNTIME_CONN,
+            framing.encode_response(self._reg_stream, nri_pb2.Empty().SerializeToString()),
+        )
+        return resp
+
+    def _send(self, conn: int, msg: bytes) -> None:
+        assert self.sock is not None
+        self.sock.sendall(framing.mux_frames(conn, msg, max_payload=1 << 20))
+
+    def _read(self, sock: socket.socket) -> None:
+        mux, decoders = framing.MuxDecoder(), {1: framing.MessageDecoder(), 2: framing.MessageDecoder()}
+        while True:
+            try:
+                data = sock.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            for conn, payload in mux.feed(data):
+                self.frame_sizes.append(len(payload))
+                for msg in decoders[conn].feed(payload):
+                    if conn == framing.RUNTIME_CONN:
+                        req = framing.decode_request(msg.body)
+                        assert req.method == "RegisterPlugin"
+                        self.registrations.append(nri_pb2.RegisterPluginRequest.FromString(req.payload))
+                        self._reg_stream = msg.stream_id
+                        self._reg.set()
+                    else:
+                        with self._cond:
+                            self._responses[msg.stream_id] = msg
+                            self._cond.notify_all()
+
+    def call(self, method: str, payload: bytes, timeout: float = 10.0) -> bytes:
+        with self._cond:
+            stream = self._next
+            self._next += 2
+        self._send(framing.PLUGIN_CONN, framing.encode_request(stream, PLUGIN_SERVICE, method, payload))
+        with self._cond:
+            assert self._cond.wait_for(lambda: stream in self._responses, timeout), f"no reply to {method}"
+            msg = self._responses.pop(stream)
+        return framing.decode_response(msg.body)
+
+    def drop(self) -> None:
+        assert self.sock is not None
+        self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+
+    def close(self) -> None:
+        self.srv.close()
+
+
+def wait_for(cond: Any, timeout: float = 10.0) -> bool:
+    ev = threading.Event()
+    for _ in range(int(timeout / 0.01)):
+        if cond():
+            return True
+        ev.wait(0.01)
+    return bool(cond())
+
+
+def pod(uid: str, netns: str = "/var/run/netns/cni-x", **annotations: str) -> nri_pb2.PodSandbox:
+    p = nri_pb2.PodSandbox(id="sb-" + uid, uid=uid, name="p-" + uid, namespace="ns", annotations=annotations)
+    if netns:
+        p.linux.namespaces.add(type="ipc", path="/proc/1/ns/ipc")
+        p.linux.namespaces.add(type="network", path=netns)
+    return p
+
+
+def state_change(event: int, p: nri_pb2.PodSandbox) -> bytes:
+    return nri_pb2.StateChangeEvent(event=event, pod=p).SerializeToString()  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def runtime(tmp_path: Path) -> Any:
+    rt = FakeRuntime(tmp_path / "nri.sock")
+    yield rt
+    rt.close()
+
+
+def start(runtime: FakeRuntime, dra: FakeDra, netns: FakeNetns) -> tuple[NriPlugin, PodHandlers]:
+    handlers = PodHandlers(dra, netns, netns_exists=lambda p: True)
+    plugin = NriPlugin(
+        handlers,
+        PluginOptions(
+            socket_path=str(runtime.path), name="dranet", index="07", backoff_initial=0.01, backoff_max=0.05
+        ),
+    )
+    plugin.start()
+    return plugin, handlers
+
+
+def test_lifecycle_register_configure_sync_events(runtime: FakeRuntime) -> None:
+    netns = FakeNetns()
+    dra = FakeDra({"u1": [dev("eth1")], "bad": [dev("eth2")]})
+    plugin, handlers = start(runtime, dra, netns)
+    try:
+        conf = runtime.accept_and_register(request_timeout_ms=3000)
+        assert conf.events == EVENT_MASK == 0xF
+        assert (
+            runtime.registrations[0].plugin_name == "dranet" and runtime.registrations[0].plugin_idx == "07"
+        )
+        assert plugin.connected.wait(5) and plugin.runtime_name == "fake" and plugin.runtime_version == "9.9"
+        assert handlers.request_timeout == 3.0
+
+        # split synchronize: more=true is echoed, the pods of every part are reconciled at the end
+        part = nri_pb2.SynchronizeResponse.FromString(
+            runtime.call(
+                "Synchronize", nri_pb2.SynchronizeRequest(pods=[pod("old1")], more=True).SerializeToString()
+            )
+        )
+        assert part.more is True
+        last = nri_pb2.SynchronizeResponse.FromString(
+            runtime.call(
+                "Synchronize", nri_pb2.SynchronizeRequest(pods=[pod("old2")], more=False).SerializeToString()
+            )
+        )
+        assert last.more is False
+        assert plugin.synchronized.wait(5)
+
+        # a big pod (annotations over 4096 bytes) arrives in one large frame and is parsed
+        big = pod("u1", big="x" * 10000)
+        runtime.call("StateChange", state_change(nri_pb2.RUN_POD_SANDBOX, big))
+        attach = [c for c in netns.calls if c[0] == "attach"][-1]
+        assert attach[1]["netns"] == "/var/run/netns/cni-x" and attach[2] <= 2.5
+
+        # an error fails the event with our message, and the connection stays up
+        netns.attach_error = BusError("invalid_config", "routes[0].gateway: not an address")
+        with pytest.raises(framing.TtrpcError) as err:
+            runtime.call("StateChange", state_change(nri_pb2.RUN_POD_SANDBOX, pod("bad")))
+        assert err.value.code == framing.CODE_UNKNOWN and "routes[0].gateway" in err.value.message
+        netns.attach_error = None
+
+        runtime.call("StateChange", state_change(nri_pb2.STOP_POD_SANDBOX, pod("u1")))
+        runtime.call("StateChange", state_change(nri_pb2.REMOVE_POD_SANDBOX, pod("u1", netns="")))
+        assert "u1" not in netns.attached
+
+        with pytest.raises(framing.TtrpcError) as err:
+            runtime.call("UpdateContainer", b"")
+        assert err.value.code == framing.CODE_UNIMPLEMENTED
+        assert plugin.connected.is_set()
+    finally:
+        plugin.stop()
+
+
+def test_large_responses_are_split_into_4096_byte_frames(runtime: FakeRuntime) -> None:
+    chars = [{"path": f"/dev/infiniband/uverbs{i}", "major": 231, "minor": i} for i in range(300)]
+    netns = FakeNetns()
+    plugin, _ = start(runtime, FakeDra({"r1": [dev("eth1", char_devices=chars)]}), netns)
+    try:
+        runtime.accept_and_register()
+        runtime.call("StateChange", state_change(nri_pb2.RUN_POD_SANDBOX, pod("r1")))
+        req = nri_pb2.CreateContainerRequest(pod=pod("r1"), container=nri_pb2.Container(id="c1", name="app"))
+        resp = nri_pb2.CreateContainerResponse.FromString(
+            runtime.call("CreateContainer", req.SerializeToString())
+        )
+        devices = resp.adjust.linux.devices
+        assert len(devices) == 300
+        d = devices[5]
+        assert (d.path, d.type, d.major, d.minor) == ("/dev/infiniband/uverbs5", "c", 231, 5)
+        assert d.HasField("file_mode") and d.file_mode.value == 0o666
+        assert d.HasField("uid") and d.uid.value == 0 and d.HasField("gid") and d.gid.value == 0
+        assert len(resp.SerializeToString()) > 4096
+        assert max(runtime.frame_sizes) == 4096
+    finally:
+        plugin.stop()
+
+
+def test_reconnects_after_the_runtime_drops_it(runtime: FakeRuntime) -> None:
+    plugin, _ = start(runtime, FakeDra(), FakeNetns())
+    try:
+        runtime.accept_and_register()
+        assert plugin.connected.wait(5)
+        runtime.drop()
+        runtime.accept_and_register()  # the plugin came back by itself
+        assert len(runtime.registrations) == 2
+        assert wait_for(lambda: plugin.connections == 2) and plugin.connected.wait(5)
+    finally:
+        plugin.stop()
+
+
+def test_plugin_waits_for_a_runtime_that_is_not_there_yet(tmp_path: Path) -> None:
+    path = tmp_path / "late.sock"
+    handlers = PodHandlers(FakeDra(), FakeNetns())
+    plugin = NriPlugin(handlers, PluginOptions(socket_path=str(path), backoff_initial=0.01, backoff_max=0.05))
+    plugin.start()
+    try:
+        threading.Event().wait(0.1)
+        rt = FakeRuntime(path)
+        try:
+            rt.accept_and_register()
+            assert plugin.connected.wait(5)
+        finally:
+            rt.close()
+    finally:
+        plugin.stop()
+
+
+def test_bad_index_is_refused() -> None:
+    with pytest.raises(ValueError, match="two digits"):
+        NriPlugin(PodHandlers(FakeDra(), FakeNetns()), PluginOptions(index="1"))
+
+
+def test_protocol_error_closes_the_connection(runtime: FakeRuntime) -> None:
+    plugin, _ = start(runtime, FakeDra(), FakeNetns())
+    try:
+        runtime.accept_and_register()
+        assert wait_for(lambda: plugin.connections == 1)
+        assert runtime.sock is not None
+        runtime.sock.sendall(struct.pack(">II", 0, 0))  # conn 0 is reserved
+        runtime.accept_and_register()  # closed, then reconnected
+        assert wait_for(lambda: plugin.connections == 2)
+    finally:
+        plugin.stop()
