@@ -6,7 +6,7 @@ VPY := $(VENV)/bin/python
 GEN := dranet/_generated
 PROTOS := $(wildcard proto/*.proto)
 
-.PHONY: deploy-config all venv proto test lint unit kernel e2e bench demo clean system-deps
+.PHONY: conformance-protos deploy-config all venv proto test lint unit kernel e2e bench demo clean system-deps
 
 all: venv proto
 
@@ -42,8 +42,12 @@ lint: venv proto
 
 # Everything: lint, types, unit, kernel and end-to-end tests (the e2e fixture brings up containerd).
 # pytest's exit code 5 (no tests collected) is a failure like any other non-zero code.
-test: system-deps venv proto lint
+test: system-deps venv proto lint conformance-protos
 	$(VPY) -m pytest -p no:cacheprovider tests
+
+# The official kubelet protos (Debian's golang-github-kubernetes-kubelet-dev) for the conformance tests.
+conformance-protos:
+	tests/conformance/fetch_kubelet_protos.sh || echo "kubelet protos unavailable; conformance tests will skip"
 
 unit: venv proto
 	$(VPY) -m pytest tests/unit

@@ -1,0 +1,130 @@
+"""The prepared claims on disk: atomic, checksummed, versioned JSON keyed by claim UID.
+
+The kubelet never prepares a claim again after a plugin restart, so everything nri later needs for
+a pod comes from here. Layout of <state-dir>/dra/checkpoint.json:
+
+    {"version": 1, "checksum": "<sha256 hex of the canonical payload>", "payload": {"claims": {uid: claim}}}
+
+Written as tmp file + fsync + rename + directory fsync, so a crash leaves the old or the new file,
+never a torn one. A file that does not parse, has an unknown version or a wrong checksum is moved
+aside to checkpoint.json.corrupt-<unix time> and reported; it is never silently used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .metrics import CHECKPOINT_CORRUPT, CHECKPOINT_WRITE_SECONDS
+from .model import PreparedClaim
+
+VERSION = 1
+FILENAME = "checkpoint.json"
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointCorrupt(Exception):
+    """The checkpoint file exists but cannot be trusted."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def canonical(payload: Mapping[str, Any]) -> bytes:
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def checksum(payload: Mapping[str, Any]) -> str:
+    return hashlib.sha256(canonical(payload)).hexdigest()
+
+
+def encode(claims: Mapping[str, PreparedClaim]) -> bytes:
+    payload = {"claims": {uid: c.to_dict() for uid, c in claims.items()}}
+    body = canonical(payload)  # serialised once: hashed and written as is
+    head = f'{{"version":{VERSION},"checksum":"{hashlib.sha256(body).hexdigest()}","payload":'
+    return head.encode() + body + b"}\n"
+
+
+def decode(data: bytes) -> dict[str, PreparedClaim]:
+    """Parse and verify a checkpoint document; raise CheckpointCorrupt with the reason."""
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointCorrupt(f"not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise CheckpointCorrupt("top level is not an object")
+    if doc.get("version") != VERSION:
+        raise CheckpointCorrupt(f"unknown version {doc.get('version')!r} (this build reads {VERSION})")
+    payload = doc.get("payload")
+    if not isinstance(payload, dict) or not isinstance(payload.get("claims"), dict):
+        raise CheckpointCorrupt("payload.claims missing")
+    if doc.get("checksum") != checksum(payload):
+        raise CheckpointCorrupt("checksum mismatch (the file was changed or partly written)")
+    try:
+        return {uid: PreparedClaim.from_dict(c) for uid, c in payload["claims"].items()}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointCorrupt(f"claim entry malformed: {exc!r}") from None
+
+
+class Checkpoint:
+    """Reads and writes the checkpoint file; the caller serialises access."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.dir = Path(directory)
+        self.path = self.dir / FILENAME
+        # Set when a corrupt file was found at load: where it went and why (shown in ping details).
+        self.corruption: dict[str, Any] | None = None
+
+    def load(self) -> dict[str, PreparedClaim]:
+        """The stored claims; {} when there is no file. A corrupt file is quarantined and reported."""
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return {}
+        try:
+            return decode(data)
+        except CheckpointCorrupt as exc:
+            aside = self.path.with_name(f"{FILENAME}.corrupt-{int(time.time())}")
+            os.replace(self.path, aside)
+            self.corruption = {"reason": exc.reason, "moved_to": str(aside), "at": time.time()}
+            CHECKPOINT_CORRUPT.inc()
+            log.error(
+                "checkpoint is corrupt: moved aside, starting without it; pods prepared before may "
+                "need their claims re-prepared (delete and recreate the pods)",
+                extra={"reason": exc.reason, "moved_to": str(aside)},
+            )
+            return {}
+
+    def save(self, claims: Mapping[str, PreparedClaim]) -> None:
+        """Replace the file atomically with `claims`. Raises OSError on failure (nothing half-written)."""
+        started = time.monotonic()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        data = encode(claims)
+        tmp = self.path.with_name(f".{FILENAME}.tmp-{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.replace(tmp, self.path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
+        dfd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)  # make the rename itself durable
+        finally:
+            os.close(dfd)
+        CHECKPOINT_WRITE_SECONDS.observe(time.monotonic() - started)

@@ -1,0 +1,276 @@
+"""The DRA driver's state machine: prepare and unprepare claims, the prepared state, the bus ops.
+
+Independent of gRPC (plugin.py adapts the kubelet's messages) and of the API server client
+(kube.py); both are passed in, so the logic is tested with fakes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from dranet.bus import BusError, ErrorCode
+from dranet.observability.logging import bind
+
+from .checkpoint import Checkpoint
+from .metrics import CLAIM_RESULTS, PREPARE_SECONDS, PREPARED_CLAIMS
+from .prepare import (
+    InventoryLookup,
+    PreparedClaim,
+    PreparedDevice,
+    PrepareError,
+    device_conflicts,
+    prepare_claim,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ClaimRef:
+    uid: str
+    namespace: str
+    name: str
+
+
+@dataclass
+class ClaimResult:
+    devices: list[PreparedDevice] = field(default_factory=list)
+    error: str = ""
+
+
+class ClaimReader(Protocol):
+    def get_claim(self, namespace: str, name: str) -> dict[str, Any]:
+        """The ResourceClaim as JSON; raises PrepareError (retriable when the API server is down)."""
+        ...
+
+
+# detach(pod_uid, device names): asks the netns worker; raises BusError when it cannot.
+Detacher = Callable[[str, list[str]], None]
+
+
+class Driver:
+    def __init__(
+        self,
+        *,
+        driver_name: str,
+        node_name: str,
+        claims: ClaimReader,
+        inventory: InventoryLookup,
+        checkpoint: Checkpoint,
+        detach: Detacher,
+        on_unprepared: Callable[[PreparedClaim], None] | None = None,
+        on_prepared: Callable[[PreparedClaim], None] | None = None,
+    ) -> None:
+        self.driver_name = driver_name
+        self.node_name = node_name
+        self._claims_api = claims
+        self._inventory = inventory
+        self._checkpoint = checkpoint
+        self._detach = detach
+        self._on_unprepared = on_unprepared
+        self._on_prepared = on_prepared
+        # One lock over state and checkpoint, like the kubelet helper's Serialize(true); the slow
+        # API server reads happen before it is taken.
+        self._lock = threading.Lock()
+        self._prepared: dict[str, PreparedClaim] = {}
+
+    # ------------------------------------------------------------ lifecycle
+
+    def load(self) -> None:
+        """Restore the prepared claims from the checkpoint (a corrupt file is quarantined)."""
+        with self._lock:
+            self._prepared = self._checkpoint.load()
+            PREPARED_CLAIMS.set(len(self._prepared))
+        log.info(
+            "checkpoint loaded", extra={"claims": len(self._prepared), "path": str(self._checkpoint.path)}
+        )
+
+    def health(self) -> dict[str, Any]:
+        details: dict[str, Any] = {"prepared_claims": len(self._prepared)}
+        if self._checkpoint.corruption:
+            details["healthy"] = False
+            details["checkpoint_corrupt"] = self._checkpoint.corruption
+        return details
+
+    # ------------------------------------------------------------ kubelet calls
+
+    def prepare(self, refs: Iterable[ClaimRef]) -> dict[str, ClaimResult]:
+        """One result per claim UID; a failing claim never fails the others."""
+        out: dict[str, ClaimResult] = {}
+        fresh: dict[str, PreparedClaim] = {}
+        started = time.monotonic()
+        for ref in refs:
+            with bind(claim_uid=ref.uid, claim=f"{ref.namespace}/{ref.name}"):
+                known = self._prepared.get(ref.uid)
+                if known is not None:  # idempotent and cheap: no API read, no disk write
+                    out[ref.uid] = ClaimResult(devices=list(known.devices))
+                    CLAIM_RESULTS.labels(op="prepare", outcome="cached").inc()
+                    continue
+                try:
+                    fresh[ref.uid] = self._build(ref)
+                except PrepareError as exc:
+                    out[ref.uid] = ClaimResult(error=exc.message)
+                    CLAIM_RESULTS.labels(op="prepare", outcome="error").inc()
+                    log.warning("prepare failed", extra={"reason": exc.message})
+        if fresh:
+            out.update(self._commit(fresh))
+        PREPARE_SECONDS.labels(op="prepare").observe(time.monotonic() - started)
+        return out
+
+    def _build(self, ref: ClaimRef) -> PreparedClaim:
+        claim = self._claims_api.get_claim(ref.namespace, ref.name)
+        uid = (claim.get("metadata") or {}).get("uid")
+        if uid != ref.uid:
+            raise PrepareError(
+                f"ResourceClaim {ref.namespace}/{ref.name} has UID {uid}, the kubelet asked for {ref.uid}: "
+                "the claim was deleted and re-created; the kubelet will retry with the new one"
+            )
+        return prepare_claim(
+            claim, driver=self.driver_name, node_name=self.node_name, inventory=self._inventory
+        )
+
+    def _commit(self, fresh: dict[str, PreparedClaim]) -> dict[str, ClaimResult]:
+        out: dict[str, ClaimResult] = {}
+        with self._lock:
+            accepted: dict[str, PreparedClaim] = {}
+            for uid, claim in fresh.items():
+                if uid in self._prepared:  # a concurrent call prepared it meanwhile
+                    out[uid] = ClaimResult(devices=list(self._prepared[uid].devices))
+                    continue
+                conflicts = device_conflicts(claim, [*self._prepared.values(), *accepted.values()])
+                if conflicts:
+                    out[uid] = ClaimResult(error="; ".join(conflicts))
+                    CLAIM_RESULTS.labels(op="prepare", outcome="error").inc()
+                    continue
+                accepted[uid] = claim
+            if not accepted:
+                return out
+            candidate = {**self._prepared, **accepted}
+            try:
+                self._checkpoint.save(candidate)
+            except OSError as exc:
+                msg = f"cannot write the checkpoint {self._checkpoint.path}: {exc}; check the state directory"
+                log.error("checkpoint write failed", extra={"error": str(exc)})
+                for uid in accepted:
+                    out[uid] = ClaimResult(error=msg)
+                    CLAIM_RESULTS.labels(op="prepare", outcome="error").inc()
+                return out
+            self._prepared = candidate
+            PREPARED_CLAIMS.set(len(candidate))
+        for uid, claim in accepted.items():
+            out[uid] = ClaimResult(devices=list(claim.devices))
+            CLAIM_RESULTS.labels(op="prepare", outcome="prepared").inc()
+            if self._on_prepared is not None:
+                self._on_prepared(claim)
+            log.info(
+                "claim prepared",
+                extra={
+                    "claim_uid": uid,
+                    "claim": f"{claim.namespace}/{claim.name}",
+                    "pod_uids": claim.pod_uids,
+                    "devices": [f"{d.pool}/{d.device}={d.ifname}" for d in claim.devices],
+                },
+            )
+        return out
+
+    def unprepare(self, refs: Iterable[ClaimRef]) -> dict[str, str]:
+        """claim UID -> error ("" on success). Unknown claims succeed."""
+        out: dict[str, str] = {}
+        dropped: list[PreparedClaim] = []
+        started = time.monotonic()
+        for ref in refs:
+            claim = self._prepared.get(ref.uid)
+            if claim is None:
+                out[ref.uid] = ""
+                CLAIM_RESULTS.labels(op="unprepare", outcome="unknown").inc()
+                continue
+            err = self._detach_all(claim)
+            out[ref.uid] = err
+            if not err:
+                dropped.append(claim)
+            else:
+                CLAIM_RESULTS.labels(op="unprepare", outcome="error").inc()
+        if dropped:
+            with self._lock:
+                remaining = {u: c for u, c in self._prepared.items() if u not in {d.uid for d in dropped}}
+                try:
+                    self._checkpoint.save(remaining)
+                except OSError as exc:
+                    msg = f"cannot write the checkpoint {self._checkpoint.path}: {exc}; check the state dir"
+                    for c in dropped:
+                        out[c.uid] = msg
+                    return out
+                self._prepared = remaining
+                PREPARED_CLAIMS.set(len(remaining))
+            for c in dropped:
+                CLAIM_RESULTS.labels(op="unprepare", outcome="unprepared").inc()
+                log.info("claim unprepared", extra={"claim_uid": c.uid, "claim": f"{c.namespace}/{c.name}"})
+                if self._on_unprepared is not None:
+                    self._on_unprepared(c)
+        PREPARE_SECONDS.labels(op="unprepare").observe(time.monotonic() - started)
+        return out
+
+    def _detach_all(self, claim: PreparedClaim) -> str:
+        names = [d.device for d in claim.devices if not d.admin_access]
+        if not names:
+            return ""
+        for pod_uid in claim.pod_uids:
+            try:
+                self._detach(pod_uid, names)
+            except BusError as exc:
+                if exc.code == ErrorCode.NOT_FOUND:
+                    continue  # nothing attached for it
+                return (
+                    f"could not ask the netns worker to give back {', '.join(names)} of pod {pod_uid} "
+                    f"({exc.code}: {exc.message}); the kubelet will retry"
+                )
+        return ""
+
+    # ------------------------------------------------------------ reads for the other services
+
+    def get(self, claim_uid: str) -> PreparedClaim | None:
+        return self._prepared.get(claim_uid)
+
+    def prepared(self) -> list[PreparedClaim]:
+        return list(self._prepared.values())
+
+    def find(self, pod_uid: str, device: str) -> PreparedClaim | None:
+        for claim in self._prepared.values():
+            if pod_uid in claim.pod_uids and any(d.device == device for d in claim.devices):
+                return claim
+        return None
+
+    def pod_devices(self, pod_uid: str) -> list[dict[str, Any]]:
+        out = []
+        for claim in sorted(self._prepared.values(), key=lambda c: (c.namespace, c.name)):
+            if pod_uid not in claim.pod_uids:
+                continue
+            for d in claim.devices:
+                if d.admin_access:
+                    continue  # observe-only allocations are never moved
+                out.append(
+                    {
+                        "claim_uid": claim.uid,
+                        "claim_namespace": claim.namespace,
+                        "claim_name": claim.name,
+                        "request": d.request,
+                        "pool": d.pool,
+                        "device": d.device,
+                        "ifname": d.ifname,
+                        "config": d.config,
+                        "rdma_device": d.rdma_device,
+                    }
+                )
+        return out
+
+    # bus handlers
+    def handle_pod_devices(self, body: Mapping[str, Any], _ctx: Any) -> dict[str, Any]:
+        return {"devices": self.pod_devices(str(body["pod_uid"]))}
+
+    def handle_claims(self, _body: Mapping[str, Any], _ctx: Any) -> dict[str, Any]:
+        return {"claims": [c.to_dict() for c in sorted(self._prepared.values(), key=lambda c: c.uid)]}

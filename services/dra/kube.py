@@ -1,0 +1,95 @@
+"""ResourceClaim reads and status writes through the official kubernetes client (resource.k8s.io/v1).
+
+Claims are read as raw JSON (the API's own camelCase field names), which is what prepare.py and
+status.py work on; no model conversion on the hot path.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from typing import Any, cast
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+from urllib3.exceptions import HTTPError
+
+from .model import PrepareError
+
+
+class StatusConflict(Exception):
+    """The claim changed between our read and our write (409); read again and retry."""
+
+
+class KubeClaims:
+    """`api_client` is an ApiClient or a function building one, called on first use: dra starts (and
+    answers ping) even when the kubeconfig is missing; each call then fails with the reason."""
+
+    def __init__(
+        self, api_client: client.ApiClient | Callable[[], client.ApiClient], *, timeout: float = 10.0
+    ) -> None:
+        self._factory = api_client if callable(api_client) else None
+        self._api: client.ResourceV1Api | None = (
+            None if callable(api_client) else client.ResourceV1Api(api_client)
+        )
+        self._lock = threading.Lock()
+        self.config_error = ""
+        # (connect, read) seconds: the kubelet allows 45 s for a whole prepare call.
+        self.timeout = (min(timeout, 5.0), timeout)
+
+    @property
+    def api(self) -> client.ResourceV1Api:
+        with self._lock:
+            if self._api is None:
+                assert self._factory is not None
+                try:
+                    self._api = client.ResourceV1Api(self._factory())
+                    self.config_error = ""
+                except Exception as exc:  # the kubernetes config loader raises several types
+                    self.config_error = f"cannot configure the API client: {exc}; check --kubeconfig"
+                    raise PrepareError(self.config_error, retriable=True) from None
+            return self._api
+
+    def get_claim(self, namespace: str, name: str) -> dict[str, Any]:
+        try:
+            resp: Any = self.api.read_namespaced_resource_claim(
+                name, namespace, _preload_content=False, _request_timeout=self.timeout
+            )
+            return dict(json.loads(resp.data))
+        except ApiException as exc:
+            if exc.status == 404:
+                raise PrepareError(f"ResourceClaim {namespace}/{name} not found in the API server") from None
+            raise PrepareError(
+                f"reading ResourceClaim {namespace}/{name} failed: HTTP {exc.status} {exc.reason}; "
+                "the kubelet will retry",
+                retriable=True,
+            ) from None
+        except (HTTPError, OSError) as exc:
+            raise PrepareError(
+                f"the API server is unreachable ({type(exc).__name__}: {exc}); the kubelet will retry",
+                retriable=True,
+            ) from None
+
+    def get_claim_or_none(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """For background work: None when the claim is gone; other failures raise."""
+        try:
+            resp: Any = self.api.read_namespaced_resource_claim(
+                name, namespace, _preload_content=False, _request_timeout=self.timeout
+            )
+            return dict(json.loads(resp.data))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def replace_status(self, namespace: str, name: str, claim: dict[str, Any]) -> None:
+        """PUT the status subresource with the claim's resourceVersion (optimistic concurrency)."""
+        try:
+            self.api.replace_namespaced_resource_claim_status(
+                name, namespace, cast(Any, claim), _preload_content=False, _request_timeout=self.timeout
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                raise StatusConflict(str(exc.reason)) from None
+            raise

@@ -1,0 +1,226 @@
+"""The dra service: the kubelet's DRA plugin for this node.
+
+Start order follows the kubelet helper: state from the checkpoint, bus, DRA gRPC socket, and only
+then the registration socket (the kubelet may call as soon as it sees it). Clean shutdown removes
+the registration socket first, then the DRA socket.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from dranet.bus import BusClient, Subscriber
+from dranet.service import ServiceHost
+from dranet.settings import kube_api_client
+
+from .checkpoint import Checkpoint
+from .driver import Driver
+from .health import HealthMonitor, HealthServicer, Where
+from .inventory import InventoryCache
+from .kube import KubeClaims
+from .model import PreparedClaim, PrepareError
+from .plugin import PluginServer
+from .registration import DRA_VERSIONS, HEALTH_VERSION, RegistrationServer, RegistrationServicer
+from .sockets import dra_socket_name, registration_socket_name
+from .status import StatusWriter
+
+log = logging.getLogger(__name__)
+
+DEFAULT_REGISTRY_DIR = "/var/lib/kubelet/plugins_registry"
+DEFAULT_PLUGINS_DIR = "/var/lib/kubelet/plugins"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--kubelet-registry-dir",
+        default=DEFAULT_REGISTRY_DIR,
+        help="the kubelet's plugin registration directory (default %(default)s)",
+    )
+    parser.add_argument(
+        "--kubelet-plugins-dir",
+        default=DEFAULT_PLUGINS_DIR,
+        help="the DRA socket goes in <this>/<driver name>/ (default %(default)s)",
+    )
+    parser.add_argument(
+        "--rolling-update-uid",
+        default=os.environ.get("POD_UID", ""),
+        help="this driver pod's UID: makes the socket names unique so two driver pods can overlap "
+        "during a DaemonSet rolling update (needs kubelet >= 1.33; default $POD_UID, empty = off)",
+    )
+    parser.add_argument(
+        "--health-interval",
+        type=float,
+        default=2.0,
+        help="seconds between link state checks for the health stream (default %(default)s)",
+    )
+    parser.add_argument(
+        "--host-netns",
+        default=None,
+        help="network namespace (name or path) holding the node's interfaces, for development and tests "
+        "where a namespace stands in for the host (default: this process's own)",
+    )
+
+
+class Attachments:
+    """Where each attached device's link is now, from the netns worker's "attachments" topic."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._where: dict[tuple[str, str], Where] = {}
+
+    def on_message(self, topic: str, body: Mapping[str, Any]) -> None:
+        items = body.get("attachments")
+        if isinstance(items, list):  # a snapshot: the whole set
+            with self._lock:
+                self._where.clear()
+        for item in items if isinstance(items, list) else [body]:
+            if not isinstance(item, Mapping):
+                continue
+            key = (str(item.get("pod_uid") or ""), str(item.get("device") or ""))
+            state = str(item.get("state") or "").lower()
+            with self._lock:
+                if item.get("error") or state in ("detached", "released", "removed", "failed"):
+                    self._where.pop(key, None)
+                else:
+                    nd = item.get("network_data") or {}
+                    name = item.get("pod_ifname") or nd.get("interface_name") or nd.get("interfaceName") or ""
+                    netns = item.get("netns") or None
+                    if netns:
+                        self._where[key] = Where(str(name), str(netns))
+                    else:
+                        self._where[key] = Where(
+                            str(name), None, unknown="attached to the pod; the attachment event gave no netns"
+                        )
+
+    def get(self, pod_uid: str, device: str) -> Where | None:
+        with self._lock:
+            return self._where.get((pod_uid, device))
+
+
+class DraService:
+    """Everything the dra process runs, built from the flags; start() and stop() for tests too."""
+
+    def __init__(self, host: ServiceHost, args: argparse.Namespace, *, api_client: Any = None) -> None:
+        self.host = host
+        s = host.settings
+        self.driver_name = s.driver_name
+        self.host_netns: str | None = getattr(args, "host_netns", None) or None
+        uid = getattr(args, "rolling_update_uid", "") or ""
+        self.registration_path = Path(args.kubelet_registry_dir) / registration_socket_name(
+            s.driver_name, uid
+        )
+        self.dra_path = Path(args.kubelet_plugins_dir) / s.driver_name / dra_socket_name(uid)
+        self.kube = KubeClaims(api_client if api_client is not None else lambda: kube_api_client(s))
+        self.discovery = BusClient(s.runtime_dir, "discovery", context=host.context)
+        self.netns = BusClient(s.runtime_dir, "netns", context=host.context)
+        self.inventory = InventoryCache(self.discovery)
+        self.attachments = Attachments()
+        self.status = StatusWriter(self.kube, s.driver_name, claim_of=self._claim_of)
+        self.driver = Driver(
+            driver_name=s.driver_name,
+            node_name=s.node_name,
+            claims=self.kube,
+            inventory=self.inventory.lookup,
+            checkpoint=Checkpoint(s.state_dir / "dra"),
+            detach=self._detach,
+            on_unprepared=self._unprepared,
+            on_prepared=lambda _claim: self.health.kick(),
+        )
+        self.health = HealthMonitor(
+            self._health_devices, interval=float(getattr(args, "health_interval", 2.0))
+        )
+        self.plugin = PluginServer(self.dra_path, self.driver, HealthServicer(self.health))
+        self.registration = RegistrationServer(
+            self.registration_path,
+            RegistrationServicer(s.driver_name, str(self.dra_path), [*DRA_VERSIONS, HEALTH_VERSION]),
+        )
+        self.subscribers = [
+            Subscriber(
+                s.runtime_dir, "discovery", ["inventory"], self.inventory.on_message, context=host.context
+            ),
+            Subscriber(s.runtime_dir, "netns", ["attachments"], self._on_attachments, context=host.context),
+        ]
+
+    def _detach(self, pod_uid: str, devices: list[str]) -> None:
+        self.netns.call("detach", {"pod_uid": pod_uid, "devices": devices}, timeout=10.0)
+
+    def _unprepared(self, claim: PreparedClaim) -> None:
+        self.status.clear(claim)
+        self.health.kick()
+
+    def _claim_of(self, claim_uid: str, pod_uid: str, device: str) -> PreparedClaim | None:
+        claim = self.driver.get(claim_uid) if claim_uid else None
+        return claim or self.driver.find(pod_uid, device)
+
+    def _on_attachments(self, topic: str, body: dict[str, Any]) -> None:
+        self.attachments.on_message(topic, body)
+        self.status.on_message(topic, body)
+        self.health.kick()
+
+    def _health_devices(self) -> dict[tuple[str, str], Where]:
+        out = {}
+        for claim in self.driver.prepared():
+            for d in claim.devices:
+                where = None
+                for pod_uid in claim.pod_uids:
+                    where = where or self.attachments.get(pod_uid, d.device)
+                out[(d.pool, d.device)] = where or Where(d.ifname, self.host_netns)
+        return out
+
+    def _health_details(self) -> dict[str, Any]:
+        details = self.driver.health()
+        details["registered"] = self.registration.servicer.state.registered
+        if self.kube.config_error:
+            details["healthy"] = False
+            details["api_client_error"] = self.kube.config_error
+        return details
+
+    def start(self) -> None:
+        self.driver.load()
+        try:
+            self.kube.api  # noqa: B018  (build the client now so a bad kubeconfig shows in ping at once)
+        except PrepareError as exc:
+            log.error(
+                "no API server access; prepare will fail until it is fixed", extra={"reason": exc.message}
+            )
+        self.host.serve(
+            {"pod_devices": self.driver.handle_pod_devices, "claims": self.driver.handle_claims},
+            health=self._health_details,
+        )
+        for sub in self.subscribers:
+            sub.start()
+        self.status.start()
+        self.health.start()
+        self.plugin.start()
+        self.registration.start()
+
+    def stop(self) -> None:
+        self.registration.stop()
+        self.plugin.stop()
+        self.health.close()
+        self.status.close()
+        for sub in self.subscribers:
+            sub.close()
+        self.discovery.close()
+        self.netns.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    host = ServiceHost("dra", args)
+    try:
+        service = DraService(host, args)
+    except Exception as exc:
+        log.error("cannot start: %s", exc, extra={"error": f"{type(exc).__name__}: {exc}"})
+        host.close()
+        return 1
+    service.start()
+    host.stop_event.wait()
+    service.stop()
+    host.close()
+    return 0

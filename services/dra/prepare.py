@@ -1,0 +1,174 @@
+"""From a ResourceClaim (the API server's JSON) to a prepared claim: pure logic, no I/O.
+
+Steps for one claim: the single pod consumer from reservedFor, the allocation results for our
+driver, the opaque configs that apply to each result merged in precedence order (DeviceClass
+configs first, then the claim's; later wins field by field), validation with the shared
+configuration model, and the host interface of each device from the inventory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from dranet.config import (
+    ConfigError,
+    check_routes_reachable,
+    merge_configs,
+    network_config_to_dict,
+    parse_network_config,
+    validate_rdma_only,
+)
+
+from .model import PreparedClaim, PreparedDevice, PrepareError
+
+__all__ = ["PrepareError", "PreparedClaim", "PreparedDevice", "prepare_claim"]
+
+InventoryLookup = Callable[[str], Mapping[str, Any] | None]
+
+
+def pod_consumer(claim: Mapping[str, Any]) -> str:
+    """The UID of the one pod the claim is reserved for; refuse anything else with the reason."""
+    reserved = (claim.get("status") or {}).get("reservedFor") or []
+    if not reserved:
+        raise PrepareError(
+            "claim is not reserved for any pod (status.reservedFor is empty); the kubelet prepares "
+            "only reserved claims, so it will retry once the scheduler has reserved it"
+        )
+    if len(reserved) > 1:
+        raise PrepareError(
+            f"claim is reserved for {len(reserved)} consumers; a network interface can be in only one "
+            "network namespace, so a claim of this driver must be used by exactly one pod "
+            "(use a ResourceClaimTemplate to give each pod its own claim)"
+        )
+    ref = reserved[0]
+    if ref.get("resource") != "pods" or ref.get("apiGroup", "") not in ("", None):
+        raise PrepareError(
+            f"claim is reserved for a {ref.get('apiGroup') or 'core'}/{ref.get('resource')} consumer, "
+            "not a pod; this driver can only give interfaces to pods"
+        )
+    uid = ref.get("uid") or ""
+    if not uid:
+        raise PrepareError("claim's status.reservedFor[0] has no uid")
+    return str(uid)
+
+
+def driver_results(claim: Mapping[str, Any], driver: str) -> list[Mapping[str, Any]]:
+    """Allocation results for our driver; a claim may mix devices of several drivers."""
+    allocation = (claim.get("status") or {}).get("allocation")
+    if not allocation:
+        raise PrepareError("claim is not allocated (status.allocation is empty); the kubelet will retry")
+    results = (allocation.get("devices") or {}).get("results") or []
+    return [r for r in results if r.get("driver") == driver]
+
+
+def applicable_configs(claim: Mapping[str, Any], driver: str, request: str) -> list[Mapping[str, Any]]:
+    """Opaque parameters of our driver that apply to `request`, in precedence order (lowest first).
+
+    DeviceClass configs (source FromClass) come before the claim's own (FromClaim) whatever their
+    order in the list, so a user's claim config always overrides the class default.
+    """
+    allocation = (claim.get("status") or {}).get("allocation") or {}
+    entries = (allocation.get("devices") or {}).get("config") or []
+    parent = request.split("/", 1)[0]
+    from_class: list[Mapping[str, Any]] = []
+    from_claim: list[Mapping[str, Any]] = []
+    for entry in entries:
+        opaque = entry.get("opaque") or {}
+        if opaque.get("driver") != driver:
+            continue
+        requests = entry.get("requests") or []
+        if requests and request not in requests and parent not in requests:
+            continue
+        params = opaque.get("parameters")
+        params = params if isinstance(params, Mapping) else {}
+        (from_class if entry.get("source") == "FromClass" else from_claim).append(params)
+    return from_class + from_claim
+
+
+def prepare_claim(
+    claim: Mapping[str, Any],
+    *,
+    driver: str,
+    node_name: str,
+    inventory: InventoryLookup,
+) -> PreparedClaim:
+    """Build the prepared claim or raise PrepareError naming the device, field and reason."""
+    meta = claim.get("metadata") or {}
+    pod_uid = pod_consumer(claim)
+    results = driver_results(claim, driver)
+    if not results:
+        raise PrepareError(f"claim has no allocation result for driver {driver}")
+    devices = [
+        _prepare_device(claim, r, driver=driver, node_name=node_name, inventory=inventory) for r in results
+    ]
+    return PreparedClaim(
+        uid=str(meta.get("uid", "")),
+        namespace=str(meta.get("namespace", "")),
+        name=str(meta.get("name", "")),
+        pod_uids=[pod_uid],
+        devices=devices,
+    )
+
+
+def _prepare_device(
+    claim: Mapping[str, Any],
+    result: Mapping[str, Any],
+    *,
+    driver: str,
+    node_name: str,
+    inventory: InventoryLookup,
+) -> PreparedDevice:
+    request = str(result.get("request", ""))
+    pool = str(result.get("pool", ""))
+    name = str(result.get("device", ""))
+    where = f"device {pool}/{name} (request {request})"
+    if pool != node_name:
+        raise PrepareError(f"{where}: pool {pool!r} is not this node's pool {node_name!r}")
+    merged = merge_configs(applicable_configs(claim, driver, request))
+    try:
+        cfg = parse_network_config(merged)
+        if cfg.interface.addresses:
+            check_routes_reachable(cfg, cfg.interface.addresses)
+    except ConfigError as exc:
+        raise PrepareError(f"{where}: invalid config: {exc}") from None
+    dev = inventory(name)
+    if dev is None:
+        raise PrepareError(
+            f"{where}: not in this node's inventory (the interface is gone or was renamed); "
+            "the kubelet will retry",
+            retriable=True,
+        )
+    if not dev.get("allocatable", True):
+        raise PrepareError(
+            f"{where}: the inventory marks it not allocatable (node uplink or in use by the host)"
+        )
+    if dev.get("rdma_device") and not dev.get("ifname"):
+        try:
+            validate_rdma_only(cfg)
+        except ConfigError as exc:
+            raise PrepareError(f"{where}: invalid config for an RDMA-only device: {exc}") from None
+    return PreparedDevice(
+        request=request,
+        pool=pool,
+        device=name,
+        ifname=str(dev.get("ifname") or ""),
+        config=network_config_to_dict(cfg),
+        rdma_device=str(dev.get("rdma_device") or ""),
+        admin_access=bool(result.get("adminAccess", False)),
+    )
+
+
+def device_conflicts(new: PreparedClaim, prepared: Sequence[PreparedClaim]) -> list[str]:
+    """Devices of `new` already held by another prepared claim (the driver is the last line of defence)."""
+    held = {
+        (d.pool, d.device): c for c in prepared if c.uid != new.uid for d in c.devices if not d.admin_access
+    }
+    out = []
+    for d in new.devices:
+        other = held.get((d.pool, d.device))
+        if other is not None and not d.admin_access:
+            out.append(
+                f"device {d.pool}/{d.device} is already prepared for claim {other.namespace}/{other.name}"
+            )
+    return out

@@ -1,0 +1,274 @@
+"""ResourceClaim.status.devices, written in the background (never on the kubelet's or NRI's path).
+
+Fed by the netns worker's "attachments" notifications: an attach that succeeded gives condition
+Ready=True (reason NetworkDeviceReady) and networkData; one that failed gives Ready=False with the
+reason and the error message; a detach removes the entry. Unprepare clears every entry of ours.
+Each claim's desired entries are kept in memory and written (read, replace our entries, PUT with
+resourceVersion) until the API server accepts them, with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .metrics import STATUS_WRITES
+from .model import PreparedClaim
+
+log = logging.getLogger(__name__)
+
+READY = "Ready"
+REASON_READY = "NetworkDeviceReady"
+REASON_FAILED = "NetworkDeviceAttachFailed"
+MAX_IPS = 16  # API limits on networkData
+MAX_MESSAGE = 32768
+_DETACHED_STATES = {"detached", "released", "removed"}
+_FAILED_STATES = {"failed", "error", "attach_failed"}
+
+
+class StatusAPI(Protocol):
+    def get_claim_or_none(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    def replace_status(self, namespace: str, name: str, claim: dict[str, Any]) -> None: ...
+
+
+def now_rfc3339() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def device_entry(
+    driver: str,
+    pool: str,
+    device: str,
+    *,
+    ready: bool,
+    message: str = "",
+    network: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One AllocatedDeviceStatus of ours (pure)."""
+    cond = {
+        "type": READY,
+        "status": "True" if ready else "False",
+        "reason": REASON_READY if ready else REASON_FAILED,
+        "message": (message or ("interface attached and configured" if ready else "attach failed"))[
+            :MAX_MESSAGE
+        ],
+        "lastTransitionTime": now_rfc3339(),
+    }
+    entry: dict[str, Any] = {"driver": driver, "pool": pool, "device": device, "conditions": [cond]}
+    if network:
+        nd: dict[str, Any] = {}
+        if network.get("interfaceName"):
+            nd["interfaceName"] = str(network["interfaceName"])[:256]
+        if network.get("ips"):
+            nd["ips"] = [str(ip) for ip in network["ips"]][:MAX_IPS]
+        if network.get("hardwareAddress"):
+            nd["hardwareAddress"] = str(network["hardwareAddress"])[:128]
+        if nd:
+            entry["networkData"] = nd
+    return entry
+
+
+def merge_devices(
+    current: list[Mapping[str, Any]], driver: str, ours: Mapping[tuple[str, str], Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """status.devices with our driver's entries replaced by `ours` (pure).
+
+    Other drivers' entries are kept as they are. A condition whose status did not change keeps its
+    lastTransitionTime, as the API convention asks.
+    """
+    previous = {(d.get("pool"), d.get("device")): d for d in current if d.get("driver") == driver}
+    out = [dict(d) for d in current if d.get("driver") != driver]
+    for key in sorted(ours):
+        entry = {**ours[key], "conditions": [dict(c) for c in ours[key].get("conditions", [])]}
+        old = previous.get(key)
+        if old:
+            old_conds = {c.get("type"): c for c in old.get("conditions") or []}
+            for cond in entry["conditions"]:
+                prev = old_conds.get(cond["type"])
+                if prev and prev.get("status") == cond["status"] and prev.get("lastTransitionTime"):
+                    cond["lastTransitionTime"] = prev["lastTransitionTime"]
+        out.append(entry)
+    return out
+
+
+def network_of(body: Mapping[str, Any]) -> dict[str, Any]:
+    """networkData from an attachment notification, whichever spelling the worker used."""
+    nd = body.get("network_data") or body.get("networkData") or {}
+    return {
+        "interfaceName": nd.get("interfaceName") or nd.get("interface_name") or body.get("pod_ifname") or "",
+        "ips": list(nd.get("ips") or body.get("ips") or []),
+        "hardwareAddress": nd.get("hardwareAddress")
+        or nd.get("hardware_address")
+        or body.get("hardware_address")
+        or "",
+    }
+
+
+@dataclass
+class _Pending:
+    namespace: str
+    name: str
+    uid: str
+    ours: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    due: float = 0.0
+    attempts: int = 0
+    dirty: bool = True
+
+
+class StatusWriter:
+    def __init__(
+        self,
+        api: StatusAPI,
+        driver: str,
+        *,
+        claim_of: Callable[[str, str, str], PreparedClaim | None],
+        initial_backoff: float = 0.5,
+        max_backoff: float = 30.0,
+    ) -> None:
+        """claim_of(claim_uid, pod_uid, device) finds the prepared claim a notification is about."""
+        self.api = api
+        self.driver = driver
+        self._claim_of = claim_of
+        self._initial = initial_backoff
+        self._max = max_backoff
+        self._lock = threading.Condition()
+        self._pending: dict[str, _Pending] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="dra-status", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._lock:
+            self._lock.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(5)
+
+    # ------------------------------------------------------------ inputs
+
+    def on_message(self, topic: str, body: dict[str, Any]) -> None:
+        """Subscriber callback for the netns worker's "attachments" topic (and its snapshot)."""
+        if topic != "attachments":
+            return
+        items = body.get("attachments")
+        for item in items if isinstance(items, list) else [body]:
+            if isinstance(item, Mapping):
+                try:
+                    self._on_attachment(item)
+                except Exception:  # a malformed notification must not stop the subscriber
+                    log.exception("bad attachment notification", extra={"body": dict(item)})
+
+    def _on_attachment(self, body: Mapping[str, Any]) -> None:
+        device = str(body.get("device") or "")
+        claim = self._claim_of(str(body.get("claim_uid") or ""), str(body.get("pod_uid") or ""), device)
+        if claim is None or not device:
+            return  # not one of ours (or already unprepared)
+        prepared = next((d for d in claim.devices if d.device == device), None)
+        if prepared is None:
+            return
+        state = str(body.get("state") or "").lower()
+        error = body.get("error")
+        key = (prepared.pool, device)
+        if state in _DETACHED_STATES:
+            self.set(claim, key, None)
+        elif error or state in _FAILED_STATES:
+            self.set(
+                claim,
+                key,
+                device_entry(self.driver, prepared.pool, device, ready=False, message=str(error or state)),
+            )
+        else:
+            self.set(
+                claim,
+                key,
+                device_entry(self.driver, prepared.pool, device, ready=True, network=network_of(body)),
+            )
+
+    def set(self, claim: PreparedClaim, key: tuple[str, str], entry: dict[str, Any] | None) -> None:
+        with self._lock:
+            p = self._pending.setdefault(claim.uid, _Pending(claim.namespace, claim.name, claim.uid))
+            if entry is None:
+                p.ours.pop(key, None)
+            else:
+                p.ours[key] = entry
+            p.dirty, p.due, p.attempts = True, 0.0, 0
+            self._lock.notify_all()
+
+    def clear(self, claim: PreparedClaim) -> None:
+        """Remove every entry of ours from the claim (on unprepare)."""
+        with self._lock:
+            p = self._pending.setdefault(claim.uid, _Pending(claim.namespace, claim.name, claim.uid))
+            p.ours.clear()
+            p.dirty, p.due, p.attempts = True, 0.0, 0
+            self._lock.notify_all()
+
+    def idle(self) -> bool:
+        with self._lock:
+            return not any(p.dirty for p in self._pending.values())
+
+    # ------------------------------------------------------------ writer thread
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                now = time.monotonic()
+                due = [p for p in self._pending.values() if p.dirty and p.due <= now]
+                if not due:
+                    waits = [p.due - now for p in self._pending.values() if p.dirty]
+                    self._lock.wait(min(waits) if waits else 1.0)
+                    continue
+                work = [(p, dict(p.ours)) for p in due]
+                for p, _ in work:
+                    p.dirty = False
+            for p, ours in work:
+                self._write(p, ours)
+
+    def _write(self, p: _Pending, ours: dict[tuple[str, str], dict[str, Any]]) -> None:
+        try:
+            done = self._write_once(p, ours)
+            STATUS_WRITES.labels(outcome="ok").inc()
+        except Exception as exc:
+            STATUS_WRITES.labels(outcome="retry").inc()
+            with self._lock:
+                p.attempts += 1
+                delay = min(self._max, self._initial * 2 ** (p.attempts - 1)) * random.uniform(0.8, 1.2)
+                if not p.dirty:  # a newer desired state resets the backoff instead
+                    p.dirty, p.due = True, time.monotonic() + delay
+            log.warning(
+                "claim status write failed; retrying",
+                extra={
+                    "claim": f"{p.namespace}/{p.name}",
+                    "error": f"{type(exc).__name__}: {exc}",
+                    "attempt": p.attempts,
+                    "retry_in_s": round(delay, 2),
+                },
+            )
+            return
+        with self._lock:
+            p.attempts = 0
+            if done and not p.dirty and not p.ours:
+                self._pending.pop(p.uid, None)  # cleared and written: forget it
+
+    def _write_once(self, p: _Pending, ours: dict[tuple[str, str], dict[str, Any]]) -> bool:
+        claim = self.api.get_claim_or_none(p.namespace, p.name)
+        if claim is None or (claim.get("metadata") or {}).get("uid") != p.uid:
+            return True  # the claim is gone: nothing to write
+        status = claim.setdefault("status", {})
+        current = list(status.get("devices") or [])
+        devices = merge_devices(current, self.driver, ours)
+        if devices == current:
+            return True
+        if devices:
+            status["devices"] = devices
+        else:
+            status.pop("devices", None)
+        self.api.replace_status(p.namespace, p.name, claim)
+        log.info("claim status written", extra={"claim": f"{p.namespace}/{p.name}", "devices": len(ours)})
+        return True
