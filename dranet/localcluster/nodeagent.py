@@ -1,0 +1,356 @@
+"""A kubelet stand-in for pods on one node: DRA prepare, CRI sandbox, and the reverse.
+
+DEVELOPMENT AND TEST TOOL. It plays the kubelet's part of a pod's life that matters to a network
+driver, over the same wire protocols the kubelet uses:
+
+1. plugin discovery: the registration socket in the plugin registry directory answers GetInfo
+   (type DRAPlugin, our driver name, the DRA endpoint, the versions); we pick the first version in
+   the plugin's order that we speak (v1, v1beta1) and send NotifyRegistrationStatus(true);
+2. NodePrepareResources over the DRA socket for the pod's claims that have results for the driver
+   and are not yet prepared (one call per pod, like the kubelet), before the sandbox;
+3. CRI RunPodSandbox (the runtime calls the NRI plugin, which attaches the interfaces);
+4. on removal: StopPodSandbox, RemovePodSandbox, then NodeUnprepareResources for the claims no
+   other pod of this agent uses.
+
+Errors are typed (PrepareError, SandboxError) and carry the kubelet-like message.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from dranet._generated import dra_v1_pb2, dra_v1_pb2_grpc, dra_v1beta1_pb2, dra_v1beta1_pb2_grpc
+from dranet._generated import pluginregistration_pb2 as reg_pb
+from dranet._generated import pluginregistration_pb2_grpc as reg_grpc
+from dranet.localcluster.cri import CriClient, CriError, SandboxStatus
+
+log = logging.getLogger(__name__)
+
+DEFAULT_REGISTRY_DIR = "/var/lib/kubelet/plugins_registry"
+PREPARE_TIMEOUT = 45.0  # the kubelet's DRA call timeout
+# Our versions, by the name the plugin advertises -> (pb2 module, grpc module).
+_VERSIONS: dict[str, tuple[Any, Any]] = {
+    "v1.DRAPlugin": (dra_v1_pb2, dra_v1_pb2_grpc),
+    "v1beta1.DRAPlugin": (dra_v1beta1_pb2, dra_v1beta1_pb2_grpc),
+}
+
+
+class NodeAgentError(Exception):
+    """Base for the node agent's errors."""
+
+
+class PluginNotFound(NodeAgentError):
+    """No registration socket of the driver answered in time."""
+
+
+class PrepareError(NodeAgentError):
+    """NodePrepareResources/NodeUnprepareResources failed (gRPC error or a per-claim error)."""
+
+    def __init__(self, message: str, claim_errors: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.claim_errors = dict(claim_errors or {})
+
+
+class SandboxError(NodeAgentError):
+    """The runtime refused or failed the sandbox (e.g. the NRI plugin returned an error)."""
+
+    def __init__(self, message: str, cri: CriError | None = None, run: PodRun | None = None) -> None:
+        super().__init__(message)
+        self.cri = cri
+        self.run = run  # the pod as far as it got (claims prepared): remove_pod(run) gives up on it
+
+
+@dataclass(frozen=True)
+class ClaimRef:
+    namespace: str
+    uid: str
+    name: str
+
+    @staticmethod
+    def of(claim: Mapping[str, Any]) -> ClaimRef:
+        m = claim.get("metadata") or {}
+        return ClaimRef(m.get("namespace", "default"), m.get("uid", ""), m.get("name", ""))
+
+
+@dataclass(frozen=True)
+class PluginEndpoint:
+    registration_socket: str
+    endpoint: str
+    version: str  # e.g. "v1.DRAPlugin"
+    supported: tuple[str, ...]
+
+
+@dataclass
+class PodRun:
+    """A pod this agent started."""
+
+    uid: str
+    name: str
+    namespace: str
+    claims: list[ClaimRef]
+    prepared: dict[str, list[dict[str, Any]]]  # claim uid -> devices from the prepare answer
+    sandbox_id: str = ""
+    status: SandboxStatus | None = None
+    timings: dict[str, float] = field(default_factory=dict)  # step -> seconds, for the demo's output
+
+
+def claims_for_driver(claims: Iterable[Mapping[str, Any]], driver: str) -> list[Mapping[str, Any]]:
+    """The claims whose allocation has results for driver (the kubelet asks each driver for its own)."""
+    out = []
+    for c in claims:
+        results = (((c.get("status") or {}).get("allocation") or {}).get("devices") or {}).get(
+            "results"
+        ) or []
+        if any(r.get("driver") == driver for r in results):
+            out.append(c)
+    return out
+
+
+class NodeAgent:
+    """The kubelet's side of DRA and CRI for pods on one node.
+
+    registry_dir: the kubelet plugin registry directory the dra service registers in; cri_socket:
+    the runtime's CRI socket. Thread-safe: pods may be started and removed concurrently.
+    """
+
+    def __init__(
+        self,
+        registry_dir: str | Path,
+        cri_socket: str,
+        *,
+        driver_name: str = "dra.net",
+        log_dir: str = "/tmp",
+        prepare_timeout: float = PREPARE_TIMEOUT,
+    ) -> None:
+        self.registry_dir = Path(registry_dir)
+        self.driver_name = driver_name
+        self.prepare_timeout = prepare_timeout
+        self.log_dir = log_dir
+        self.cri = CriClient(cri_socket)
+        self._lock = threading.Lock()
+        self._plugin: PluginEndpoint | None = None
+        self._channel: grpc.Channel | None = None
+        self._stub: Any = None
+        self._pb: Any = None
+        self._users: dict[str, set[str]] = {}  # prepared claim uid -> pod uids using it (kubelet checkpoint)
+
+    # ------------------------------------------------------------ plugin registration
+
+    def register(self, timeout: float = 30.0) -> PluginEndpoint:
+        """Find the driver's registration socket, GetInfo, pick a version, notify; like the kubelet."""
+        deadline = time.monotonic() + timeout
+        last = "no socket yet"
+        while True:
+            for sock in sorted(self.registry_dir.glob("*.sock")) if self.registry_dir.is_dir() else []:
+                if sock.name.startswith("."):
+                    continue
+                try:
+                    found = self._try_register(sock)
+                except grpc.RpcError as exc:
+                    last = f"{sock}: {exc.code().name} {exc.details()}"
+                    continue
+                if found is not None:
+                    return found
+                last = f"{sock}: not the {self.driver_name} DRA plugin"
+            if time.monotonic() >= deadline:
+                raise PluginNotFound(
+                    f"no DRA plugin {self.driver_name!r} registered in {self.registry_dir} "
+                    f"within {timeout:.0f}s "
+                    f"({last}); is the dra service running with --kubelet-registry-dir={self.registry_dir}?"
+                )
+            time.sleep(0.1)
+
+    def _try_register(self, sock: Path) -> PluginEndpoint | None:
+        with grpc.insecure_channel(f"unix://{sock}") as ch:
+            stub = reg_grpc.RegistrationStub(ch)
+            info = stub.GetInfo(reg_pb.InfoRequest(), timeout=1.0)  # the kubelet allows 1 s
+            if info.type != "DRAPlugin" or info.name != self.driver_name:
+                return None
+            version = next((v for v in info.supported_versions if v in _VERSIONS), None)
+            if version is None:
+                stub.NotifyRegistrationStatus(
+                    reg_pb.RegistrationStatus(
+                        plugin_registered=False,
+                        error=f"none of the plugin's versions {list(info.supported_versions)} is supported",
+                    ),
+                    timeout=5.0,
+                )
+                raise PluginNotFound(f"{sock}: no supported DRA version in {list(info.supported_versions)}")
+            endpoint = info.endpoint or str(sock)
+            plugin = PluginEndpoint(str(sock), endpoint, version, tuple(info.supported_versions))
+            self._connect(plugin)
+            stub.NotifyRegistrationStatus(reg_pb.RegistrationStatus(plugin_registered=True), timeout=5.0)
+        log.info("DRA plugin registered", extra={"endpoint": endpoint, "version": version})
+        return plugin
+
+    def _connect(self, plugin: PluginEndpoint) -> None:
+        with self._lock:
+            if self._channel is not None:
+                self._channel.close()
+            self._plugin = plugin
+            self._channel = grpc.insecure_channel(f"unix://{plugin.endpoint}")
+            pb2, pb2_grpc = _VERSIONS[plugin.version]
+            self._pb = pb2
+            self._stub = pb2_grpc.DRAPluginStub(self._channel)
+
+    @property
+    def plugin(self) -> PluginEndpoint | None:
+        return self._plugin
+
+    # ------------------------------------------------------------ DRA calls
+
+    def _dra_call(self, method: str, claims: Sequence[ClaimRef], timeout: float | None) -> Any:
+        if self._stub is None:
+            self.register()
+        pb = self._pb
+        req_type = (
+            pb.NodePrepareResourcesRequest
+            if method == "NodePrepareResources"
+            else (pb.NodeUnprepareResourcesRequest)
+        )
+        request = req_type(claims=[pb.Claim(namespace=c.namespace, uid=c.uid, name=c.name) for c in claims])
+        # wait_for_ready: a dra service restarting right now is waited for, within the kubelet's timeout.
+        try:
+            return getattr(self._stub, method)(
+                request, timeout=timeout or self.prepare_timeout, wait_for_ready=True
+            )
+        except grpc.RpcError as exc:
+            raise PrepareError(f"{method}: {exc.code().name}: {exc.details()}") from None
+
+    def prepare(
+        self, claims: Sequence[ClaimRef], timeout: float | None = None
+    ) -> dict[str, list[dict[str, Any]]]:
+        """NodePrepareResources; returns claim uid -> devices. Raises PrepareError like the kubelet:
+        a per-claim error, a missing entry, or an entry for a claim it did not ask about."""
+        if not claims:
+            return {}
+        resp = self._dra_call("NodePrepareResources", claims, timeout)
+        asked = {c.uid: c for c in claims}
+        errors: dict[str, str] = {}
+        out: dict[str, list[dict[str, Any]]] = {}
+        for uid, result in resp.claims.items():
+            if uid not in asked:
+                raise PrepareError(f"NodePrepareResources returned result for unknown claim UID {uid}")
+            if result.error:
+                errors[uid] = result.error
+                continue
+            out[uid] = [
+                {
+                    "requests": list(d.request_names),
+                    "pool": d.pool_name,
+                    "device": d.device_name,
+                    "cdi_device_ids": list(d.cdi_device_ids),
+                }
+                for d in result.devices
+            ]
+        if errors:
+            msg = "; ".join(
+                f"NodePrepareResources failed for ResourceClaim {asked[u].name}: {e}"
+                for u, e in errors.items()
+            )
+            raise PrepareError(msg, errors)
+        missing = [c.name for u, c in asked.items() if u not in out]
+        if missing:
+            raise PrepareError(
+                f"NodePrepareResources skipped {len(missing)} ResourceClaims: {', '.join(missing)}"
+            )
+        return out
+
+    def unprepare(self, claims: Sequence[ClaimRef], timeout: float | None = None) -> None:
+        if not claims:
+            return
+        resp = self._dra_call("NodeUnprepareResources", claims, timeout)
+        errors = {u: r.error for u, r in resp.claims.items() if r.error}
+        missing = [c.name for c in claims if c.uid not in resp.claims]
+        if errors or missing:
+            raise PrepareError(f"NodeUnprepareResources: errors {errors}, missing {missing}", errors)
+
+    # ------------------------------------------------------------ pods
+
+    def start_pod(self, pod: Mapping[str, Any], claims: Iterable[Mapping[str, Any]]) -> PodRun:
+        """Prepare the pod's claims of our driver, then run its sandbox through CRI.
+
+        On a sandbox failure the claims stay prepared (the kubelet retries the sandbox; call
+        remove_pod to give up, which unprepares)."""
+        meta = pod.get("metadata") or {}
+        ours = [ClaimRef.of(c) for c in claims_for_driver(claims, self.driver_name)]
+        run = PodRun(
+            uid=meta.get("uid", ""),
+            name=meta.get("name", ""),
+            namespace=meta.get("namespace", "default"),
+            claims=ours,
+            prepared={},
+        )
+        with self._lock:
+            todo = [c for c in ours if c.uid not in self._users]
+            for c in ours:
+                self._users.setdefault(c.uid, set()).add(run.uid)
+        t0 = time.monotonic()
+        try:
+            run.prepared = self.prepare(todo)
+        except Exception:
+            self._forget(run)
+            raise
+        run.timings["prepare"] = time.monotonic() - t0
+        t0 = time.monotonic()
+        try:
+            run.sandbox_id = self.cri.run_pod_sandbox(
+                run.name, uid=run.uid, namespace=run.namespace, log_dir=self.log_dir
+            )
+        except CriError as exc:
+            raise SandboxError(
+                f"RunPodSandbox for pod {run.namespace}/{run.name}: {exc.details}", exc, run
+            ) from None
+        finally:
+            run.timings["run_pod_sandbox"] = time.monotonic() - t0
+        run.status = self.cri.status(run.sandbox_id)
+        return run
+
+    def _forget(self, run: PodRun) -> list[ClaimRef]:
+        """Drop the pod from the users of its claims; returns the claims nobody uses any more."""
+        free = []
+        with self._lock:
+            for c in run.claims:
+                users = self._users.get(c.uid)
+                if users is None:
+                    continue
+                users.discard(run.uid)
+                if not users:
+                    del self._users[c.uid]
+                    free.append(c)
+        return free
+
+    def remove_pod(self, run: PodRun) -> None:
+        """StopPodSandbox, RemovePodSandbox, then NodeUnprepareResources (kubelet order)."""
+        t0 = time.monotonic()
+        if run.sandbox_id:
+            self.cri.stop_pod_sandbox(run.sandbox_id)
+            run.timings["stop_pod_sandbox"] = time.monotonic() - t0
+            self.cri.remove_pod_sandbox(run.sandbox_id)
+            run.sandbox_id = ""  # a retry of remove_pod goes straight to unprepare
+        t0 = time.monotonic()
+        free = self._forget(run)
+        try:
+            self.unprepare(free)
+        except Exception:
+            with self._lock:  # still prepared: a retry unprepares them again, as the kubelet does
+                for c in free:
+                    self._users.setdefault(c.uid, set()).add(run.uid)
+            raise
+        run.timings["unprepare"] = time.monotonic() - t0
+
+    def close(self) -> None:
+        with self._lock:
+            if self._channel is not None:
+                self._channel.close()
+                self._channel = None
+                self._stub = None
+        self.cri.close()
