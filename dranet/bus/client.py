@@ -47,8 +47,11 @@ class BusClient:
         self._local = threading.local()
         self._sockets: list[zmq.Socket[Any]] = []
         self._lock = threading.Lock()
+        self._closed = False
 
     def _socket(self) -> zmq.Socket[Any]:
+        if self._closed:
+            raise BusError(ErrorCode.UNAVAILABLE, f"the client for {self.service} is closed")
         sock = getattr(self._local, "sock", None)
         if sock is None:
             sock = self._ctx.socket(zmq.DEALER)
@@ -66,6 +69,12 @@ class BusClient:
         self, op: str, body: Mapping[str, Any] | None = None, *, timeout: float | None = None
     ) -> dict[str, Any]:
         """Send `op` and return its result; raises BusError (the server's, or `timeout`)."""
+        try:
+            return self._call(op, body, timeout)
+        except zmq.ZMQError as exc:  # the socket was closed under us (shutdown in another thread)
+            raise BusError(ErrorCode.UNAVAILABLE, f"call to {self.service} {op} aborted: {exc}") from None
+
+    def _call(self, op: str, body: Mapping[str, Any] | None, timeout: float | None) -> dict[str, Any]:
         timeout = self.timeout if timeout is None else timeout
         req = new_request(op, body, timeout)
         data = encode_request(req)
@@ -100,6 +109,7 @@ class BusClient:
                 return reply.result or {}
 
     def close(self) -> None:
+        self._closed = True
         with self._lock:
             for sock in self._sockets:
                 sock.close(0)

@@ -252,7 +252,8 @@ TOPICS: dict[str, str] = {
     "inventory": "discovery: the inventory changed (body = get_inventory result)",
     "attachments": "netns: an attach or detach finished "
     "(pod_uid, device, claim_uid, state, error?, network_data?)",
-    "pod_events": "nri: what happened to a pod's devices (event, pod_uid, pod, devices, code?, reason?, time)",
+    "pod_events": "nri: what happened to a pod's devices "
+    "(event, pod_uid, pod, devices, code?, reason?, time)",
 }
 
 
