@@ -1,0 +1,99 @@
+"""The netns service: the privileged worker on the bus (attach, detach, list; `attachments` topic)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import threading
+from typing import Any
+
+from dranet.services.netns.nspath import DEFAULT_ROOTS
+from dranet.services.netns.worker import NetnsWorker
+
+from dranet.bus import Subscriber
+from dranet.service import ServiceHost
+
+log = logging.getLogger(__name__)
+KEEP_CAPS = frozenset({"CAP_NET_ADMIN", "CAP_SYS_ADMIN"})
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("netns")
+    g.add_argument(
+        "--netns-root",
+        action="append",
+        default=None,
+        help=f"directory pod netns paths must resolve under; repeatable (default {', '.join(DEFAULT_ROOTS)})",
+    )
+    g.add_argument(
+        "--allowed-interfaces",
+        default=None,
+        help="regex of host interfaces that may be attached, used until discovery's inventory "
+        "arrives (default: none until then)",
+    )
+    g.add_argument("--sysfs-root", default="/sys", help="sysfs root for RDMA lookups (default %(default)s)")
+    g.add_argument("--dev-root", default="/dev", help="/dev as seen by pods, for RDMA char devices")
+    g.add_argument(
+        "--netns-poll",
+        type=float,
+        default=1.0,
+        help="seconds between checks for deleted pod netns (default 1)",
+    )
+
+
+class Inventory:
+    """What may be attached: discovery's allocatable devices once known, the regex flag before."""
+
+    def __init__(self, pattern: str | None) -> None:
+        self._regex = re.compile(pattern) if pattern else None
+        self._names: frozenset[str] | None = None
+        self._lock = threading.Lock()
+
+    def update(self, body: dict[str, Any]) -> None:
+        names = {
+            str(d.get("ifname")) for d in body.get("devices", []) if d.get("allocatable") and d.get("ifname")
+        }
+        with self._lock:
+            self._names = frozenset(names)
+
+    def __call__(self, ifname: str) -> bool:
+        with self._lock:
+            names = self._names
+        if names is not None:
+            return ifname in names
+        return bool(self._regex and self._regex.fullmatch(ifname))
+
+
+def run(args: argparse.Namespace) -> int:
+    host = ServiceHost("netns", args, keep_caps=KEEP_CAPS)
+    settings = host.settings
+    inventory = Inventory(getattr(args, "allowed_interfaces", None))
+    worker = NetnsWorker(
+        settings.state_dir,
+        allowed=inventory,
+        netns_roots=tuple(getattr(args, "netns_root", None) or DEFAULT_ROOTS),
+        publish=host.publish,
+        sysfs_root=getattr(args, "sysfs_root", "/sys"),
+        dev_root=getattr(args, "dev_root", "/dev"),
+    )
+    # Reconcile before serving: no request sees a half-done attachment from a previous life.
+    worker.reconcile()
+    host.serve(worker.handlers(), health=worker.health, snapshots={"attachments": worker.attachments})
+    worker.start(watch_interval=getattr(args, "netns_poll", 1.0), reconcile=False)
+    sub = Subscriber(
+        settings.runtime_dir,
+        "discovery",
+        ["inventory"],
+        lambda _topic, body: inventory.update(body),
+        context=host.context,
+    )
+    sub.start()
+    try:
+        host.stop_event.wait()
+    finally:
+        # The subscriber shares the host's ZeroMQ context: close it before the host destroys it.
+        sub.close()
+        host.close()
+        worker.close()
+    return 0

@@ -1,0 +1,288 @@
+"""The worker's records and pure rules: request checks, host snapshots, journal entries, the plan.
+
+No I/O here: everything is a value that tests build and compare directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import socket
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from dranet.services.netns.netlink import (
+    FR_ACT_TO_TBL,
+    RT_TABLE_LOCAL,
+    RT_TABLE_MAIN,
+    RTPROT_KERNEL,
+    SCOPE_LINK,
+    Address,
+    Link,
+    Neighbor,
+    Route,
+    Rule,
+)
+
+JOURNAL_VERSION = 1
+MAX_DEVICES_PER_POD = 64
+# Kubernetes UIDs are UUIDs; accept any name that is safe as a file name part.
+_UID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# DRA device names are DNS labels; keep to characters that are safe in a file name.
+_DEVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
+_IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+
+# Phases of a journal entry, written before the step they name starts.
+ATTACHING = "attaching"
+ATTACHED = "attached"
+DETACHING = "detaching"
+
+# Upstream dranet accepts the legacy `ethtool -K` names; each maps to kernel feature names
+# (a trailing * matches every feature with that prefix that the device has).
+ETHTOOL_ALIASES: Mapping[str, tuple[str, ...]] = {
+    "rx": ("rx-checksum",),
+    "tx": ("tx-checksum-*",),
+    "sg": ("tx-scatter-gather*",),
+    "tso": (
+        "tx-tcp-segmentation",
+        "tx-tcp-ecn-segmentation",
+        "tx-tcp-mangleid-segmentation",
+        "tx-tcp6-segmentation",
+    ),
+    "tcp-segmentation-offload": (
+        "tx-tcp-segmentation",
+        "tx-tcp-ecn-segmentation",
+        "tx-tcp-mangleid-segmentation",
+        "tx-tcp6-segmentation",
+    ),
+    "ufo": ("tx-udp-fragmentation",),
+    "gso": ("tx-generic-segmentation",),
+    "gro": ("rx-gro",),
+    "lro": ("rx-lro",),
+    "rxvlan": ("rx-vlan-hw-parse",),
+    "txvlan": ("tx-vlan-hw-insert",),
+    "ntuple": ("rx-ntuple-filter",),
+    "rxhash": ("rx-hashing",),
+}
+
+
+class RequestError(ValueError):
+    """A request refused before any change: a bus error code, the field and the reason."""
+
+    def __init__(self, code: str, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}" if field else reason)
+        self.code = code
+        self.field = field
+        self.reason = reason
+
+
+def check_pod_uid(uid: str) -> None:
+    if not isinstance(uid, str) or not _UID_RE.match(uid):
+        raise RequestError("invalid_config", "pod_uid", f"{uid!r} is not a valid pod UID")
+
+
+def check_device_name(name: str, path: str) -> None:
+    if not isinstance(name, str) or not _DEVICE_RE.match(name):
+        raise RequestError("invalid_config", path, f"{name!r} is not a valid device name")
+
+
+def check_ifname(name: str, path: str) -> None:
+    """Linux interface names: 1..15 bytes, no '/', ':' or whitespace, not '.' or '..'."""
+    if not isinstance(name, str) or not _IFNAME_RE.match(name) or name in (".", ".."):
+        raise RequestError(
+            "invalid_config",
+            path,
+            f"{name!r} is not a legal interface name "
+            "(1-15 of letters, digits, '-', '_', '.'; not '.' or '..')",
+        )
+
+
+def expand_ethtool_features(wanted: Mapping[str, bool], available: Iterable[str]) -> dict[str, bool]:
+    """Kernel feature names for a claim's `ethtool.features` (aliases and globs expanded).
+
+    Raises RequestError naming the first name the device does not have."""
+    names = sorted(available)
+    out: dict[str, bool] = {}
+    for key, on in wanted.items():
+        patterns = ETHTOOL_ALIASES.get(key, (key,))
+        matched = [
+            n for p in patterns for n in names if (n.startswith(p[:-1]) if p.endswith("*") else n == p)
+        ]
+        if not matched:
+            raise RequestError("invalid_config", f"ethtool.features.{key}", "the device has no such feature")
+        for n in matched:
+            out[n] = on
+    return out
+
+
+def uplinks(links: Sequence[Link], routes: Sequence[Route]) -> set[int]:
+    """Indexes of the node's uplinks: links carrying a default route in any table, their masters
+    (bond, bridge) and the masters' other members, and the lower devices of uplink vlans."""
+    by_index = {link.index: link for link in links}
+    up: set[int] = set()
+    for r in routes:
+        if r.destination in ("0.0.0.0/0", "::/0"):
+            up.update(i for i in (r.oif, *r.multipath_oifs) if i)
+    masters = {by_index[i].master for i in up if i in by_index and by_index[i].master}
+    up |= masters
+    up |= {link.index for link in links if link.master and link.master in up}
+    up |= {by_index[i].parent for i in list(up) if i in by_index and by_index[i].parent in by_index}
+    return up
+
+
+# ---------------------------------------------------------------- snapshot and journal
+
+
+@dataclass(frozen=True)
+class HostSnapshot:
+    """What the host side of an interface looked like before we touched it."""
+
+    link: Link
+    addresses: tuple[Address, ...] = ()
+    routes: tuple[Route, ...] = ()
+    rules: tuple[Rule, ...] = ()
+    neighbors: tuple[Neighbor, ...] = ()
+    ethtool_features: Mapping[str, bool] = field(default_factory=dict)
+    ethtool_private_flags: Mapping[str, bool] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["ethtool_features"] = dict(self.ethtool_features)
+        d["ethtool_private_flags"] = dict(self.ethtool_private_flags)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> HostSnapshot:
+        link = dict(d["link"])
+        link["alt_names"] = tuple(link.get("alt_names", ()))
+        return cls(
+            link=Link(**link),
+            addresses=tuple(Address(**a) for a in d.get("addresses", ())),
+            routes=tuple(
+                Route(**{**r, "multipath_oifs": tuple(r.get("multipath_oifs", ()))})
+                for r in d.get("routes", ())
+            ),
+            rules=tuple(Rule(**r) for r in d.get("rules", ())),
+            neighbors=tuple(Neighbor(**n) for n in d.get("neighbors", ())),
+            ethtool_features=dict(d.get("ethtool_features", {})),
+            ethtool_private_flags=dict(d.get("ethtool_private_flags", {})),
+        )
+
+
+def snapshot_addresses(addresses: Iterable[Address]) -> tuple[Address, ...]:
+    """The addresses worth restoring: not IPv6 link-local (the kernel makes those itself)."""
+    return tuple(a for a in addresses if not (a.family == socket.AF_INET6 and a.scope == SCOPE_LINK))
+
+
+def snapshot_routes(routes: Iterable[Route]) -> tuple[Route, ...]:
+    """Routes through the interface that restoring must re-add: not the kernel's own prefix
+    routes (the addresses bring them back), not the local table, not IPv6 link-local."""
+    out = []
+    for r in routes:
+        if r.protocol == RTPROT_KERNEL or r.table == RT_TABLE_LOCAL:
+            continue
+        if r.family == socket.AF_INET6 and r.destination.lower().startswith(("fe80:", "ff00:")):
+            continue
+        if r.multipath_oifs:
+            continue  # multipath routes span interfaces; never ours to move
+        out.append(r)
+    return tuple(out)
+
+
+def snapshot_rules(rules: Iterable[Rule], tables: set[int]) -> tuple[Rule, ...]:
+    """The rules that send traffic to the interface's own tables (not main/local/default)."""
+    own = tables - {0, 253, RT_TABLE_MAIN, RT_TABLE_LOCAL}
+    return tuple(r for r in rules if r.table in own and r.action == FR_ACT_TO_TBL)
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """One (pod, device) attachment as it is on disk: enough to finish or undo it after a crash."""
+
+    pod_uid: str
+    device: str
+    claim_uid: str
+    netns: str
+    netns_id: tuple[int, int]  # (st_dev, st_ino) of the pod netns file: the netns's identity
+    phase: str
+    host: HostSnapshot
+    pod_ifname: str
+    config: Mapping[str, Any]
+    hardware_address: str = ""
+    ips: tuple[str, ...] = ()
+    rdma_device: str = ""
+    char_devices: tuple[Mapping[str, Any], ...] = ()
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.pod_uid, self.device)
+
+    def with_phase(self, phase: str, **changes: Any) -> JournalEntry:
+        return replace(self, phase=phase, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": JOURNAL_VERSION,
+            "pod_uid": self.pod_uid,
+            "device": self.device,
+            "claim_uid": self.claim_uid,
+            "netns": self.netns,
+            "netns_id": list(self.netns_id),
+            "phase": self.phase,
+            "host": self.host.to_dict(),
+            "pod_ifname": self.pod_ifname,
+            "config": dict(self.config),
+            "hardware_address": self.hardware_address,
+            "ips": list(self.ips),
+            "rdma_device": self.rdma_device,
+            "char_devices": [dict(c) for c in self.char_devices],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> JournalEntry:
+        if d.get("version") != JOURNAL_VERSION:
+            raise ValueError(f"journal version {d.get('version')!r} is not {JOURNAL_VERSION}")
+        return cls(
+            pod_uid=d["pod_uid"],
+            device=d["device"],
+            claim_uid=d.get("claim_uid", ""),
+            netns=d["netns"],
+            netns_id=(int(d["netns_id"][0]), int(d["netns_id"][1])),
+            phase=d["phase"],
+            host=HostSnapshot.from_dict(d["host"]),
+            pod_ifname=d["pod_ifname"],
+            config=dict(d.get("config", {})),
+            hardware_address=d.get("hardware_address", ""),
+            ips=tuple(d.get("ips", ())),
+            rdma_device=d.get("rdma_device", ""),
+            char_devices=tuple(d.get("char_devices", ())),
+        )
+
+    def attachment(self) -> dict[str, Any]:
+        """The bus `Attachment` shape."""
+        out: dict[str, Any] = {
+            "pod_uid": self.pod_uid,
+            "device": self.device,
+            "claim_uid": self.claim_uid,
+            "pod_ifname": self.pod_ifname,
+            "hardware_address": self.hardware_address,
+            "ips": list(self.ips),
+            "state": self.phase,
+            "netns": self.netns,
+        }
+        if self.rdma_device:
+            out["rdma_device"] = self.rdma_device
+            out["char_devices"] = [dict(c) for c in self.char_devices]
+        return out
+
+
+def config_digest(config: Mapping[str, Any]) -> str:
+    """A stable digest of a raw claim config, to tell "attached as asked" from "asked differently"."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def sorted_routes(routes: Iterable[Route]) -> list[Route]:
+    """Link-scope routes first: a gateway route needs its on-link route to exist already."""
+    return sorted(routes, key=lambda r: (r.scope != SCOPE_LINK, r.gateway is not None))

@@ -1,0 +1,653 @@
+"""The worker's only door to the kernel: rtnetlink, sysctls and ethtool, through pyroute2.
+
+pyroute2 supplies the message classes (encoding and decoding); the I/O is a plain blocking netlink
+socket per network namespace. Why not pyroute2's IPRoute: in pyroute2 0.9 it opens one socket per
+calling thread, lazily, in whatever netns that thread is in (so a socket cannot be "opened in the pod
+netns" and used elsewhere), and its NetNS forks a process. A socket created by a thread that setns()
+into the pod netns stays bound to that netns for its life, so one short helper thread per attach is
+the whole cost of reaching a pod netns.
+
+Everything here raises NetlinkError (an OSError with the kernel's errno and extended-ack text).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import ipaddress
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from pyroute2.ethtool.ioctl import SIOCETHTOOL, EthtoolValue, IoctlEthtool, NotSupportedError
+from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, NLMSG_DONE
+from pyroute2.netlink.rtnl import (
+    RTM_DELADDR,
+    RTM_DELLINK,
+    RTM_DELNEIGH,
+    RTM_DELROUTE,
+    RTM_DELRULE,
+    RTM_GETADDR,
+    RTM_GETLINK,
+    RTM_GETNEIGH,
+    RTM_GETROUTE,
+    RTM_GETRULE,
+    RTM_NEWADDR,
+    RTM_NEWLINK,
+    RTM_NEWNEIGH,
+    RTM_NEWROUTE,
+    RTM_NEWRULE,
+)
+from pyroute2.netlink.rtnl.fibmsg import fibmsg
+from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+from pyroute2.netlink.rtnl.marshal import MarshalRtnl
+from pyroute2.netlink.rtnl.ndmsg import ndmsg
+from pyroute2.netlink.rtnl.rtmsg import rtmsg
+
+CLONE_NEWNET = 0x40000000
+NS_GET_NSTYPE = 0xB703
+SOL_NETLINK = 270
+NETLINK_EXT_ACK = 11
+NETLINK_GET_STRICT_CHK = 12
+RTEXT_FILTER_SKIP_STATS = 1 << 3
+IFF_UP = 0x1
+IFA_F_NODAD = 0x02
+IFA_F_PERMANENT = 0x80
+NUD_PERMANENT = 0x80
+RT_TABLE_MAIN = 254
+RT_TABLE_LOCAL = 255
+RTPROT_KERNEL = 2
+RTPROT_BOOT = 3
+RTN_UNICAST = 1
+FR_ACT_TO_TBL = 1
+SCOPE_UNIVERSE = 0
+SCOPE_LINK = 253
+SCOPE_HOST = 254
+ETHTOOL_GPFLAGS = 0x27
+ETHTOOL_SPFLAGS = 0x28
+ETH_SS_PRIV_FLAGS = 2
+
+_libc = ctypes.CDLL(None, use_errno=True)
+T = TypeVar("T")
+
+
+class _ifinfmsg(ifinfmsg):
+    # pyroute2 0.9 stops at IFLA_ALLMULTI (61); the kernel has IPv4 BIG TCP sizes after it.
+    nla_map = (
+        *ifinfmsg.nla_map,
+        ("IFLA_DEVLINK_PORT", "hex"),
+        ("IFLA_GSO_IPV4_MAX_SIZE", "uint32"),
+        ("IFLA_GRO_IPV4_MAX_SIZE", "uint32"),
+    )
+
+
+class _Marshal(MarshalRtnl):
+    msg_map = {**MarshalRtnl.msg_map, RTM_NEWLINK: _ifinfmsg, RTM_GETLINK: _ifinfmsg}
+
+
+class NetlinkError(OSError):
+    """A kernel refusal: errno plus the kernel's extended-ack message when it gave one."""
+
+
+# ---------------------------------------------------------------- namespaces
+
+
+def setns(fd: int) -> None:
+    """Move the calling thread into the network namespace `fd` refers to."""
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise NetlinkError(err, f"setns: {os.strerror(err)}")
+
+
+def run_in_netns(netns_fd: int | None, fn: Callable[[], T]) -> T:
+    """Run fn in a short-lived thread inside netns_fd (or here, when None).
+
+    Sockets created by fn stay in that netns after the thread has gone; the thread is never reused,
+    so no other code runs in the wrong namespace."""
+    if netns_fd is None:
+        return fn()
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            setns(netns_fd)
+            box["value"] = fn()
+        except BaseException as exc:
+            box["error"] = exc
+
+    t = threading.Thread(target=target, name="netns-helper", daemon=True)
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]  # type: ignore[no-any-return]
+
+
+def is_net_namespace(fd: int) -> bool:
+    """True when fd is an nsfs file of a network namespace (NS_GET_NSTYPE == CLONE_NEWNET)."""
+    import fcntl
+
+    try:
+        return fcntl.ioctl(fd, NS_GET_NSTYPE) == CLONE_NEWNET
+    except OSError:
+        return False
+
+
+# ---------------------------------------------------------------- state as read back
+
+
+@dataclass(frozen=True)
+class Link:
+    index: int
+    name: str
+    mtu: int
+    mac: str
+    up: bool
+    kind: str = ""
+    master: int = 0
+    parent: int = 0  # IFLA_LINK: the lower device of a vlan/macvlan
+    perm_mac: str = ""
+    gso_max_size: int | None = None
+    gro_max_size: int | None = None
+    gso_ipv4_max_size: int | None = None
+    gro_ipv4_max_size: int | None = None
+    alt_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Address:
+    cidr: str  # "10.0.0.2/24"
+    scope: int = SCOPE_UNIVERSE
+    # IPv6 addresses the kernel made itself (link-local) are not snapshotted: it makes them again.
+
+    @property
+    def family(self) -> int:
+        return socket.AF_INET6 if ":" in self.cidr else socket.AF_INET
+
+
+@dataclass(frozen=True)
+class Route:
+    destination: str  # CIDR; "0.0.0.0/0" for default
+    gateway: str | None = None
+    source: str | None = None
+    oif: int = 0
+    table: int = RT_TABLE_MAIN
+    scope: int = SCOPE_UNIVERSE
+    protocol: int = RTPROT_BOOT
+    type: int = RTN_UNICAST
+    priority: int | None = None  # metric
+    multipath_oifs: tuple[int, ...] = ()
+
+    @property
+    def family(self) -> int:
+        return socket.AF_INET6 if ":" in self.destination else socket.AF_INET
+
+
+@dataclass(frozen=True)
+class Rule:
+    family: int
+    table: int
+    priority: int | None = None
+    source: str | None = None
+    destination: str | None = None
+    action: int = FR_ACT_TO_TBL
+
+
+@dataclass(frozen=True)
+class Neighbor:
+    destination: str
+    mac: str
+    state: int = NUD_PERMANENT
+
+
+@dataclass
+class LinkChange:
+    """Attributes for one RTM_NEWLINK; None means leave as is."""
+
+    name: str | None = None
+    mtu: int | None = None
+    mac: str | None = None
+    up: bool | None = None
+    netns_fd: int | None = None
+    gso_max_size: int | None = None
+    gro_max_size: int | None = None
+    gso_ipv4_max_size: int | None = None
+    gro_ipv4_max_size: int | None = None
+    master: int | None = None
+    extra: list[tuple[str, Any]] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- the socket
+
+
+class Rtnl:
+    """A blocking rtnetlink socket bound to one network namespace. One user at a time (locked)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._seq = 0
+        self._lock = threading.Lock()
+        self._marshal = _Marshal()
+
+    @classmethod
+    def open(cls, netns_fd: int | None = None) -> Rtnl:
+        def make() -> socket.socket:
+            s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE)
+            s.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
+            s.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            s.bind((0, 0))
+            return s
+
+        return cls(run_in_netns(netns_fd, make))
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> Rtnl:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def request(self, msg: Any, msg_type: int, flags: int) -> list[Any]:
+        """Send one request; return the reply messages (dump) or [] (ack). Raises NetlinkError."""
+        with self._lock:
+            self._seq = (self._seq + 1) & 0xFFFFFFFF or 1
+            seq = self._seq
+            msg["header"]["type"] = msg_type
+            msg["header"]["flags"] = flags | NLM_F_REQUEST
+            msg["header"]["sequence_number"] = seq
+            msg.encode()
+            self._sock.send(msg.data)
+            out: list[Any] = []
+            # NLM_F_DUMP's bits mean EXCL/CREATE on a NEW request: only a GET (type % 4 == 2) dumps.
+            dump = msg_type % 4 == 2 and flags & NLM_F_DUMP == NLM_F_DUMP
+            while True:
+                data = self._sock.recv(1 << 18)
+                done = False
+                for reply in self._marshal.parse(data):
+                    hdr = reply["header"]
+                    if hdr["sequence_number"] != seq:
+                        continue  # a late reply to an earlier, interrupted request
+                    err = hdr.get("error")
+                    if err is not None:
+                        code = getattr(err, "code", None) or getattr(err, "errno", None) or errno.EIO
+                        text = os.strerror(code)
+                        extra = err.args[1] if len(err.args) > 1 and err.args[1] else ""
+                        raise NetlinkError(code, f"{text}: {extra}" if extra else text)
+                    if hdr["type"] == NLMSG_DONE or (hdr["type"] == 2 and not dump):  # NLMSG_ERROR 0 = ack
+                        done = True
+                        break
+                    out.append(reply)
+                    if not dump and not flags & NLM_F_ACK:
+                        done = True
+                if done:
+                    return out
+
+    # ------------------------------------------------------------ links
+    def get_link(self, *, index: int = 0, name: str | None = None) -> Link | None:
+        msg = _ifinfmsg()
+        msg["index"] = index
+        attrs: list[list[Any]] = [["IFLA_EXT_MASK", RTEXT_FILTER_SKIP_STATS]]
+        if name is not None and not index:
+            attrs.append(["IFLA_IFNAME", name])
+        msg["attrs"] = attrs
+        try:
+            replies = self.request(msg, RTM_GETLINK, 0)
+        except NetlinkError as exc:
+            if exc.errno in (errno.ENODEV, errno.ENOENT, errno.EINVAL):
+                return None
+            raise
+        return _link(replies[0]) if replies else None
+
+    def links(self) -> list[Link]:
+        msg = _ifinfmsg()
+        msg["attrs"] = [["IFLA_EXT_MASK", RTEXT_FILTER_SKIP_STATS]]
+        return [_link(m) for m in self.request(msg, RTM_GETLINK, NLM_F_DUMP)]
+
+    def set_link(self, index: int, change: LinkChange) -> None:
+        """Apply every set attribute of `change` in one RTM_NEWLINK.
+
+        With netns_fd the kernel moves the link first and gives it the new name as it enters the
+        target netns, so a pod-side name never clashes with a host one; MTU, MAC and sizes follow
+        in the same request, already in the target netns."""
+        msg = _ifinfmsg()
+        msg["index"] = index
+        attrs: list[list[Any]] = []
+        if change.netns_fd is not None:
+            attrs.append(["IFLA_NET_NS_FD", change.netns_fd])
+        if change.name is not None:
+            attrs.append(["IFLA_IFNAME", change.name])
+        if change.mtu is not None:
+            attrs.append(["IFLA_MTU", change.mtu])
+        if change.mac is not None:
+            attrs.append(["IFLA_ADDRESS", change.mac])
+        for attr, value in (
+            ("IFLA_GSO_MAX_SIZE", change.gso_max_size),
+            ("IFLA_GRO_MAX_SIZE", change.gro_max_size),
+            ("IFLA_GSO_IPV4_MAX_SIZE", change.gso_ipv4_max_size),
+            ("IFLA_GRO_IPV4_MAX_SIZE", change.gro_ipv4_max_size),
+        ):
+            if value is not None:
+                attrs.append([attr, value])
+        if change.master is not None:
+            attrs.append(["IFLA_MASTER", change.master])
+        attrs.extend([list(a) for a in change.extra])
+        if change.up is not None:
+            msg["flags"] = IFF_UP if change.up else 0
+            msg["change"] = IFF_UP
+        msg["attrs"] = attrs
+        self.request(msg, RTM_NEWLINK, NLM_F_ACK)
+
+    def create_link(self, name: str, kind: str, data: list[tuple[str, Any]] | None = None) -> None:
+        msg = _ifinfmsg()
+        info: list[list[Any]] = [["IFLA_INFO_KIND", kind]]
+        if data:
+            info.append(["IFLA_INFO_DATA", {"attrs": [list(d) for d in data]}])
+        msg["attrs"] = [["IFLA_IFNAME", name], ["IFLA_LINKINFO", {"attrs": info}]]
+        self.request(msg, RTM_NEWLINK, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL)
+
+    def delete_link(self, index: int) -> None:
+        msg = _ifinfmsg()
+        msg["index"] = index
+        self.request(msg, RTM_DELLINK, NLM_F_ACK)
+
+    # ------------------------------------------------------------ addresses
+    def addresses(self, index: int) -> list[Address]:
+        msg = ifaddrmsg()
+        msg["index"] = index
+        out = []
+        for m in self.request(msg, RTM_GETADDR, NLM_F_DUMP):
+            if m["index"] != index:
+                continue
+            addr = m.get_attr("IFA_LOCAL") or m.get_attr("IFA_ADDRESS")
+            out.append(Address(f"{addr}/{m['prefixlen']}", m["scope"]))
+        return out
+
+    def add_address(self, index: int, address: Address, *, replace: bool = False) -> None:
+        self._address(RTM_NEWADDR, index, address, NLM_F_CREATE | (0 if replace else NLM_F_EXCL))
+
+    def del_address(self, index: int, address: Address) -> None:
+        self._address(RTM_DELADDR, index, address, 0)
+
+    def _address(self, msg_type: int, index: int, address: Address, flags: int) -> None:
+        iface = ipaddress.ip_interface(address.cidr)
+        msg = ifaddrmsg()
+        msg["family"] = address.family
+        msg["prefixlen"] = iface.network.prefixlen
+        msg["index"] = index
+        msg["scope"] = address.scope
+        # A claim's address is assigned by its owner: skip IPv6 duplicate detection so routes with
+        # this source and the pod's first packets work at once (no "tentative" window).
+        msg["flags"] = IFA_F_NODAD if address.family == socket.AF_INET6 else 0
+        msg["attrs"] = [["IFA_LOCAL", str(iface.ip)], ["IFA_ADDRESS", str(iface.ip)]]
+        self.request(msg, msg_type, flags | NLM_F_ACK)
+
+    # ------------------------------------------------------------ routes
+    def routes(self, *, oif: int | None = None) -> list[Route]:
+        """Unicast routes of every table (one dump per family), optionally only those through oif."""
+        out: list[Route] = []
+        for family in (socket.AF_INET, socket.AF_INET6):
+            msg = rtmsg()
+            msg["family"] = family
+            for m in self.request(msg, RTM_GETROUTE, NLM_F_DUMP):
+                r = _route(m)
+                if r is None:
+                    continue
+                if oif is not None and r.oif != oif and oif not in r.multipath_oifs:
+                    continue
+                out.append(r)
+        return out
+
+    def add_route(self, route: Route) -> None:
+        self._route(RTM_NEWROUTE, route, NLM_F_CREATE | NLM_F_EXCL)
+
+    def del_route(self, route: Route) -> None:
+        self._route(RTM_DELROUTE, route, 0)
+
+    def _route(self, msg_type: int, r: Route, flags: int) -> None:
+        net = ipaddress.ip_network(r.destination, strict=False)
+        msg = rtmsg()
+        msg["family"] = r.family
+        msg["dst_len"] = net.prefixlen
+        msg["table"] = r.table if r.table < 256 else 252  # RT_TABLE_COMPAT; RTA_TABLE carries it
+        msg["proto"] = r.protocol
+        msg["scope"] = r.scope
+        msg["type"] = r.type
+        attrs: list[list[Any]] = [["RTA_TABLE", r.table]]
+        if net.prefixlen:
+            attrs.append(["RTA_DST", str(net.network_address)])
+        if r.gateway:
+            attrs.append(["RTA_GATEWAY", r.gateway])
+        if r.source:
+            attrs.append(["RTA_PREFSRC", r.source])
+        if r.oif:
+            attrs.append(["RTA_OIF", r.oif])
+        if r.priority is not None:
+            attrs.append(["RTA_PRIORITY", r.priority])
+        msg["attrs"] = attrs
+        self.request(msg, msg_type, flags | NLM_F_ACK)
+
+    # ------------------------------------------------------------ rules
+    def rules(self) -> list[Rule]:
+        out: list[Rule] = []
+        for family in (socket.AF_INET, socket.AF_INET6):
+            msg = fibmsg()
+            msg["family"] = family
+            for m in self.request(msg, RTM_GETRULE, NLM_F_DUMP):
+                src, dst = m.get_attr("FRA_SRC"), m.get_attr("FRA_DST")
+                out.append(
+                    Rule(
+                        family=m["family"],
+                        table=m.get_attr("FRA_TABLE") or m["table"],
+                        priority=m.get_attr("FRA_PRIORITY"),
+                        source=f"{src}/{m['src_len']}" if src else None,
+                        destination=f"{dst}/{m['dst_len']}" if dst else None,
+                        action=m["action"],
+                    )
+                )
+        return out
+
+    def add_rule(self, rule: Rule) -> None:
+        self._rule(RTM_NEWRULE, rule, NLM_F_CREATE | NLM_F_EXCL)
+
+    def del_rule(self, rule: Rule) -> None:
+        self._rule(RTM_DELRULE, rule, 0)
+
+    def _rule(self, msg_type: int, rule: Rule, flags: int) -> None:
+        msg = fibmsg()
+        msg["family"] = rule.family
+        msg["action"] = rule.action
+        msg["table"] = rule.table if rule.table < 256 else 252
+        attrs: list[list[Any]] = [["FRA_TABLE", rule.table]]
+        if rule.priority is not None:
+            attrs.append(["FRA_PRIORITY", rule.priority])
+        if rule.source:
+            n = ipaddress.ip_network(rule.source, strict=False)
+            msg["src_len"] = n.prefixlen
+            attrs.append(["FRA_SRC", str(n.network_address)])
+        if rule.destination:
+            n = ipaddress.ip_network(rule.destination, strict=False)
+            msg["dst_len"] = n.prefixlen
+            attrs.append(["FRA_DST", str(n.network_address)])
+        msg["attrs"] = attrs
+        self.request(msg, msg_type, flags | NLM_F_ACK)
+
+    # ------------------------------------------------------------ neighbours
+    def neighbors(self, index: int) -> list[Neighbor]:
+        out: list[Neighbor] = []
+        for family in (socket.AF_INET, socket.AF_INET6):
+            msg = ndmsg()
+            msg["family"] = family
+            msg["attrs"] = [["NDA_IFINDEX", index]]  # strict dumps filter by attribute, not header
+            for m in self.request(msg, RTM_GETNEIGH, NLM_F_DUMP):
+                if m["ifindex"] != index or not m.get_attr("NDA_LLADDR"):
+                    continue
+                out.append(Neighbor(m.get_attr("NDA_DST"), m.get_attr("NDA_LLADDR"), m["state"]))
+        return out
+
+    def add_neighbor(self, index: int, neigh: Neighbor) -> None:
+        self._neigh(RTM_NEWNEIGH, index, neigh, NLM_F_CREATE | NLM_F_EXCL)
+
+    def del_neighbor(self, index: int, neigh: Neighbor) -> None:
+        self._neigh(RTM_DELNEIGH, index, neigh, 0)
+
+    def _neigh(self, msg_type: int, index: int, n: Neighbor, flags: int) -> None:
+        msg = ndmsg()
+        msg["family"] = socket.AF_INET6 if ":" in n.destination else socket.AF_INET
+        msg["ifindex"] = index
+        msg["state"] = n.state
+        msg["attrs"] = [["NDA_DST", n.destination], ["NDA_LLADDR", n.mac]]
+        self.request(msg, msg_type, flags | NLM_F_ACK)
+
+
+def _link(m: Any) -> Link:
+    info = m.get_attr("IFLA_LINKINFO")
+    kind = (info.get_attr("IFLA_INFO_KIND") if info else None) or ""
+    props = m.get_attr("IFLA_PROP_LIST")
+    alt = tuple(props.get_attrs("IFLA_ALT_IFNAME")) if props else ()
+    return Link(
+        index=m["index"],
+        name=m.get_attr("IFLA_IFNAME"),
+        mtu=m.get_attr("IFLA_MTU") or 0,
+        mac=(m.get_attr("IFLA_ADDRESS") or "").lower(),
+        up=bool(m["flags"] & IFF_UP),
+        kind=kind,
+        master=m.get_attr("IFLA_MASTER") or 0,
+        parent=m.get_attr("IFLA_LINK") or 0,
+        perm_mac=(m.get_attr("IFLA_PERM_ADDRESS") or "").lower(),
+        gso_max_size=m.get_attr("IFLA_GSO_MAX_SIZE"),
+        gro_max_size=m.get_attr("IFLA_GRO_MAX_SIZE"),
+        gso_ipv4_max_size=m.get_attr("IFLA_GSO_IPV4_MAX_SIZE"),
+        gro_ipv4_max_size=m.get_attr("IFLA_GRO_IPV4_MAX_SIZE"),
+        alt_names=alt,
+    )
+
+
+def _route(m: Any) -> Route | None:
+    if m["type"] != RTN_UNICAST:
+        return None
+    table = m.get_attr("RTA_TABLE") or m["table"]
+    family = m["family"]
+    dst = m.get_attr("RTA_DST") or ("::" if family == socket.AF_INET6 else "0.0.0.0")
+    mp = m.get_attr("RTA_MULTIPATH")
+    oifs = tuple(nh["oif"] for nh in mp) if mp else ()
+    return Route(
+        destination=f"{dst}/{m['dst_len']}",
+        gateway=m.get_attr("RTA_GATEWAY"),
+        source=m.get_attr("RTA_PREFSRC"),
+        oif=m.get_attr("RTA_OIF") or 0,
+        table=table,
+        scope=m["scope"],
+        protocol=m["proto"],
+        type=m["type"],
+        priority=m.get_attr("RTA_PRIORITY"),
+        multipath_oifs=oifs,
+    )
+
+
+# ---------------------------------------------------------------- sysctls
+
+
+def write_sysctls(netns_fd: int | None, values: Iterable[tuple[str, str]]) -> None:
+    """Write /proc/sys/<key> = value for each pair, inside netns_fd (one helper thread for all).
+
+    /proc/sys/net resolves against the netns of the thread that opens the file."""
+    items = list(values)
+    if not items:
+        return
+
+    def write() -> None:
+        for key, value in items:
+            path = "/proc/sys/" + key.replace(".", "/") if "/" not in key else "/proc/sys/" + key
+            try:
+                with open(path, "w") as f:
+                    f.write(value)
+            except OSError as exc:
+                raise NetlinkError(exc.errno or errno.EIO, f"sysctl {key}={value}: {exc.strerror}") from None
+
+    run_in_netns(netns_fd, write)
+
+
+# ---------------------------------------------------------------- ethtool
+
+
+class Ethtool:
+    """SIOCETHTOOL on a socket of one netns (opened there, usable from any thread)."""
+
+    def __init__(self, netns_fd: int | None = None) -> None:
+        self._io: Any = run_in_netns(netns_fd, IoctlEthtool)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._io.close()
+
+    def features(self, ifname: str) -> dict[str, bool]:
+        with self._lock:
+            try:
+                self._io.change_ifname(ifname)
+                feats = self._io.get_features()
+                return {name: bool(feats[name]) for name in feats.keys() if name}
+            except OSError as exc:
+                raise NetlinkError(exc.errno or errno.EIO, f"ethtool get features: {exc}") from None
+
+    def set_features(self, ifname: str, wanted: dict[str, bool]) -> None:
+        """Set features by kernel name; raises NetlinkError(EINVAL) for an unknown or fixed one."""
+        with self._lock:
+            try:
+                self._io.change_ifname(ifname)
+                feats = self._io.get_features()
+                for name, on in wanted.items():
+                    if name not in feats:
+                        raise NetlinkError(errno.EINVAL, f"ethtool: {ifname} has no feature {name!r}")
+                    if bool(feats[name]) != on and not feats.is_available(name):
+                        raise NetlinkError(
+                            errno.EOPNOTSUPP, f"ethtool: feature {name!r} is fixed on {ifname}"
+                        )
+                    feats[name] = on
+                self._io.set_features(feats)
+            except NetlinkError:
+                raise
+            except OSError as exc:
+                raise NetlinkError(exc.errno or errno.EIO, f"ethtool set features: {exc}") from None
+
+    def private_flags(self, ifname: str) -> dict[str, bool]:
+        with self._lock:
+            try:
+                self._io.change_ifname(ifname)
+                names = self._io.get_stringset(set_id=ETH_SS_PRIV_FLAGS)
+            except (OSError, NotSupportedError):
+                return {}  # no private flags on this driver
+            value = self._pflags(ETHTOOL_GPFLAGS, 0)
+            return {n: bool(value >> i & 1) for i, n in enumerate(names)}
+
+    def set_private_flags(self, ifname: str, wanted: dict[str, bool]) -> None:
+        with self._lock:
+            self._io.change_ifname(ifname)
+            try:
+                names = self._io.get_stringset(set_id=ETH_SS_PRIV_FLAGS)
+            except (OSError, NotSupportedError):
+                names = []
+            value = self._pflags(ETHTOOL_GPFLAGS, 0)
+            for name, on in wanted.items():
+                if name not in names:
+                    raise NetlinkError(errno.EINVAL, f"ethtool: {ifname} has no private flag {name!r}")
+                bit = 1 << names.index(name)
+                value = value | bit if on else value & ~bit
+            self._pflags(ETHTOOL_SPFLAGS, value)
+
+    def _pflags(self, cmd: int, value: int) -> int:
+        import fcntl
+
+        v = EthtoolValue(cmd=cmd, data=value)
+        self._io.ifreq.value = ctypes.pointer(v)
+        try:
+            fcntl.ioctl(self._io.sock, SIOCETHTOOL, self._io.ifreq)
+        except OSError as exc:
+            raise NetlinkError(exc.errno or errno.EIO, f"ethtool private flags: {exc.strerror}") from None
+        return int(v.data)

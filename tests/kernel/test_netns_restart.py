@@ -1,0 +1,146 @@
+"""Restart safety: kill -9 of the worker mid-attach, then a new worker reconciles from its journal."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from dranet.services.netns.testbed import Testbed, ip
+from dranet.services.netns.worker import NetnsWorker
+
+pytestmark = pytest.mark.kernel
+
+CONFIG = {
+    "interface": {
+        "name": "eth0",
+        "addresses": ["10.9.0.2/24"],
+        "mtu": 1400,
+        "hardwareAddr": "02:aa:bb:cc:dd:03",
+    },
+    "routes": [{"destination": "10.77.0.0/16", "gateway": "10.9.0.1"}],
+}
+
+# A worker process that attaches and stops dead at `step` (prints PAUSED, then sleeps until killed).
+CHILD = textwrap.dedent(
+    """
+    import sys, time
+    from dranet.services.netns.worker import NetnsWorker
+    state, node, pod, step, config = sys.argv[1:6]
+    import json
+    def hook(s, d):
+        if s == step:
+            print("PAUSED", flush=True)
+            time.sleep(3600)
+    w = NetnsWorker(state, host_netns=node, hook=hook)
+    w.attach("pod-k", pod, [{"device": "k0", "ifname": "tnwk0", "config": json.loads(config)}])
+    print("DONE", flush=True)
+    time.sleep(3600)
+    """
+)
+
+
+@pytest.fixture
+def tb() -> Iterator[Testbed]:
+    bed = Testbed("tnw")
+    try:
+        bed.add_nic("tnwk0", addresses=("10.1.0.2/24",), mtu=1450)
+        ip("route", "add", "10.50.0.0/16", "via", "10.1.0.1", ns=bed.node)
+        yield bed
+    finally:
+        bed.close()
+
+
+def host_view(tb: Testbed) -> tuple:
+    link = tb.link("tnwk0")
+    assert link is not None, "tnwk0 is not back on the host"
+    return (
+        link["mtu"],
+        link["address"],
+        "UP" in link["flags"],
+        tuple(tb.addresses("tnwk0")),
+        tuple(sorted((r.get("dst"), r.get("gateway")) for r in tb.routes("tnwk0"))),
+    )
+
+
+def run_and_kill(tb: Testbed, state: Path, pod: str, step: str) -> None:
+    import json
+
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            CHILD,
+            str(state),
+            tb.node_path,
+            f"/run/netns/{pod}",
+            step,
+            json.dumps(CONFIG),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = proc.stdout.readline().strip()  # type: ignore[union-attr]
+        assert line in ("PAUSED", "DONE"), line
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+@pytest.mark.parametrize("step", ["move", "lookup", "addresses", "up", "routes", "journal"])
+def test_kill_mid_attach_then_reconcile_restores(tb: Testbed, tmp_path: Path, step: str) -> None:
+    before = host_view(tb)
+    pod = tb.add_netns()
+    run_and_kill(tb, tmp_path, pod, step)
+    w = NetnsWorker(tmp_path, host_netns=tb.node_path)
+    try:
+        w.start(watch_interval=0)
+        assert host_view(tb) == before
+        assert tb.link("eth0", ns=pod) is None
+        assert w.attachments() == {"attachments": []}
+        # and the device can be attached again afterwards
+        w.attach("pod-k", f"/run/netns/{pod}", [{"device": "k0", "ifname": "tnwk0", "config": CONFIG}])
+        w.detach("pod-k")
+        assert host_view(tb) == before
+    finally:
+        w.close()
+
+
+def test_kill_after_attach_keeps_attachment(tb: Testbed, tmp_path: Path) -> None:
+    before = host_view(tb)
+    pod = tb.add_netns()
+    run_and_kill(tb, tmp_path, pod, "never")
+    w = NetnsWorker(tmp_path, host_netns=tb.node_path)
+    try:
+        w.start(watch_interval=0)
+        atts = w.attachments()["attachments"]
+        assert [(a["device"], a["state"], a["pod_ifname"]) for a in atts] == [("k0", "attached", "eth0")]
+        assert tb.addresses("eth0", ns=pod) == ["10.9.0.2/24"]
+        # repeat of the same attach after the restart: success, nothing touched
+        res = w.attach("pod-k", f"/run/netns/{pod}", [{"device": "k0", "ifname": "tnwk0", "config": CONFIG}])
+        assert res["attachments"][0]["hardware_address"] == "02:aa:bb:cc:dd:03"
+        w.detach("pod-k", ["k0"])
+        assert host_view(tb) == before
+    finally:
+        w.close()
+
+
+def test_netns_gone_while_worker_down(tb: Testbed, tmp_path: Path) -> None:
+    """The pod netns died while no worker held it: the veth died with it (the kernel's rule for
+    virtual devices); reconcile drops the entry instead of looping on it."""
+    pod = tb.add_netns()
+    run_and_kill(tb, tmp_path, pod, "never")
+    tb.del_netns(pod)
+    w = NetnsWorker(tmp_path, host_netns=tb.node_path)
+    try:
+        w.start(watch_interval=0)
+        assert w.attachments() == {"attachments": []}
+        assert list(w.journal.dir.glob("*.json")) == []
+    finally:
+        w.close()

@@ -1,0 +1,171 @@
+"""Pure parts of the netns worker: uplinks, ethtool names, snapshots, journal, netns paths, RDMA sysfs."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+from dranet.services.netns import rdma
+from dranet.services.netns.journal import Journal
+from dranet.services.netns.model import (
+    ATTACHED,
+    HostSnapshot,
+    JournalEntry,
+    RequestError,
+    check_ifname,
+    config_digest,
+    expand_ethtool_features,
+    snapshot_routes,
+    snapshot_rules,
+    sorted_routes,
+    uplinks,
+)
+from dranet.services.netns.netlink import Address, Link, Neighbor, Route, Rule
+from dranet.services.netns.nspath import resolve
+
+
+def link(index: int, name: str, **kw: object) -> Link:
+    return Link(index=index, name=name, mtu=1500, mac=f"02:00:00:00:00:{index:02x}", up=True, **kw)  # type: ignore[arg-type]
+
+
+def test_uplinks_cover_default_routes_masters_slaves_and_lower_devices() -> None:
+    links = [
+        link(2, "eth0", master=5),
+        link(3, "eth1", master=5),
+        link(5, "bond0"),
+        link(6, "eth2"),
+        link(7, "eth3"),
+        link(8, "vlan9", parent=7),
+        link(9, "eth4"),
+    ]
+    routes = [
+        Route("0.0.0.0/0", gateway="10.0.0.1", oif=5, table=254),
+        Route("::/0", oif=8, table=100),
+        Route("10.0.0.0/8", oif=9),
+    ]
+    assert uplinks(links, routes) == {2, 3, 5, 7, 8}
+
+
+@pytest.mark.parametrize("name", ["", "a/b", "a b", ".", "..", "x" * 16, "a:b"])
+def test_illegal_ifnames(name: str) -> None:
+    with pytest.raises(RequestError):
+        check_ifname(name, "ifname")
+
+
+def test_ethtool_aliases_and_globs() -> None:
+    have = [
+        "tx-checksum-ipv4",
+        "tx-checksum-ip-generic",
+        "tx-tcp-segmentation",
+        "tx-tcp6-segmentation",
+        "rx-gro",
+    ]
+    assert expand_ethtool_features({"tx": False, "gro": True}, have) == {
+        "tx-checksum-ipv4": False,
+        "tx-checksum-ip-generic": False,
+        "rx-gro": True,
+    }
+    assert expand_ethtool_features({"tso": False}, have) == {
+        "tx-tcp-segmentation": False,
+        "tx-tcp6-segmentation": False,
+    }
+    with pytest.raises(RequestError) as err:
+        expand_ethtool_features({"lro": True}, have)
+    assert err.value.field == "ethtool.features.lro"
+
+
+def test_snapshot_filters() -> None:
+    routes = [
+        Route("10.0.0.0/24", protocol=2, oif=3),
+        Route("10.1.0.0/16", gateway="10.0.0.1", oif=3),
+        Route("fe80::/64", oif=3),
+        Route("10.2.0.0/16", oif=3, table=255),
+    ]
+    assert snapshot_routes(routes) == (routes[1],)
+    rules = [Rule(socket.AF_INET, 100, 1000), Rule(socket.AF_INET, 254, 32766)]
+    assert snapshot_rules(rules, {100, 254}) == (rules[0],)
+    assert [r.destination for r in sorted_routes([Route("a/1", gateway="g"), Route("b/1", scope=253)])] == [
+        "b/1",
+        "a/1",
+    ]
+
+
+def test_journal_roundtrip_and_bad_files(tmp_path: Path) -> None:
+    snap = HostSnapshot(
+        link=link(4, "eth1", alt_names=("x",)),
+        addresses=(Address("10.0.0.2/24"),),
+        routes=(Route("10.1.0.0/16", gateway="10.0.0.1", oif=4),),
+        rules=(Rule(2, 100, 1000, "10.0.0.0/24"),),
+        neighbors=(Neighbor("10.0.0.9", "02:00:00:00:00:09"),),
+        ethtool_features={"rx-gro": True},
+    )
+    entry = JournalEntry(
+        "pod-1",
+        "dev-1",
+        "claim",
+        "/run/netns/x",
+        (1, 2),
+        ATTACHED,
+        snap,
+        "eth0",
+        {"interface": {"name": "eth0"}},
+        "02:00:00:00:00:04",
+        ("10.0.0.2/24",),
+    )
+    j = Journal(tmp_path)
+    j.write(entry)
+    (tmp_path / "garbage.json").write_text("{not json")
+    (tmp_path / "half.tmp").write_text("x")
+    assert j.load() == [entry]
+    assert (tmp_path / "garbage.bad").exists() and not (tmp_path / "half.tmp").exists()
+    j.remove("pod-1", "dev-1")
+    j.remove("pod-1", "dev-1")
+    assert j.load() == []
+    j.close()
+    assert config_digest({"a": 1, "b": [1]}) == config_digest({"b": [1], "a": 1})
+
+
+def test_netns_path_resolution(tmp_path: Path) -> None:
+    roots = [str(tmp_path / "netns")]
+    (tmp_path / "netns").mkdir()
+    (tmp_path / "netns" / "ok").write_text("")
+    (tmp_path / "escape").symlink_to("/etc/passwd")
+    (tmp_path / "netns" / "link").symlink_to(tmp_path / "elsewhere")
+    assert resolve(str(tmp_path / "netns" / "ok"), roots) == str(tmp_path / "netns" / "ok")
+    for bad in (
+        str(tmp_path / "netns" / "link"),
+        str(tmp_path / "escape"),
+        "relative",
+        "/proc/1/ns/net",
+        str(tmp_path / "netns" / ".." / "escape"),
+    ):
+        with pytest.raises(RequestError) as err:
+            resolve(bad, roots)
+        assert err.value.code == "not_allowed"
+    assert resolve("/proc/1/ns/net", ["/proc"]) == "/proc/1/ns/net"
+
+
+def test_rdma_char_devices_from_synthetic_sysfs(tmp_path: Path) -> None:
+    sysfs = tmp_path / "sys"
+    (sysfs / "class/net/ib0/device/infiniband/mlx5_0").mkdir(parents=True)
+    (sysfs / "class/misc/rdma_cm").mkdir(parents=True)
+    (sysfs / "class/misc/rdma_cm/dev").write_text("10:58\n")
+    dev = sysfs / "class/infiniband/mlx5_0/device"
+    for cls, node, nums, ibdev in (
+        ("infiniband_verbs", "uverbs0", "231:192", "mlx5_0"),
+        ("infiniband_mad", "umad0", "231:0", "mlx5_0"),
+        ("infiniband_mad", "issm0", "231:64", "mlx5_0"),
+        ("infiniband_verbs", "uverbs1", "231:193", "mlx5_1"),
+    ):
+        (dev / cls / node).mkdir(parents=True)
+        (dev / cls / node / "dev").write_text(nums)
+        (dev / cls / node / "ibdev").write_text(ibdev)
+    assert rdma.rdma_device_of("ib0", sysfs) == "mlx5_0"
+    assert rdma.rdma_device_of("eth0", sysfs) == ""
+    assert [(c["path"], c["major"], c["minor"]) for c in rdma.char_devices("mlx5_0", sysfs)] == [
+        ("/dev/infiniband/rdma_cm", 10, 58),
+        ("/dev/infiniband/uverbs0", 231, 192),
+        ("/dev/infiniband/issm0", 231, 64),
+        ("/dev/infiniband/umad0", 231, 0),
+    ]
