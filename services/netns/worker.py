@@ -76,12 +76,24 @@ Allowed = Callable[[str], bool] | Collection[str] | None
 Hook = Callable[[str, str], None]  # (step, device): tests inject failures and pauses here
 
 
+# What a user can do about the kernel errors a claim's config can cause.
+_HINTS: dict[tuple[str, int | None], str] = {
+    ("move", errno.EEXIST): (
+        " (interface.name: the pod's network namespace already has an interface with that name,"
+        " e.g. the CNI's eth0; choose another interface.name)"
+    ),
+    ("move", errno.ERANGE): " (interface.mtu: outside what this device supports)",
+    ("move", errno.EADDRNOTAVAIL): " (interface.hardwareAddr: the device refuses this MAC address)",
+}
+
+
 class StepError(Exception):
     """A kernel step failed; the message names the step and the kernel's reason."""
 
     def __init__(self, step: str, device: str, exc: BaseException) -> None:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        super().__init__(f"{device}: step {step!r} failed: {reason}")
+        hint = _HINTS.get((step, getattr(exc, "errno", None)), "")
+        super().__init__(f"{device}: step {step!r} failed: {reason}{hint}")
         self.step = step
         self.errno = getattr(exc, "errno", None)
 
