@@ -1,0 +1,129 @@
+"""The discovery service: inventory of the node's devices, published as ResourceSlices and on the bus.
+
+Bus: op `get_inventory` and topic `inventory` (same body: {generation, devices: [...]}).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+from dranet.bus import BusClient, RequestContext, Subscriber
+from dranet.service import ServiceHost
+from dranet.settings import Settings, kube_api_client
+
+from .devices import DEFAULT_EXCLUDE, ScanOptions
+from .filter import DEFAULT_FILTER, DeviceFilter
+from .inventory import Inventory, InventoryConfig
+from .model import Device
+from .publisher import SlicePublisher
+from .rtnl import EVENT_GROUPS, open_in_netns
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("discovery")
+    g.add_argument("--sysfs-root", default="/sys", help="where sysfs is read from (default %(default)s)")
+    g.add_argument(
+        "--filter",
+        default=DEFAULT_FILTER,
+        help="CEL expression over `attributes` deciding which devices are offered; 'true' offers all "
+        "(default hides veth, like upstream)",
+    )
+    g.add_argument(
+        "--exclude-interfaces",
+        default=",".join(DEFAULT_EXCLUDE),
+        help="comma-separated interface name patterns (fnmatch) never offered; '' for none "
+        "(default: loopback and common CNI devices)",
+    )
+    g.add_argument(
+        "--resync-interval", type=float, default=60.0, help="full rescan period, seconds (default 60)"
+    )
+    g.add_argument("--coalesce-ms", type=float, default=50.0, help="netlink event burst window (default 50)")
+    g.add_argument("--no-publish", action="store_true", help="do not publish ResourceSlices (bus only)")
+    g.add_argument("--netns", default=None, help=argparse.SUPPRESS)  # tests/benchmarks: scan another netns
+
+
+def _attached_provider(runtime_dir: Any) -> Any:
+    """Ask the netns worker which devices are in pods; None when it does not answer."""
+    client = BusClient(runtime_dir, "netns", timeout=0.3)
+
+    def attached() -> set[str] | None:
+        try:
+            result = client.call("list", {}, timeout=0.3)
+        except Exception:
+            return None
+        return {str(a.get("device", "")) for a in result.get("attachments", []) if a.get("device")}
+
+    return attached
+
+
+def build(args: argparse.Namespace, settings: Settings) -> tuple[Inventory, SlicePublisher | None]:
+    exclude = tuple(p.strip() for p in (args.exclude_interfaces or "").split(",") if p.strip())
+    options = ScanOptions(exclude=exclude, filter=DeviceFilter(args.filter))
+    publisher = None
+    if not args.no_publish:
+        publisher = SlicePublisher(
+            lambda: kube_api_client(settings), settings.node_name, settings.driver_name
+        )
+    config = InventoryConfig(
+        sysfs_root=args.sysfs_root,
+        options=options,
+        netns=args.netns,
+        coalesce=args.coalesce_ms / 1000.0,
+        resync_interval=args.resync_interval,
+    )
+    return Inventory(config, attached=_attached_provider(settings.runtime_dir)), publisher
+
+
+def run(args: argparse.Namespace) -> int:
+    sockets = None
+    if args.netns:  # entering another netns needs CAP_SYS_ADMIN: open the sockets before the drop
+        sockets = (open_in_netns(args.netns, EVENT_GROUPS), open_in_netns(args.netns))
+    host = ServiceHost("discovery", args)
+    inventory, publisher = build(args, host.settings)
+    inventory.config.sockets = sockets
+
+    def on_change(devices: list[Device], generation: int) -> None:
+        if publisher is not None:
+            publisher.set_devices(devices)
+        host.publish("inventory", {"generation": generation, "devices": [d.to_wire() for d in devices]})
+
+    inventory._on_change = on_change
+
+    def get_inventory(_body: dict[str, Any], _ctx: RequestContext) -> dict[str, Any]:
+        return inventory.snapshot()
+
+    def health() -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "healthy": inventory.healthy and (publisher is None or publisher.healthy),
+            "generation": inventory.generation,
+            "scan_ms": round(inventory.last_scan_seconds * 1000, 1),
+        }
+        if publisher is not None:
+            out["pool_generation"] = publisher.generation
+            out["publish_error"] = publisher.last_error
+        return out
+
+    host.serve({"get_inventory": get_inventory}, health=health, snapshots={"inventory": inventory.snapshot})
+    if publisher is not None:
+        publisher.start()
+    inventory.start()
+    # An attach or detach changes which vanished devices must be kept: look again.
+    sub = Subscriber(
+        host.settings.runtime_dir,
+        "netns",
+        ["attachments"],
+        lambda _t, _b: inventory.request_rescan(refresh_attached=True),
+        context=host.context,
+    )
+    sub.start()
+    host.stop_event.wait()
+    sub.close()  # before the host closes the ZeroMQ context under it
+    inventory.stop()
+    if publisher is not None:
+        publisher.stop()
+    host.close()
+    return 0

@@ -1,0 +1,58 @@
+"""Links, addresses and routes of a network namespace -> the plain records of model.py (read-only)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from .model import Address, LinkInfo, RouteInfo
+from .rtnl import RawLink, RtnlSocket
+
+# ARPHRD_* values worth a word (include/uapi/linux/if_arp.h); others are published as "arphrd-<n>".
+ARPHRD_NAMES = {
+    1: "ether",
+    32: "infiniband",
+    280: "can",
+    519: "rawip",
+    768: "ipip",
+    769: "tunnel6",
+    772: "loopback",
+    776: "sit",
+    778: "gre",
+    823: "ip6gre",
+    65534: "none",
+}
+
+
+@dataclass
+class NetSnapshot:
+    links: list[LinkInfo] = field(default_factory=list)
+    routes: list[RouteInfo] = field(default_factory=list)
+
+
+def to_link(raw: RawLink, addresses: tuple[Address, ...] = ()) -> LinkInfo:
+    return LinkInfo(
+        index=raw.index,
+        name=raw.name,
+        kind=raw.kind,
+        mac=raw.mac,
+        mtu=raw.mtu,
+        operstate=raw.operstate,
+        link_type=ARPHRD_NAMES.get(raw.ifi_type, f"arphrd-{raw.ifi_type}"),
+        master=raw.master,
+        parent=raw.link,
+        alias=raw.alias,
+        parent_bus=raw.parent_bus,
+        parent_dev=raw.parent_dev,
+        addresses=addresses,
+    )
+
+
+def scan(sock: RtnlSocket) -> NetSnapshot:
+    """One dump of links, addresses and routes (every table)."""
+    by_link: dict[int, list[Address]] = defaultdict(list)
+    for a in sock.addresses():
+        by_link[a.index].append(Address(a.family, f"{a.address}/{a.prefixlen}", a.scope))
+    links = [to_link(raw, tuple(by_link.get(raw.index, ()))) for raw in sock.links()]
+    routes = [RouteInfo(r.table, r.family, r.dst_len, r.oifs, r.type) for r in sock.routes()]
+    return NetSnapshot(links=links, routes=routes)

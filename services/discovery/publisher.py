@@ -1,0 +1,293 @@
+"""Publish the inventory as ResourceSlices with the official kubernetes client (resource.k8s.io/v1).
+
+Two threads:
+- sync: whenever the devices change or a slice was touched by someone else, list our slices
+  (field selector spec.nodeName + spec.driver), compute a plan (slices.plan) and apply it: delete
+  stale slices, update changed ones, create missing ones. Nothing is written when nothing changed.
+  Errors are retried with exponential backoff; the thread never dies.
+- watch: a watch on our slices; a slice deleted or changed behind our back (the kubelet deletes
+  all of a node's slices when it restarts) wakes the sync at once. Events caused by our own writes
+  are recognised by resourceVersion and ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from dranet.observability.metrics import counter, gauge, histogram
+
+from .kubeapi import KubeJSON
+from .model import Device
+from .slices import NodeRef, Plan, desired_contents, plan
+
+log = logging.getLogger(__name__)
+
+PUBLISH_SECONDS = histogram("dranet_discovery_publish_seconds", "time to reconcile ResourceSlices", ())
+PUBLISH_ERRORS = counter(
+    "dranet_discovery_publish_errors_total", "failed ResourceSlice reconciles", ("reason",)
+)
+SLICE_WRITES = counter("dranet_discovery_slice_writes_total", "ResourceSlice writes", ("verb",))
+LAST_PUBLISHED = gauge(
+    "dranet_discovery_last_published_time_seconds", "unix time of the last good publish", ()
+)
+POOL_GENERATION = gauge("dranet_discovery_pool_generation", "current pool generation", ())
+
+ApiClientFactory = Callable[[], Any]
+BACKOFF_START, BACKOFF_MAX = 0.1, 10.0
+WATCH_SECONDS = 300
+
+
+class SlicePublisher:
+    def __init__(
+        self,
+        api_client_factory: ApiClientFactory,
+        node_name: str,
+        driver: str,
+        *,
+        on_published: Callable[[int], None] | None = None,
+    ) -> None:
+        self.node_name = node_name
+        self.driver = driver
+        self._factory = api_client_factory
+        self._on_published = on_published
+        self._devices: list[Device] | None = None
+        self._dirty = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._own_rvs: set[str] = set()
+        self._node_uid = ""
+        self._threads: list[threading.Thread] = []
+        self._watch: Any = None
+        self._warned_no_node = False
+        self.generation = 0
+        self.healthy = False
+        self.last_error = ""
+        self.synced = threading.Condition()
+        self.sync_count = 0
+
+    # ------------------------------------------------------------------ public
+
+    def set_devices(self, devices: Sequence[Device]) -> None:
+        """The latest inventory; published in the background (this never blocks on the API)."""
+        with self._lock:
+            self._devices = list(devices)
+        self._dirty.set()
+
+    def start(self) -> None:
+        for target, name in ((self._sync_loop, "slice-sync"), (self._watch_loop, "slice-watch")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._dirty.set()
+        if self._watch is not None:
+            self._watch.close()  # unblocks the watch thread
+        for t in self._threads:
+            t.join(timeout=2)
+
+    def field_selector(self) -> str:
+        return f"spec.nodeName={self.node_name},spec.driver={self.driver}"
+
+    # ------------------------------------------------------------------ sync
+
+    def _sync_loop(self) -> None:
+        api = None
+        backoff = BACKOFF_START
+        while not self._stop.is_set():
+            self._dirty.wait()
+            if self._stop.is_set():
+                return
+            self._dirty.clear()
+            with self._lock:
+                devices = self._devices
+            if devices is None:
+                continue
+            started = time.monotonic()
+            try:
+                if api is None:
+                    api = self._factory()
+                self._sync_once(api, devices)
+            except Exception as exc:  # never let the thread die: log, back off, retry
+                reason = _reason(exc)
+                self.healthy = False
+                self.last_error = f"{reason}: {_short(exc)}"
+                PUBLISH_ERRORS.labels(reason=reason).inc()
+                log.warning(
+                    "publishing ResourceSlices failed; retrying",
+                    extra={"error": self.last_error, "retry_in_s": backoff},
+                )
+                if reason in ("config", "connection"):
+                    api = None  # re-read the kubeconfig next time (it may appear later)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                self._dirty.set()
+                continue
+            backoff = BACKOFF_START
+            self.healthy = True
+            self.last_error = ""
+            PUBLISH_SECONDS.labels().observe(time.monotonic() - started)
+            LAST_PUBLISHED.labels().set(time.time())
+            with self.synced:
+                self.sync_count += 1
+                self.synced.notify_all()
+            if self._on_published:
+                self._on_published(self.generation)
+
+    def _sync_once(self, api: Any, devices: list[Device]) -> None:
+        kube = KubeJSON(api)
+        node = NodeRef(self.node_name, self._node_uid or self._lookup_node_uid(kube))
+        listing = kube.list_slices(self.field_selector())
+        existing = {o["metadata"]["name"]: o for o in listing.get("items") or []}
+        desired = desired_contents(devices, self.node_name, self.driver)
+        p = plan(desired, existing, node, self.driver, self.generation)
+        self.generation = p.generation
+        POOL_GENERATION.labels().set(p.generation)
+        if not p.empty:
+            self._apply(kube, p)
+            log.info(
+                "ResourceSlices published",
+                extra={
+                    "generation": p.generation,
+                    "slices_created": len(p.create),
+                    "slices_updated": len(p.update),
+                    "slices_deleted": len(p.delete),
+                    "devices": sum(len(v) for v in desired.values()),
+                },
+            )
+
+    def _apply(self, kube: KubeJSON, p: Plan) -> None:
+        for name in p.delete:
+            try:
+                kube.delete_slice(name)
+                SLICE_WRITES.labels(verb="delete").inc()
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+        for obj in p.update:
+            self._remember(kube.replace_slice(obj))
+            SLICE_WRITES.labels(verb="update").inc()
+        for obj in p.create:
+            self._remember(kube.create_slice(obj))
+            SLICE_WRITES.labels(verb="create").inc()
+
+    def _remember(self, obj: dict[str, Any]) -> None:
+        rv = obj.get("metadata", {}).get("resourceVersion")
+        if not rv:
+            return
+        with self._lock:
+            if len(self._own_rvs) > 10_000:
+                self._own_rvs.clear()
+            self._own_rvs.add(str(rv))
+
+    def _lookup_node_uid(self, kube: KubeJSON) -> str:
+        try:
+            node = kube.read_node(self.node_name)
+        except ApiException as exc:
+            if exc.status == 404:
+                # Without a Node object the slices cannot have an owner; publish anyway, look again later.
+                if not self._warned_no_node:
+                    self._warned_no_node = True
+                    log.warning(
+                        "node object not found; slices published without an owner",
+                        extra={"node": self.node_name},
+                    )
+                return ""
+            raise
+        self._node_uid = str(node["metadata"]["uid"])
+        return self._node_uid
+
+    # ------------------------------------------------------------------ watch
+
+    def _watch_loop(self) -> None:
+        backoff = BACKOFF_START
+        api = None
+        while not self._stop.is_set():
+            try:
+                if api is None:
+                    api = self._factory()
+                kube = KubeJSON(api)
+                rv = kube.list_slices(self.field_selector()).get("metadata", {}).get("resourceVersion", "")
+                # What happened while we were not watching is unknown: look once.
+                self._dirty.set()
+                self._watch = kube.watch_slices(self.field_selector(), rv, WATCH_SECONDS)
+                for event in self._watch:
+                    backoff = BACKOFF_START
+                    if self._stop.is_set():
+                        return
+                    if event.get("type") == "ERROR" and event.get("object", {}).get("code") == 410:
+                        break  # too old: list again
+                    self._on_event(event)
+                continue
+            except ApiException as exc:
+                if exc.status == 410:
+                    continue
+                if self._stop.is_set():
+                    return
+                log.warning("watching ResourceSlices failed; retrying", extra={"error": _short(exc)})
+            except Exception as exc:
+                if self._stop.is_set():
+                    return
+                log.warning("watching ResourceSlices failed; retrying", extra={"error": _short(exc)})
+                api = None
+            self._stop.wait(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX)
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        etype = event.get("type")
+        obj = event.get("object") or {}
+        if etype == "BOOKMARK" or not isinstance(obj, dict):
+            return
+        if etype == "ERROR":
+            self._dirty.set()
+            return
+        rv = str(obj.get("metadata", {}).get("resourceVersion", ""))
+        with self._lock:
+            ours = etype != "DELETED" and rv in self._own_rvs
+        if not ours:
+            log.info(
+                "ResourceSlice changed behind our back; reconciling",
+                extra={"event": etype, "slice": obj.get("metadata", {}).get("name")},
+            )
+            self._dirty.set()
+
+    def wait_synced(self, after: int, timeout: float) -> bool:
+        """Test and benchmark helper: wait until more than `after` successful syncs happened."""
+        deadline = time.monotonic() + timeout
+        with self.synced:
+            while self.sync_count <= after:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.synced.wait(left)
+        return True
+
+
+def _reason(exc: BaseException) -> str:
+    from kubernetes.client.exceptions import ApiException
+    from kubernetes.config.config_exception import ConfigException
+
+    if isinstance(exc, ApiException):
+        if exc.status == 409:
+            return "conflict"
+        if exc.status == 0:
+            return "connection"
+        return f"http_{exc.status}"
+    if isinstance(exc, ConfigException | FileNotFoundError):
+        return "config"
+    name = type(exc).__module__
+    if name.startswith("urllib3") or isinstance(exc, ConnectionError | TimeoutError):
+        return "connection"
+    return "internal"
+
+
+def _short(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) < 400 else text[:400] + "..."

@@ -1,0 +1,196 @@
+"""Discovery against the real kernel in test network namespaces (veth, bridge, macvlan)."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dranet.services.discovery.devices import ScanOptions
+from dranet.services.discovery.filter import DeviceFilter
+from dranet.services.discovery.inventory import Inventory, InventoryConfig
+from dranet.services.discovery.model import Device
+
+pytestmark = [
+    pytest.mark.kernel,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
+]
+DEADLINE = 10.0
+
+
+def ip(*args: str, ns: str | None = None) -> None:
+    cmd = ["ip", *(["-n", ns] if ns else []), *args]
+    subprocess.run(cmd, check=True, capture_output=True)
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[str]:
+    """A "node" netns: uplink bridge br-up (default route) with port upl0, a macvlan on the bridge,
+    eth-a (free), eth-b (default route in table 100); the veth peers live in a "wire" netns."""
+    name = f"tdi-{secrets.token_hex(3)}"
+    wire = name + "w"
+    ip("netns", "add", name)
+    ip("netns", "add", wire)
+    try:
+        for ifname, peer in (("upl0", "p-upl0"), ("eth-a", "p-a"), ("eth-b", "p-b")):
+            ip("link", "add", ifname, "type", "veth", "peer", "name", peer, "netns", wire, ns=name)
+        ip("link", "add", "br-up", "type", "bridge", ns=name)
+        ip("link", "set", "upl0", "master", "br-up", ns=name)
+        for ifname in ("br-up", "upl0", "eth-a", "eth-b"):
+            ip("link", "set", ifname, "up", ns=name)
+        ip("addr", "add", "10.99.0.2/24", "dev", "br-up", ns=name)
+        ip("route", "add", "default", "via", "10.99.0.1", "dev", "br-up", ns=name)
+        ip("link", "add", "mv0", "link", "br-up", "type", "macvlan", "mode", "bridge", ns=name)
+        ip("addr", "add", "10.98.0.2/24", "dev", "eth-b", ns=name)
+        ip("route", "add", "default", "via", "10.98.0.1", "dev", "eth-b", "table", "100", ns=name)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+        subprocess.run(["ip", "netns", "del", wire], capture_output=True)
+
+
+@pytest.fixture
+def inventory(node: str, tmp_path: Path) -> Iterator[Inventory]:
+    (tmp_path / "sys").mkdir()
+    cfg = InventoryConfig(
+        sysfs_root=tmp_path / "sys",  # the host's sysfs shows the host's netdevs, not the test netns'
+        options=ScanOptions(filter=DeviceFilter("true")),
+        netns=node,
+        coalesce=0.02,
+    )
+    inv = Inventory(cfg)
+    inv.start()
+    assert inv.ready.wait(DEADLINE)
+    yield inv
+    inv.stop()
+
+
+def by_ifname(inv: Inventory) -> dict[str, Device]:
+    return {d.ifname: d for d in inv.devices()[1] if d.ifname}
+
+
+def wait_until(cond: Callable[[], Any], what: str) -> Any:
+    end = time.monotonic() + DEADLINE
+    while time.monotonic() < end:
+        got = cond()
+        if got:
+            return got
+        time.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_scan_matches_namespace_and_excludes_uplinks(inventory: Inventory) -> None:
+    devs = by_ifname(inventory)
+    assert set(devs) == {"br-up", "upl0", "eth-a", "eth-b", "mv0"}
+    allowed = {n for n, d in devs.items() if d.allocatable}
+    # br-up carries the main default route, upl0 is its port, eth-b has a default route in table 100
+    assert allowed == {"eth-a", "mv0"}
+    a = devs["eth-a"].attributes
+    assert a["dra.net/type"] == "veth" and a["dra.net/virtual"] is True and a["dra.net/ifName"] == "eth-a"
+    assert devs["eth-a"].name == "eth-a"
+    assert devs["mv0"].attributes["dra.net/type"] == "macvlan"
+    assert devs["br-up"].attributes["dra.net/ipv4"] == "10.99.0.2/24"
+
+
+def test_add_rename_readdress_remove_are_reflected(inventory: Inventory, node: str) -> None:
+    ip("link", "add", "eth-c", "type", "veth", "peer", "name", "p-c", ns=node)
+    wait_until(lambda: "eth-c" in by_ifname(inventory), "eth-c added")
+    ip("link", "set", "eth-c", "name", "eth_d", ns=node)
+    devs = wait_until(lambda: "eth_d" in by_ifname(inventory) and by_ifname(inventory), "rename")
+    assert "eth-c" not in devs
+    assert devs["eth_d"].name.startswith("net-")  # not a DNS label: encoded like upstream
+    ip("addr", "add", "10.77.0.1/24", "dev", "eth-a", ns=node)
+    wait_until(
+        lambda: by_ifname(inventory)["eth-a"].attributes.get("dra.net/ipv4") == "10.77.0.1/24", "address"
+    )
+    ip("link", "del", "eth_d", ns=node)
+    wait_until(lambda: "eth_d" not in by_ifname(inventory), "removal")
+
+
+def test_route_changes_reevaluate_uplinks(inventory: Inventory, node: str) -> None:
+    assert not by_ifname(inventory)["eth-b"].allocatable
+    ip("route", "del", "default", "table", "100", ns=node)
+    wait_until(lambda: by_ifname(inventory)["eth-b"].allocatable, "eth-b no longer an uplink")
+    ip("route", "add", "default", "dev", "eth-a", "table", "200", ns=node)
+    wait_until(lambda: not by_ifname(inventory)["eth-a"].allocatable, "eth-a became an uplink")
+
+
+def test_default_filter_hides_veth(node: str, tmp_path: Path) -> None:
+    (tmp_path / "sys").mkdir()
+    inv = Inventory(InventoryConfig(sysfs_root=tmp_path / "sys", netns=node))
+    inv.start()
+    try:
+        assert inv.ready.wait(DEADLINE)
+        assert {n for n, d in by_ifname(inv).items() if d.allocatable} == {"mv0"}
+    finally:
+        inv.stop()
+
+
+def test_service_publishes_slices_and_serves_the_bus(node: str, tmp_path: Path) -> None:
+    """The discovery service process: slices on the local API server, inventory on the bus."""
+    from kubernetes import client, config
+
+    from dranet.bus import BusClient
+    from dranet.localcluster.apiserver import LocalAPIServer
+
+    server = LocalAPIServer()
+    server.start()
+    kc = server.write_kubeconfig(tmp_path / "kubeconfig")
+    api = config.new_client_from_config(config_file=str(kc))
+    client.CoreV1Api(api).create_node(client.V1Node(metadata=client.V1ObjectMeta(name=node)))
+    (tmp_path / "sys").mkdir()
+    rundir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dranet.cli",
+            "discovery",
+            "--runtime-dir",
+            str(rundir),
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--node-name",
+            node,
+            "--kubeconfig",
+            str(kc),
+            "--sysfs-root",
+            str(tmp_path / "sys"),
+            "--filter",
+            "true",
+            "--netns",
+            node,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "discovery.log", "wb"),
+    )
+    bus = BusClient(rundir, "discovery", timeout=5)
+    try:
+        res = client.ResourceV1Api(api)
+
+        def published() -> set[str]:
+            raw: Any = res.list_resource_slice(field_selector=f"spec.nodeName={node}", _preload_content=False)
+            return {d["name"] for o in json.loads(raw.data)["items"] for d in o["spec"]["devices"]}
+
+        wait_until(lambda: published() == {"eth-a", "mv0"}, "slices")
+        inv = bus.call("get_inventory")
+        names = {d["ifname"]: d for d in inv["devices"]}
+        assert names["eth-a"]["allocatable"] and not names["br-up"]["allocatable"]
+        ip("link", "add", "eth-e", "type", "veth", "peer", "name", "p-e", "netns", node + "w", ns=node)
+        wait_until(lambda: "eth-e" in published(), "a new link in the slices")
+        raw: Any = res.list_resource_slice(field_selector=f"spec.nodeName={node}", _preload_content=False)
+        (name,) = [o["metadata"]["name"] for o in json.loads(raw.data)["items"]]
+        res.delete_resource_slice(name)
+        wait_until(lambda: published() == {"eth-a", "mv0", "eth-e"}, "the deleted slice back")
+    finally:
+        bus.close()
+        proc.terminate()
+        proc.wait(10)
+        server.stop()

@@ -1,0 +1,179 @@
+"""The slice publisher against the local API server over real HTTP (loopback)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dranet.services.discovery.model import Device
+from dranet.services.discovery.publisher import SlicePublisher
+from kubernetes import client, config
+
+from dranet.localcluster.apiserver import LocalAPIServer
+
+NODE = "node-tdi"
+DRIVER = "dra.net"
+DEADLINE = 20.0
+
+
+def devices(n: int, mtu: int = 1500) -> list[Device]:
+    return [
+        Device(f"eth{i:04d}", f"eth{i:04d}", attributes={"dra.net/ifName": f"eth{i:04d}", "dra.net/mtu": mtu})
+        for i in range(n)
+    ]
+
+
+def wait_for(cond: Callable[[], Any], what: str, timeout: float = DEADLINE) -> Any:
+    end = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < end:
+        try:
+            last = cond()
+        except Exception as exc:  # the server may be down in some tests
+            last = exc
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+class Cluster:
+    def __init__(self, server: LocalAPIServer, kubeconfig: Path) -> None:
+        self.server = server
+        self.kubeconfig = kubeconfig
+        self.api = config.new_client_from_config(config_file=str(kubeconfig))
+
+    def factory(self) -> Any:
+        return config.new_client_from_config(config_file=str(self.kubeconfig))
+
+    def slices(self) -> dict[str, dict[str, Any]]:
+        raw: Any = client.ResourceV1Api(self.api).list_resource_slice(
+            field_selector=f"spec.nodeName={NODE}", _preload_content=False
+        )
+        return {o["metadata"]["name"]: o for o in json.loads(raw.data)["items"]}
+
+    def published_devices(self) -> list[str]:
+        return sorted(d["name"] for o in self.slices().values() for d in o["spec"]["devices"])
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    server = LocalAPIServer()
+    server.start()
+    kc = server.write_kubeconfig(tmp_path / "kubeconfig")
+    c = Cluster(server, kc)
+    client.CoreV1Api(c.api).create_node(client.V1Node(metadata=client.V1ObjectMeta(name=NODE)))
+    yield c
+    server.stop()
+
+
+@pytest.fixture
+def publisher(cluster: Cluster) -> Iterator[SlicePublisher]:
+    p = SlicePublisher(cluster.factory, NODE, DRIVER)
+    p.start()
+    yield p
+    p.stop()
+
+
+def test_300_devices_published_in_three_slices(cluster: Cluster, publisher: SlicePublisher) -> None:
+    publisher.set_devices(devices(300))
+    wait_for(lambda: len(cluster.published_devices()) == 300, "300 devices")
+    slices = cluster.slices()
+    assert sorted(slices) == [f"{NODE}-dra.net-{i}" for i in range(3)]
+    meta = client.CoreV1Api(cluster.api).read_node(NODE).metadata
+    assert meta is not None
+    node_uid = meta.uid
+    for obj in slices.values():
+        spec = obj["spec"]
+        assert spec["pool"] == {"name": NODE, "generation": 1, "resourceSliceCount": 3}
+        assert spec["driver"] == DRIVER and spec["nodeName"] == NODE
+        assert len(spec["devices"]) <= 128
+        assert obj["metadata"]["ownerReferences"][0]["uid"] == node_uid
+    assert cluster.published_devices() == [d.name for d in devices(300)]
+    dev = next(d for o in slices.values() for d in o["spec"]["devices"] if d["name"] == "eth0007")
+    assert dev["attributes"] == {"dra.net/ifName": {"string": "eth0007"}, "dra.net/mtu": {"int": 1500}}
+
+
+def test_no_change_no_write_and_change_updates(cluster: Cluster, publisher: SlicePublisher) -> None:
+    publisher.set_devices(devices(200))
+    wait_for(lambda: len(cluster.published_devices()) == 200, "200 devices")
+    before = {n: o["metadata"]["resourceVersion"] for n, o in cluster.slices().items()}
+    n = publisher.sync_count
+    publisher.set_devices(devices(200))
+    assert publisher.wait_synced(n, DEADLINE)
+    assert {n: o["metadata"]["resourceVersion"] for n, o in cluster.slices().items()} == before
+    # one device changes: only its slice is rewritten, the generation stays
+    changed = devices(200)
+    changed[150].attributes["dra.net/mtu"] = 9000
+    publisher.set_devices(changed)
+
+    def mtu_updated() -> bool:
+        s = cluster.slices()[f"{NODE}-dra.net-1"]
+        return any(d["attributes"]["dra.net/mtu"] == {"int": 9000} for d in s["spec"]["devices"])
+
+    wait_for(mtu_updated, "the new MTU")
+    after = cluster.slices()
+    assert after[f"{NODE}-dra.net-0"]["metadata"]["resourceVersion"] == before[f"{NODE}-dra.net-0"]
+    assert {o["spec"]["pool"]["generation"] for o in after.values()} == {1}
+    # fewer devices: stale slice deleted, generation bumped
+    publisher.set_devices(devices(10))
+    wait_for(lambda: len(cluster.slices()) == 1, "one slice")
+    (only,) = cluster.slices().values()
+    assert only["spec"]["pool"] == {"name": NODE, "generation": 2, "resourceSliceCount": 1}
+
+
+def test_slice_deleted_behind_our_back_comes_back(cluster: Cluster, publisher: SlicePublisher) -> None:
+    publisher.set_devices(devices(300))
+    wait_for(lambda: len(cluster.published_devices()) == 300, "300 devices")
+    res = client.ResourceV1Api(cluster.api)
+    res.delete_resource_slice(f"{NODE}-dra.net-1")
+    wait_for(lambda: len(cluster.published_devices()) == 300, "the deleted slice to come back")
+    # the kubelet wipes every slice of the node when it restarts
+    res.delete_collection_resource_slice(field_selector=f"spec.nodeName={NODE}")
+    wait_for(lambda: len(cluster.published_devices()) == 300, "all slices to come back")
+    gens = {o["spec"]["pool"]["generation"] for o in cluster.slices().values()}
+    assert len(gens) == 1
+
+
+def test_empty_inventory_publishes_an_empty_pool(cluster: Cluster, publisher: SlicePublisher) -> None:
+    publisher.set_devices([])
+    slices = wait_for(cluster.slices, "an empty slice")
+    (obj,) = slices.values()
+    assert obj["spec"]["devices"] == [] and obj["spec"]["pool"]["resourceSliceCount"] == 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_api_server_down_at_start_then_up(tmp_path: Path) -> None:
+    port = _free_port()
+    kc = tmp_path / "kubeconfig"
+    # No kubeconfig and no server yet: the publisher retries with backoff and never crashes.
+    p = SlicePublisher(lambda: config.new_client_from_config(config_file=str(kc)), NODE, DRIVER)
+    p.start()
+    try:
+        p.set_devices(devices(5))
+        wait_for(lambda: p.last_error, "a publish error")
+        assert not p.healthy
+        server = LocalAPIServer(port=port)
+        server.start()
+        try:
+            server.write_kubeconfig(kc)
+            c = Cluster(server, kc)
+            wait_for(lambda: len(c.published_devices()) == 5, "slices after the server came up")
+            wait_for(lambda: p.healthy, "healthy publisher")
+            # no Node object in this cluster: published without an owner, not refused
+            (obj,) = c.slices().values()
+            assert obj["metadata"].get("ownerReferences") in (None, [])
+        finally:
+            server.stop()
+    finally:
+        p.stop()
