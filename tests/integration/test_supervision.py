@@ -15,7 +15,9 @@ import pytest
 from dranet.bus.endpoints import SERVICES
 from dranet.status import query
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the netns worker keeps NET_ADMIN/SYS_ADMIN: needs root")
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0, reason="the netns worker keeps NET_ADMIN/SYS_ADMIN: needs root"
+)
 
 
 def _wait(cond: Any, timeout: float = 20.0, what: str = "") -> Any:
@@ -37,17 +39,31 @@ def test_run_restart_one_and_stop(tmp_path: Path) -> None:
     rd, sd = tmp_path / "run", tmp_path / "state"
     kubelet = tmp_path / "kubelet"
     argv = [
-        sys.executable, "-m", "dranet", "run", "--runtime-dir", str(rd), "--state-dir", str(sd),
-        "--node-name", "node-sup", "--kubeconfig", str(tmp_path / "no-such-kubeconfig"),
-        "--dra-args", f"--kubelet-registry-dir {kubelet}/plugins_registry --kubelet-plugins-dir {kubelet}/plugins",
-        "--nri-args", f"--nri-socket {tmp_path}/no-nri.sock",
-        "--discovery-args", "--sysfs-root /nonexistent-sysfs",
+        sys.executable,
+        "-m",
+        "dranet",
+        "run",
+        "--runtime-dir",
+        str(rd),
+        "--state-dir",
+        str(sd),
+        "--node-name",
+        "node-sup",
+        "--kubeconfig",
+        str(tmp_path / "no-such-kubeconfig"),
+        "--dra-args",
+        f"--kubelet-registry-dir {kubelet}/plugins_registry --kubelet-plugins-dir {kubelet}/plugins",
+        "--nri-args",
+        f"--nri-socket {tmp_path}/no-nri.sock",
+        "--discovery-args",
+        "--sysfs-root /nonexistent-sysfs",
     ]
     sup = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         first = _wait(lambda: _all_up(rd), what="all four services to answer ping")
         victim = "dra"
         os.kill(first[victim]["pid"], signal.SIGKILL)
+
         # the others keep answering while the victim is down and after it is back
         def back() -> dict[str, Any] | None:
             res = _all_up(rd)
@@ -58,7 +74,9 @@ def test_run_restart_one_and_stop(tmp_path: Path) -> None:
             if other != victim:
                 assert again[other]["pid"] == first[other]["pid"], f"{other} was restarted too"
         status = subprocess.run(
-            [sys.executable, "-m", "dranet", "status", "--runtime-dir", str(rd)], capture_output=True, text=True
+            [sys.executable, "-m", "dranet", "status", "--runtime-dir", str(rd)],
+            capture_output=True,
+            text=True,
         )
         for name in SERVICES:
             assert name in status.stdout

@@ -88,7 +88,9 @@ def test_drop_capabilities_in_a_child_process() -> None:
         "from dranet.capabilities import drop_capabilities, effective_capabilities as e;"
         "drop_capabilities(['CAP_NET_ADMIN']); print(','.join(e()))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
     import os
 
     assert out == ("CAP_NET_ADMIN" if os.geteuid() == 0 else "")
@@ -117,7 +119,9 @@ def deploy_config() -> str:
 
 def test_deploy_supervisord_conf_is_the_rendered_default() -> None:
     """deploy/supervisord.conf shows what the image runs; it must match what `dranet run` renders."""
-    assert (ROOT / "deploy" / "supervisord.conf").read_text() == deploy_config(), "regenerate: make deploy-config"
+    assert (ROOT / "deploy" / "supervisord.conf").read_text() == deploy_config(), (
+        "regenerate: make deploy-config"
+    )
 
 
 DEPLOY_RUN_ARGS = ("--runtime-dir", "/run/dranet", "--state-dir", "/var/lib/dranet", "--node-name", "node-1")
