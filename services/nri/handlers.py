@@ -192,21 +192,7 @@ class PodHandlers:
                 f"dranet: pod {pod.ref} uses the host network but claims network devices {names}; "
                 "a claimed interface needs the pod's own network namespace (remove hostNetwork or the claim)"
             )
-        body = {
-            "pod_uid": pod.uid,
-            "netns": pod.netns,
-            "pod_name": pod.name,
-            "pod_namespace": pod.namespace,
-            "devices": [
-                {
-                    "device": d["device"],
-                    "ifname": d.get("ifname", ""),
-                    "config": d.get("config") or {},
-                    "claim_uid": d.get("claim_uid", ""),
-                }
-                for d in devices
-            ],
-        }
+        body = _attach_request(pod, devices)
         try:
             attachments = self.netns.attach(body, timeout=max(end - self._clock(), 0.001))
         except BusError as exc:
@@ -416,21 +402,7 @@ class PodHandlers:
                     with self._lock:
                         self._pods[pod.uid] = _PodState(pod.netns, names, self._char_devices(devices, []))
                     continue
-                body = {
-                    "pod_uid": pod.uid,
-                    "netns": pod.netns,
-                    "pod_name": pod.name,
-                    "pod_namespace": pod.namespace,
-                    "devices": [
-                        {
-                            "device": d["device"],
-                            "ifname": d.get("ifname", ""),
-                            "config": d.get("config") or {},
-                            "claim_uid": d.get("claim_uid", ""),
-                        }
-                        for d in missing
-                    ],
-                }
+                body = _attach_request(pod, missing)
                 try:
                     attachments = self.netns.attach(body, timeout=timeout)
                 except BusError as exc:
@@ -491,3 +463,22 @@ class PodHandlers:
             threads = list(self._threads)
         for t in threads:
             t.join(1.0)
+
+
+def _attach_request(pod: PodInfo, devices: list[dict[str, Any]]) -> dict[str, Any]:
+    """The netns worker's `attach` body for these prepared devices of the pod."""
+    return {
+        "pod_uid": pod.uid,
+        "netns": pod.netns,
+        "pod_name": pod.name,
+        "pod_namespace": pod.namespace,
+        "devices": [
+            {
+                "device": d["device"],
+                "ifname": d.get("ifname", ""),
+                "config": d.get("config") or {},
+                "claim_uid": d.get("claim_uid", ""),
+            }
+            for d in devices
+        ],
+    }
