@@ -31,9 +31,9 @@ proto: $(GEN)/.stamp
 
 # Debian tools the tests and the demo use (iproute2 for `ip netns`, gcc for the pause image).
 system-deps:
-	@missing=""; for c in ip gcc; do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
+	@missing=""; for c in ip gcc nsenter; do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
 	if [ -n "$$missing" ]; then \
-	  echo "installing:$$missing"; apt-get update -qq && apt-get install -y -qq iproute2 gcc libc6-dev >/dev/null; \
+	  echo "installing:$$missing"; apt-get update -qq && apt-get install -y -qq iproute2 gcc libc6-dev util-linux >/dev/null; \
 	fi
 
 lint: venv proto
