@@ -17,8 +17,9 @@ import errno
 import ipaddress
 import os
 import socket
+import struct
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -70,6 +71,14 @@ SCOPE_HOST = 254
 ETHTOOL_GPFLAGS = 0x27
 ETHTOOL_SPFLAGS = 0x28
 ETH_SS_PRIV_FLAGS = 2
+IFLA_AF_SPEC = 26
+IFLA_INET_CONF = 1
+NLA_F_NESTED = 1 << 15
+# Per-device IPv4 settings (linux/ip.h, enum IPV4_DEVCONF_*): the attribute type inside
+# IFLA_INET_CONF when setting, 1-based (the kernel stores value N at data[N - 1]).
+IPV4_DEVCONF_FORWARDING = 1
+IPV4_DEVCONF_ARP_ANNOUNCE = 18
+IPV4_DEVCONF_ARP_IGNORE = 19
 
 _libc = ctypes.CDLL(None, use_errno=True)
 T = TypeVar("T")
@@ -83,6 +92,11 @@ class _ifinfmsg(ifinfmsg):
         ("IFLA_GSO_IPV4_MAX_SIZE", "uint32"),
         ("IFLA_GRO_IPV4_MAX_SIZE", "uint32"),
     )
+    # pyroute2 compiles nla_map once per class and caches it in these (name-mangled) attributes; a
+    # subclass would inherit the parent's cache if something parsed an ifinfmsg before us.
+    _nlmsg_base__compiled_nla = False
+    _nlmsg_base__t_nla_map = None
+    _nlmsg_base__r_nla_map = None
 
 
 class _Marshal(MarshalRtnl):
@@ -256,14 +270,29 @@ class Rtnl:
 
     def request(self, msg: Any, msg_type: int, flags: int) -> list[Any]:
         """Send one request; return the reply messages (dump) or [] (ack). Raises NetlinkError."""
-        with self._lock:
-            self._seq = (self._seq + 1) & 0xFFFFFFFF or 1
-            seq = self._seq
+
+        def encode(seq: int) -> bytes:
             msg["header"]["type"] = msg_type
             msg["header"]["flags"] = flags | NLM_F_REQUEST
             msg["header"]["sequence_number"] = seq
             msg.encode()
-            self._sock.send(msg.data)
+            return bytes(msg.data)
+
+        return self._exchange(encode, msg_type, flags)
+
+    def request_raw(self, payload: bytes, msg_type: int, flags: int) -> list[Any]:
+        """request() for a body pyroute2 cannot encode (the header is added here)."""
+
+        def encode(seq: int) -> bytes:
+            return struct.pack("=IHHII", 16 + len(payload), msg_type, flags | NLM_F_REQUEST, seq, 0) + payload
+
+        return self._exchange(encode, msg_type, flags)
+
+    def _exchange(self, encode: Callable[[int], bytes], msg_type: int, flags: int) -> list[Any]:
+        with self._lock:
+            self._seq = (self._seq + 1) & 0xFFFFFFFF or 1
+            seq = self._seq
+            self._sock.send(encode(seq))
             out: list[Any] = []
             # NLM_F_DUMP's bits mean EXCL/CREATE on a NEW request: only a GET (type % 4 == 2) dumps.
             dump = msg_type % 4 == 2 and flags & NLM_F_DUMP == NLM_F_DUMP
@@ -343,6 +372,17 @@ class Rtnl:
             msg["change"] = IFF_UP
         msg["attrs"] = attrs
         self.request(msg, RTM_NEWLINK, NLM_F_ACK)
+
+    def set_ipv4_conf(self, index: int, conf: Mapping[int, int]) -> None:
+        """Set per-device IPv4 settings (IPV4_DEVCONF_* -> value) in one RTM_NEWLINK, the netlink
+        twin of /proc/sys/net/ipv4/conf/<if>/*, which containers often mount read-only.
+
+        Encoded by hand: pyroute2 encodes IFLA_INET_CONF as the flat array the kernel reports, but
+        the kernel reads a set as nested attributes, one per setting."""
+        values = b"".join(_nla(key, struct.pack("=I", value)) for key, value in sorted(conf.items()))
+        spec = _nla(socket.AF_INET | NLA_F_NESTED, _nla(IFLA_INET_CONF | NLA_F_NESTED, values))
+        ifinfo = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, index, 0, 0)
+        self.request_raw(ifinfo + _nla(IFLA_AF_SPEC | NLA_F_NESTED, spec), RTM_NEWLINK, NLM_F_ACK)
 
     def create_link(self, name: str, kind: str, data: list[tuple[str, Any]] | None = None) -> None:
         msg = _ifinfmsg()
@@ -481,14 +521,16 @@ class Rtnl:
     # ------------------------------------------------------------ neighbours
     def neighbors(self, index: int) -> list[Neighbor]:
         out: list[Neighbor] = []
-        for family in (socket.AF_INET, socket.AF_INET6):
-            msg = ndmsg()
-            msg["family"] = family
-            msg["attrs"] = [["NDA_IFINDEX", index]]  # strict dumps filter by attribute, not header
-            for m in self.request(msg, RTM_GETNEIGH, NLM_F_DUMP):
-                if m["ifindex"] != index or not m.get_attr("NDA_LLADDR"):
-                    continue
-                out.append(Neighbor(m.get_attr("NDA_DST"), m.get_attr("NDA_LLADDR"), m["state"]))
+        # One dump for both families (AF_UNSPEC); it may carry other families (bridge FDB): skipped.
+        msg = ndmsg()
+        msg["family"] = socket.AF_UNSPEC
+        msg["attrs"] = [["NDA_IFINDEX", index]]  # strict dumps filter by attribute, not header
+        for m in self.request(msg, RTM_GETNEIGH, NLM_F_DUMP):
+            if m["family"] not in (socket.AF_INET, socket.AF_INET6):
+                continue
+            if m["ifindex"] != index or not m.get_attr("NDA_LLADDR"):
+                continue
+            out.append(Neighbor(m.get_attr("NDA_DST"), m.get_attr("NDA_LLADDR"), m["state"]))
         return out
 
     def add_neighbor(self, index: int, neigh: Neighbor) -> None:
@@ -504,6 +546,12 @@ class Rtnl:
         msg["state"] = n.state
         msg["attrs"] = [["NDA_DST", n.destination], ["NDA_LLADDR", n.mac]]
         self.request(msg, msg_type, flags | NLM_F_ACK)
+
+
+def _nla(kind: int, payload: bytes) -> bytes:
+    """One netlink attribute, padded to 4 bytes."""
+    length = 4 + len(payload)
+    return struct.pack("=HH", length, kind) + payload + b"\0" * (-length % 4)
 
 
 def _link(m: Any) -> Link:
@@ -554,6 +602,21 @@ def _route(m: Any) -> Route | None:
 # ---------------------------------------------------------------- sysctls
 
 
+READ_ONLY_PROC_SYS = (
+    "/proc/sys is read-only in the worker's container (the runtime's default for non-privileged"
+    " containers) and the kernel has no netlink setter for this setting; run the netns container"
+    " with a writable /proc/sys (see docs/troubleshooting.md) or drop the field from the claim config"
+)
+
+
+def proc_sys_writable() -> bool:
+    """False when /proc/sys is mounted read-only here (sysctl writes would fail with EROFS)."""
+    try:
+        return not os.statvfs("/proc/sys/net").f_flag & os.ST_RDONLY
+    except OSError:
+        return False
+
+
 def write_sysctls(netns_fd: int | None, values: Iterable[tuple[str, str]]) -> None:
     """Write /proc/sys/<key> = value for each pair, inside netns_fd (one helper thread for all).
 
@@ -569,6 +632,8 @@ def write_sysctls(netns_fd: int | None, values: Iterable[tuple[str, str]]) -> No
                 with open(path, "w") as f:
                     f.write(value)
             except OSError as exc:
+                if exc.errno == errno.EROFS:
+                    raise NetlinkError(errno.EROFS, f"sysctl {key}={value}: {READ_ONLY_PROC_SYS}") from None
                 raise NetlinkError(exc.errno or errno.EIO, f"sysctl {key}={value}: {exc.strerror}") from None
 
     run_in_netns(netns_fd, write)

@@ -41,6 +41,10 @@ from dranet.services.netns.model import (
     uplinks,
 )
 from dranet.services.netns.netlink import (
+    IPV4_DEVCONF_ARP_ANNOUNCE,
+    IPV4_DEVCONF_ARP_IGNORE,
+    IPV4_DEVCONF_FORWARDING,
+    READ_ONLY_PROC_SYS,
     RT_TABLE_MAIN,
     Address,
     Ethtool,
@@ -51,6 +55,7 @@ from dranet.services.netns.netlink import (
     Route,
     Rtnl,
     Rule,
+    proc_sys_writable,
     write_sysctls,
 )
 from dranet.services.netns.nspath import DEFAULT_ROOTS, NetnsHandle, netns_id, open_netns
@@ -137,6 +142,8 @@ class _Plan:
     link: Link
     existing: JournalEntry | None = None
     features: dict[str, bool] = field(default_factory=dict)
+    addresses: tuple[Address, ...] = ()  # the host's, as snapshotted
+    routes: tuple[Route, ...] = ()  # through the link, as snapshotted
 
 
 class NetnsWorker:
@@ -279,41 +286,57 @@ class NetnsWorker:
         self, pod_uid: str, pod: _Pod, devices: Sequence[Mapping[str, Any]], deadline: float | None
     ) -> dict[str, Any]:
         plans = self._plan(pod_uid, pod, devices)
-        done: list[JournalEntry] = []
-        results: list[JournalEntry] = []
+        todo = [p for p in plans if p.existing is None]
+        # Every snapshot is taken and journaled (one durable write for the pod) before the first
+        # change; a crash from here on restores whatever the journal names.
+        entries = self._journal_snapshots(pod_uid, pod, todo)
+        done: dict[str, JournalEntry] = {}
+        started: set[str] = set()
         try:
-            for plan in plans:
-                if plan.existing is not None:
-                    results.append(plan.existing)
-                    continue
+            for plan, entry in zip(todo, entries, strict=True):
                 if deadline is not None and deadline - time.time() < self._per_device:
                     raise BusError(
                         "deadline_exceeded",
-                        f"{len(plans) - len(results)} device(s) left and "
+                        f"{len(todo) - len(done)} device(s) left and "
                         f"{max(0.0, deadline - time.time()):.3f}s to go, about {self._per_device:.3f}s each: "
                         "not starting what cannot finish",
                     )
-                started = time.monotonic()
-                entry = self._attach_one(pod_uid, pod, plan)
-                elapsed = time.monotonic() - started
+                began = time.monotonic()
+                started.add(plan.device)
+                try:
+                    done[plan.device] = self._configure(pod, plan, entry)
+                except BaseException as exc:
+                    self._undo(entry, pod, reason="rollback")
+                    if isinstance(exc, (BusError, StepError)):
+                        raise
+                    raise _step_error("configure", plan.device, exc) from None
+                elapsed = time.monotonic() - began
                 self._per_device = 0.8 * self._per_device + 0.2 * elapsed
                 ATTACH_SECONDS.labels(outcome="ok").observe(elapsed)
-                done.append(entry)
-                results.append(entry)
             if deadline is not None and time.time() > deadline:
                 raise BusError("deadline_exceeded", "the attach finished after its deadline; rolled back")
+            if done:
+                try:
+                    for dev in done:
+                        if self._hook:
+                            self._hook("journal", dev)
+                    self._write(*done.values(), durable=False)
+                except OSError as exc:
+                    raise _step_error("journal", next(iter(done)), exc) from None
         except BaseException as exc:
             err = exc if isinstance(exc, BusError) else _as_bus_error(exc)
-            for entry in reversed(done):
+            for entry in reversed(list(done.values())):
                 self._undo(entry, pod, reason="rollback")
+            # Devices never started are as snapshotted: forget them without touching the kernel.
+            self._forget([e for e in entries if e.device not in started])
             OPS_TOTAL.labels(op="attach", outcome=err.code).inc()
-            for plan in plans:
-                if plan.existing is None:
-                    self._notify(pod_uid, plan.device, plan.claim_uid, "failed", error=err)
+            for plan in todo:
+                self._notify(pod_uid, plan.device, plan.claim_uid, "failed", error=err)
             raise err from None
         OPS_TOTAL.labels(op="attach", outcome="ok").inc()
-        for entry in done:
+        for entry in done.values():
             self._notify_entry(entry, "attached")
+        results = [p.existing or done[p.device] for p in plans]
         return {"attachments": [e.attachment() for e in results]}
 
     def _plan(self, pod_uid: str, pod: _Pod, devices: Sequence[Mapping[str, Any]]) -> list[_Plan]:
@@ -323,7 +346,8 @@ class NetnsWorker:
         for link in links:
             for alt in link.alt_names:
                 by_name.setdefault(alt, link)
-        uplink_ids = uplinks(links, self.host.routes())
+        routes = self.host.routes()
+        uplink_ids = uplinks(links, routes)
         plans: list[_Plan] = []
         pod_names: set[str] = set()
         for i, d in enumerate(devices):
@@ -366,7 +390,15 @@ class NetnsWorker:
                 )
             if link.kind == "vrf" or link.index == 1 or ifname == "lo":
                 raise BusError("not_allowed", f"{path}.ifname: {ifname!r} cannot be moved into a pod")
-            self._check_config(path, cfg, link)
+            if cfg.interface.forwarding is not None and not proc_sys_writable():
+                raise BusError(
+                    "not_allowed",
+                    f"{path}.config.interface.forwarding: IPv6 forwarding is set through "
+                    f"/proc/sys/net/ipv6/conf/{pod_ifname}/forwarding, and {READ_ONLY_PROC_SYS}",
+                )
+            # One dump each, shared by the checks and the snapshot.
+            addresses = snapshot_addresses(self.host.addresses(link.index))
+            self._check_config(path, cfg, addresses)
             plans.append(
                 _Plan(
                     device,
@@ -376,11 +408,13 @@ class NetnsWorker:
                     cfg,
                     pod_ifname,
                     link,
+                    addresses=addresses,
+                    routes=snapshot_routes(r for r in routes if r.oif == link.index),
                 )
             )
         return plans
 
-    def _check_config(self, path: str, cfg: NetworkConfig, link: Link) -> None:
+    def _check_config(self, path: str, cfg: NetworkConfig, host_addresses: Sequence[Address]) -> None:
         iface = cfg.interface
         if iface.dhcp:
             raise BusError(
@@ -393,9 +427,7 @@ class NetnsWorker:
                 "invalid_config",
                 f"{path}.config.interface.disableEbpfPrograms: not supported by this worker yet; remove it",
             )
-        addresses = list(iface.addresses) or [
-            a.cidr for a in snapshot_addresses(self.host.addresses(link.index))
-        ]
+        addresses = list(iface.addresses) or [a.cidr for a in host_addresses]
         try:
             check_routes_reachable(cfg, addresses)
         except ConfigError as err:
@@ -436,38 +468,37 @@ class NetnsWorker:
         self._undo(entry, None, reason="reattach")
         return None
 
-    def _attach_one(self, pod_uid: str, pod: _Pod, plan: _Plan) -> JournalEntry:
-        host_link = plan.link
+    def _journal_snapshots(self, pod_uid: str, pod: _Pod, plans: Sequence[_Plan]) -> list[JournalEntry]:
+        """Snapshot each device's host side and journal them all (phase attaching) in one write."""
+        entries: list[JournalEntry] = []
         step = "snapshot"
+        device = plans[0].device if plans else ""
         try:
-            snap = self._snapshot(host_link, plan)
-            entry = JournalEntry(
-                pod_uid=pod_uid,
-                device=plan.device,
-                claim_uid=plan.claim_uid,
-                netns=pod.handle.path,
-                netns_id=pod.handle.id,
-                phase=ATTACHING,
-                host=snap,
-                pod_ifname=plan.pod_ifname,
-                config=dict(plan.raw),
-                rdma_device=rdma.rdma_device_of(host_link.name, self.sysfs_root),
-            )
+            for plan in plans:
+                device = plan.device
+                entries.append(
+                    JournalEntry(
+                        pod_uid=pod_uid,
+                        device=plan.device,
+                        claim_uid=plan.claim_uid,
+                        netns=pod.handle.path,
+                        netns_id=pod.handle.id,
+                        phase=ATTACHING,
+                        host=self._snapshot(plan.link, plan),
+                        pod_ifname=plan.pod_ifname,
+                        config=dict(plan.raw),
+                        rdma_device=rdma.rdma_device_of(plan.link.name, self.sysfs_root),
+                    )
+                )
             step = "journal"
-            self._write(entry)
+            if entries:
+                self._write(*entries, durable=True)
         except (OSError, RequestError) as exc:
-            raise _step_error(step, plan.device, exc) from None
-        try:
-            result = self._configure(pod, plan, entry)
-        except BaseException as exc:
-            self._undo(entry, pod, reason="rollback")
-            if isinstance(exc, (BusError, StepError)):
-                raise
-            raise _step_error("configure", plan.device, exc) from None
-        return result
+            raise _step_error(step, device, exc) from None
+        return entries
 
     def _snapshot(self, link: Link, plan: _Plan) -> HostSnapshot:
-        routes = snapshot_routes(self.host.routes(oif=link.index))
+        routes = plan.routes
         tables = {r.table for r in routes}
         rules = snapshot_rules(self.host.rules(), tables) if tables - {RT_TABLE_MAIN} else ()
         neighbors = tuple(n for n in self.host.neighbors(link.index) if n.state & 0x80)
@@ -495,7 +526,7 @@ class NetnsWorker:
                 pflags = {k: current_p[k] for k in eth.private_flags}
         return HostSnapshot(
             link=link,
-            addresses=snapshot_addresses(self.host.addresses(link.index)),
+            addresses=plan.addresses,
             routes=routes,
             rules=rules,
             neighbors=neighbors,
@@ -541,7 +572,12 @@ class NetnsWorker:
             raise StepError(
                 "lookup", dev, OSError(errno.ENODEV, f"{plan.pod_ifname} is not in the pod netns")
             )
-        sysctls = _sysctls(plan.pod_ifname, cfg)
+        # IPv4 per-device settings over netlink (works with a read-only /proc/sys); IPv6 forwarding
+        # has no netlink setter, so it alone is written to /proc/sys (checked writable in _plan).
+        ipv4_conf = _ipv4_conf(cfg)
+        if ipv4_conf:
+            run("sysctl", lambda: pod.rtnl.set_ipv4_conf(link.index, ipv4_conf))
+        sysctls = _ipv6_sysctls(plan.pod_ifname, cfg)
         if sysctls:
             run("sysctl", lambda: write_sysctls(pod.handle.fd, sysctls))
         if iface.vrf is not None:
@@ -570,17 +606,13 @@ class NetnsWorker:
         char_devs: tuple[Mapping[str, Any], ...] = ()
         if entry.rdma_device:
             char_devs = tuple(run("rdma", lambda: self._move_rdma(entry.rdma_device, pod.handle.fd)))
-        final = run("lookup", lambda: pod.rtnl.get_link(index=link.index)) or link
-        done = entry.with_phase(
+        # The MAC was set by the move and read back by the lookup; nothing later changes it.
+        return entry.with_phase(
             ATTACHED,
-            hardware_address=final.mac,
+            hardware_address=link.mac,
             ips=tuple(a.cidr for a in addresses),
             char_devices=char_devs,
         )
-        if self._hook:
-            self._hook("journal", dev)
-        self._write(done)
-        return done
 
     def _enslave_vrf(self, pod: _Pod, link: Link, name: str, table: int) -> None:
         vrf = pod.rtnl.get_link(name=name)
@@ -629,12 +661,23 @@ class NetnsWorker:
                 with suppress(RequestError):
                     self._pod_for(open_netns(netns, self.roots, self._forbidden))
             errors: list[BusError] = []
+            marking = [e.with_phase(DETACHING) for e in entries if e.phase != DETACHING]
+            if marking:  # one journal write for the pod, not one per device
+                try:
+                    self._write(*marking)
+                except OSError as exc:
+                    raise _as_bus_error(StepError("journal", pod_uid, exc)) from None
+                with self._lock:
+                    entries = [self._entries[e.key] for e in entries]
+            restored: list[JournalEntry] = []
             for entry in sorted(entries, key=lambda e: e.device, reverse=True):
                 try:
-                    self._undo(entry, None, reason="detach", strict=True)
+                    self._undo(entry, None, reason="detach", strict=True, forget=False)
+                    restored.append(entry)
                     released.append(entry.device)
                 except BusError as err:
                     errors.append(err)
+            self._forget(restored)
             # Devices we hold nothing for are already released: that is success, not an error.
             released += [d for d in devices if d not in {e.device for e in entries}]
             self._release_unused()
@@ -645,10 +688,19 @@ class NetnsWorker:
         return {"released": sorted(set(released))}
 
     # ------------------------------------------------------------ restore
-    def _undo(self, entry: JournalEntry, pod: _Pod | None, *, reason: str, strict: bool = False) -> None:
+    def _undo(
+        self,
+        entry: JournalEntry,
+        pod: _Pod | None,
+        *,
+        reason: str,
+        strict: bool = False,
+        forget: bool = True,
+    ) -> bool:
         """Put the interface back on the host as snapshotted, wherever it is now; drop the entry.
 
-        strict: raise BusError when the restore failed (the entry is kept for a retry)."""
+        strict: raise BusError when the restore failed (the entry is kept for a retry).
+        forget=False: leave dropping the entry to the caller (who batches it); True when restored."""
         try:
             if entry.phase != DETACHING:
                 entry = entry.with_phase(DETACHING)
@@ -662,13 +714,13 @@ class NetnsWorker:
             )
             if strict:
                 raise _as_bus_error(exc) from None
-            return
-        self.journal.remove(entry.pod_uid, entry.device)
-        with self._lock:
-            self._entries.pop(entry.key, None)
+            return False
+        if forget:
+            self._forget([entry])
         log.info("restored", extra={"pod_uid": entry.pod_uid, "device": entry.device, "reason": reason})
         if reason != "rollback":
             self._notify_entry(entry, "detached")
+        return True
 
     def _restore(self, entry: JournalEntry, pod: _Pod | None) -> None:
         snap = entry.host
@@ -696,7 +748,9 @@ class NetnsWorker:
             if in_pod is not None:
                 change = _restore_change(want, in_pod)
                 change.netns_fd = self.host_fd
-                change.up = False
+                if in_pod.up:
+                    # Down as its own request first, as in attach: the move of a down link is cheaper.
+                    _wrap("down", dev, lambda: pod.rtnl.set_link(in_pod.index, LinkChange(up=False)))
                 if in_pod.master:
                     _wrap("detach-vrf", dev, lambda: pod.rtnl.set_link(in_pod.index, LinkChange(master=0)))
                 try:
@@ -718,9 +772,7 @@ class NetnsWorker:
             return
         # 2. Host-side attributes that survive a move (name, MTU, MAC, GSO/GRO) in one request.
         change = _restore_change(want, link)
-        if link.up:
-            change.up = False
-        if any(
+        changes = any(
             v is not None
             for v in (
                 change.name,
@@ -730,9 +782,13 @@ class NetnsWorker:
                 change.gro_max_size,
                 change.gso_ipv4_max_size,
                 change.gro_ipv4_max_size,
-                change.up,
             )
-        ):
+        )
+        # Down for the change (some NICs refuse a new MAC or MTU while up), or because it was down;
+        # a device that never left (a crash before its move) is not bounced for nothing.
+        if link.up and (changes or not want.up):
+            change.up = False
+        if changes or change.up is not None:
             _wrap("restore-link", dev, lambda: self.host.set_link(link.index, change))
         idx = link.index
         # 3. Ethtool, addresses, link state, routes, rules, neighbours.
@@ -888,10 +944,22 @@ class NetnsWorker:
         for pod in pods:
             pod.close()
 
-    def _write(self, entry: JournalEntry) -> None:
-        self.journal.write(entry)
+    def _write(self, *entries: JournalEntry, durable: bool = False) -> None:
+        self.journal.write(*entries, durable=durable)
         with self._lock:
-            self._entries[entry.key] = entry
+            for entry in entries:
+                self._entries[entry.key] = entry
+
+    def _forget(self, entries: Sequence[JournalEntry]) -> None:
+        """Drop entries from the journal (one write per pod) and from memory."""
+        by_pod: dict[str, list[str]] = {}
+        for e in entries:
+            by_pod.setdefault(e.pod_uid, []).append(e.device)
+        for pod_uid, devices in by_pod.items():
+            self.journal.remove(pod_uid, *devices)
+        with self._lock:
+            for e in entries:
+                self._entries.pop(e.key, None)
 
     def _host_eth(self) -> Ethtool:
         if self._host_ethtool is None:
@@ -951,17 +1019,24 @@ class NetnsWorker:
 # ---------------------------------------------------------------- pure helpers
 
 
-def _sysctls(ifname: str, cfg: NetworkConfig) -> list[tuple[str, str]]:
+def _ipv4_conf(cfg: NetworkConfig) -> dict[int, int]:
+    """The claim's per-device IPv4 settings as IPV4_DEVCONF_* -> value."""
     iface = cfg.interface
-    out = []
+    out: dict[int, int] = {}
     if iface.arp_ignore is not None:
-        out.append((f"net/ipv4/conf/{ifname}/arp_ignore", str(iface.arp_ignore)))
+        out[IPV4_DEVCONF_ARP_IGNORE] = iface.arp_ignore
     if iface.arp_announce is not None:
-        out.append((f"net/ipv4/conf/{ifname}/arp_announce", str(iface.arp_announce)))
+        out[IPV4_DEVCONF_ARP_ANNOUNCE] = iface.arp_announce
     if iface.forwarding is not None:
-        v = "1" if iface.forwarding else "0"
-        out += [(f"net/ipv4/conf/{ifname}/forwarding", v), (f"net/ipv6/conf/{ifname}/forwarding", v)]
+        out[IPV4_DEVCONF_FORWARDING] = int(iface.forwarding)
     return out
+
+
+def _ipv6_sysctls(ifname: str, cfg: NetworkConfig) -> list[tuple[str, str]]:
+    """The /proc/sys writes left: IPv6 forwarding (the kernel has no netlink setter for it)."""
+    if cfg.interface.forwarding is None:
+        return []
+    return [(f"net/ipv6/conf/{ifname}/forwarding", "1" if cfg.interface.forwarding else "0")]
 
 
 def _pod_route(r: Any, cfg: NetworkConfig, oif: int) -> Route:

@@ -33,12 +33,16 @@ CHILD = textwrap.dedent(
     from dranet.services.netns.worker import NetnsWorker
     state, node, pod, step, config = sys.argv[1:6]
     import json
+    at_step, _, at_device = step.partition("@")
+    devices = [{"device": "k0", "ifname": "tnwk0", "config": json.loads(config)}]
+    if at_device:  # a second device, so the kill can land between the two
+        devices.append({"device": "k1", "ifname": "tnwk1", "config": {"interface": {"name": "net1"}}})
     def hook(s, d):
-        if s == step:
+        if s == at_step and d == (at_device or d):
             print("PAUSED", flush=True)
             time.sleep(3600)
     w = NetnsWorker(state, host_netns=node, hook=hook)
-    w.attach("pod-k", pod, [{"device": "k0", "ifname": "tnwk0", "config": json.loads(config)}])
+    w.attach("pod-k", pod, devices)
     print("DONE", flush=True)
     time.sleep(3600)
     """
@@ -56,15 +60,15 @@ def tb() -> Iterator[Testbed]:
         bed.close()
 
 
-def host_view(tb: Testbed) -> tuple:
-    link = tb.link("tnwk0")
-    assert link is not None, "tnwk0 is not back on the host"
+def host_view(tb: Testbed, name: str = "tnwk0") -> tuple:
+    link = tb.link(name)
+    assert link is not None, f"{name} is not back on the host"
     return (
         link["mtu"],
         link["address"],
         "UP" in link["flags"],
-        tuple(tb.addresses("tnwk0")),
-        tuple(sorted((r.get("dst"), r.get("gateway")) for r in tb.routes("tnwk0"))),
+        tuple(tb.addresses(name)),
+        tuple(sorted((r.get("dst"), r.get("gateway")) for r in tb.routes(name))),
     )
 
 
@@ -140,6 +144,25 @@ def test_netns_gone_while_worker_down(tb: Testbed, tmp_path: Path) -> None:
     w = NetnsWorker(tmp_path, host_netns=tb.node_path)
     try:
         w.start(watch_interval=0)
+        assert w.attachments() == {"attachments": []}
+        assert list(w.journal.dir.glob("*.json")) == []
+    finally:
+        w.close()
+
+
+@pytest.mark.parametrize("step", ["move@k1", "up@k1", "journal@k1"])
+def test_kill_between_devices_restores_both(tb: Testbed, tmp_path: Path, step: str) -> None:
+    """Both devices' snapshots are journaled (one write) before the first change: a kill after k0
+    is configured and before or during k1 restores both, and k1 was never left half-done."""
+    tb.add_nic("tnwk1", addresses=("10.2.0.2/24",))
+    before = (host_view(tb), host_view(tb, "tnwk1"))
+    pod = tb.add_netns()
+    run_and_kill(tb, tmp_path, pod, step)
+    w = NetnsWorker(tmp_path, host_netns=tb.node_path)
+    try:
+        w.start(watch_interval=0)
+        assert (host_view(tb), host_view(tb, "tnwk1")) == before
+        assert tb.link("eth0", ns=pod) is None and tb.link("net1", ns=pod) is None
         assert w.attachments() == {"attachments": []}
         assert list(w.journal.dir.glob("*.json")) == []
     finally:

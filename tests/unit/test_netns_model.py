@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -119,9 +120,15 @@ def test_journal_roundtrip_and_bad_files(tmp_path: Path) -> None:
     (tmp_path / "half.tmp").write_text("x")
     assert j.load() == [entry]
     assert (tmp_path / "garbage.bad").exists() and not (tmp_path / "half.tmp").exists()
+    other = replace(entry, device="dev-2")
+    j.write(other, durable=False)
+    assert [p.name for p in tmp_path.glob("*.json")] == ["pod-1.json"]  # one file per pod
+    assert Journal(tmp_path).load() == [entry, other]
     j.remove("pod-1", "dev-1")
+    assert j.load() == [other]
     j.remove("pod-1", "dev-1")
-    assert j.load() == []
+    j.remove("pod-1")
+    assert j.load() == [] and list(tmp_path.glob("*.json")) == []
     j.close()
     assert config_digest({"a": 1, "b": [1]}) == config_digest({"b": [1], "a": 1})
 
