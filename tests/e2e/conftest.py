@@ -20,7 +20,9 @@ from dranet.localcluster.cri import CriClient
 def containerd() -> Iterator[Containerd]:
     if os.geteuid() != 0:
         pytest.skip("the e2e tests start containerd and need root")
-    ctrd = Containerd(f"/tmp/tnr-ctrd-{uuid.uuid4().hex[:8]}")
+    tag = uuid.uuid4().hex[:8]
+    # a bridge of its own, so that two test sessions on one machine never tear down each other's
+    ctrd = Containerd(f"/tmp/tnr-ctrd-{tag}", bridge=f"tnr{tag}")
     try:
         ctrd.up()
     except PackagesUnavailable as exc:
