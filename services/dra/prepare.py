@@ -143,6 +143,14 @@ def _prepare_device(
         raise PrepareError(
             f"{where}: the inventory marks it not allocatable (node uplink or in use by the host)"
         )
+    if not dev.get("ifname") and not dev.get("rdma_device"):
+        # Discovery keeps a device whose interface is inside a pod (still being released) with no
+        # host interface; preparing it now would hand the worker nothing to move.
+        raise PrepareError(
+            f"{where}: has no interface on the host right now (it is still in another pod's network "
+            "namespace, or has no network interface); the kubelet will retry",
+            retriable=True,
+        )
     if dev.get("rdma_device") and not dev.get("ifname"):
         try:
             validate_rdma_only(cfg)

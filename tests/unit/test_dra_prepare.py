@@ -21,6 +21,7 @@ INVENTORY = {
     "eth1": {"name": "eth1", "ifname": "eth1", "allocatable": True, "rdma_device": ""},
     "eth2": {"name": "eth2", "ifname": "eth2", "allocatable": True, "rdma_device": ""},
     "uplink": {"name": "uplink", "ifname": "eth0", "allocatable": False},
+    "in-a-pod": {"name": "in-a-pod", "ifname": "", "allocatable": True},
     "ib0": {"name": "ib0", "ifname": "", "rdma_device": "mlx5_0", "allocatable": True},
 }
 
@@ -183,6 +184,9 @@ def test_inventory_errors() -> None:
         prep(claim_json(results=[result("eth7")]))
     with pytest.raises(PrepareError, match="not allocatable"):
         prep(claim_json(results=[result("uplink")]))
+    with pytest.raises(PrepareError, match="no interface on the host right now") as err:
+        prep(claim_json(results=[result("in-a-pod")]))
+    assert err.value.retriable
     with pytest.raises(PrepareError, match="not this node's pool"):
         prep(claim_json(results=[result("eth1", pool="node-b")]))
 
