@@ -1,6 +1,6 @@
 """The claim configuration model: decode, validate, merge (pure: no I/O)."""
 
-from dranet.config.checks import check_routes_reachable, validate_rdma_only
+from dranet.config.checks import check_routes_reachable, check_supported, validate_rdma_only
 from dranet.config.decode import parse_network_config
 from dranet.config.encode import network_config_to_dict
 from dranet.config.errors import ConfigError
@@ -27,6 +27,7 @@ __all__ = [
     "RuleConfig",
     "VrfConfig",
     "check_routes_reachable",
+    "check_supported",
     "effective_interface_name",
     "merge_configs",
     "network_config_to_dict",

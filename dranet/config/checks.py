@@ -93,3 +93,18 @@ def validate_rdma_only(cfg: NetworkConfig) -> None:
     ):
         if present:
             raise ConfigError(name, reason)
+
+
+def check_supported(cfg: NetworkConfig) -> None:
+    """Refuse the upstream fields this driver accepts in the schema but does not act on yet, so a
+    claim asking for them fails at prepare with the reason instead of running without them."""
+    if cfg.interface.dhcp:
+        raise ConfigError(
+            "interface.dhcp",
+            "DHCP is not supported by this driver yet; give interface.addresses instead",
+        )
+    if cfg.interface.disable_ebpf_programs:
+        raise ConfigError(
+            "interface.disableEbpfPrograms",
+            "detaching eBPF programs is not supported by this driver yet; remove it",
+        )

@@ -14,6 +14,7 @@ from typing import Any
 from dranet.config import (
     ConfigError,
     check_routes_reachable,
+    check_supported,
     merge_configs,
     network_config_to_dict,
     parse_network_config,
@@ -128,6 +129,7 @@ def _prepare_device(
     merged = merge_configs(applicable_configs(claim, driver, request))
     try:
         cfg = parse_network_config(merged)
+        check_supported(cfg)
         if cfg.interface.addresses:
             check_routes_reachable(cfg, cfg.interface.addresses)
     except ConfigError as exc:

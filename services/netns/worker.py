@@ -65,6 +65,7 @@ from dranet.config import (
     ConfigError,
     NetworkConfig,
     check_routes_reachable,
+    check_supported,
     effective_interface_name,
     parse_network_config,
 )
@@ -416,17 +417,10 @@ class NetnsWorker:
 
     def _check_config(self, path: str, cfg: NetworkConfig, host_addresses: Sequence[Address]) -> None:
         iface = cfg.interface
-        if iface.dhcp:
-            raise BusError(
-                "invalid_config",
-                f"{path}.config.interface.dhcp: the worker does not run DHCP; "
-                "the lease must be resolved into interface.addresses before attach",
-            )
-        if iface.disable_ebpf_programs:
-            raise BusError(
-                "invalid_config",
-                f"{path}.config.interface.disableEbpfPrograms: not supported by this worker yet; remove it",
-            )
+        try:
+            check_supported(cfg)
+        except ConfigError as err:
+            raise BusError("invalid_config", f"{path}.config.{err.field}: {err.reason}") from None
         addresses = list(iface.addresses) or [a.cidr for a in host_addresses]
         try:
             check_routes_reachable(cfg, addresses)

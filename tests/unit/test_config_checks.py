@@ -253,3 +253,19 @@ def test_defaults() -> None:
     assert cfg.interface == InterfaceConfig()
     assert (cfg.routes, cfg.rules, cfg.neighbors, cfg.ethtool, cfg.profile) == ((), (), (), None, None)
     assert RouteConfig("10.0.0.0/8").scope == 0 and RouteConfig("10.0.0.0/8").table == 0
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"interface": {"dhcp": True}}, "interface.dhcp"),
+        ({"interface": {"disableEbpfPrograms": True}}, "interface.disableEbpfPrograms"),
+    ],
+)
+def test_fields_not_acted_on_yet_are_refused(params: dict[str, Any], field: str) -> None:
+    from dranet.config import check_supported
+
+    with pytest.raises(ConfigError) as err:
+        check_supported(parse_network_config(params))
+    assert err.value.field == field and "not supported" in err.value.reason
+    check_supported(parse_network_config({"interface": {"mtu": 1500}}))
