@@ -196,6 +196,12 @@ ATTACHMENT = Struct(
         "hardware_address": str,
         "ips": [str],
         "state": str,
+        # `list` only, for an attached device: its link as read in the pod netns just now
+        "admin_up": Opt(bool),
+        "oper_up": Opt(bool),
+        "carrier": Opt(bool),
+        "operstate": Opt(str),
+        "link_error": Opt(str),  # instead of the four above when the link could not be read
     },
     strict=False,
 )

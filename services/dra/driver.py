@@ -65,6 +65,7 @@ class Driver:
         detach: Detacher,
         on_unprepared: Callable[[PreparedClaim], None] | None = None,
         on_prepared: Callable[[PreparedClaim], None] | None = None,
+        on_failed: Callable[[ClaimRef, str], None] | None = None,
     ) -> None:
         self.driver_name = driver_name
         self.node_name = node_name
@@ -74,6 +75,7 @@ class Driver:
         self._detach = detach
         self._on_unprepared = on_unprepared
         self._on_prepared = on_prepared
+        self._on_failed = on_failed  # (claim, error) after a prepare failed for it: for an Event
         # One lock over state and checkpoint, like the kubelet helper's Serialize(true); the slow
         # API server reads happen before it is taken.
         self._lock = threading.Lock()
@@ -104,6 +106,7 @@ class Driver:
         out: dict[str, ClaimResult] = {}
         fresh: dict[str, PreparedClaim] = {}
         started = time.monotonic()
+        refs = list(refs)
         for ref in refs:
             with bind(claim_uid=ref.uid, claim=f"{ref.namespace}/{ref.name}"):
                 known = self._prepared.get(ref.uid)
@@ -120,6 +123,14 @@ class Driver:
         if fresh:
             out.update(self._commit(fresh))
         PREPARE_SECONDS.labels(op="prepare").observe(time.monotonic() - started)
+        if self._on_failed is not None:
+            for ref in refs:
+                result = out.get(ref.uid)
+                if result is not None and result.error:
+                    try:
+                        self._on_failed(ref, result.error)
+                    except Exception:  # reporting must never fail the kubelet's call
+                        log.exception("reporting a prepare failure failed")
         return out
 
     def _build(self, ref: ClaimRef) -> PreparedClaim:

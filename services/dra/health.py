@@ -1,11 +1,12 @@
 """Device health for the kubelet (DRAResourceHealth v1alpha1 NodeWatchResources).
 
-Each prepared device's health comes from its link state, read with a read-only netlink query:
-carrier present -> HEALTHY, carrier lost or link down -> UNHEALTHY, link not found -> UNKNOWN.
-Before attach the interface is in the host netns under its host name; once the worker reports it
-attached, it is looked up in the pod's netns under its pod name when the notification says where
-(reading another netns needs privileges dra does not hold in production; then the device is
-reported UNKNOWN with that reason rather than guessed).
+Each prepared device's health comes from its link state: carrier present -> HEALTHY, carrier lost
+or link down -> UNHEALTHY, link not found -> UNKNOWN. Before attach the interface is in the host
+netns under its host name and is read here with a read-only netlink query. Once attached it is in
+the pod's netns, which dra (no capabilities) cannot enter: the netns worker reads it there and
+reports it in its `list` result, which dra asks for on every health tick. Only when the worker gives
+no state (an older worker, or a stand-in) is the pod netns read from here, which needs privileges;
+without them the device is reported UNKNOWN with that reason rather than guessed.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ class Where:
     ifname: str
     netns: str | None = None
     unknown: str = ""  # set when the link cannot be observed from here: the reason
+    # the link state the netns worker read in the pod netns (a `list` Attachment), when it gave one
+    link: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,22 @@ def link_health(ifname: str, netns: str | None = None) -> tuple[int, str]:
     if link.get("carrier") == 0 or link.get_attr("IFLA_CARRIER") == 0:
         return UNHEALTHY, f"link {ifname} lost carrier (operstate {link.get_attr('IFLA_OPERSTATE')})"
     return HEALTHY, f"link {ifname} is up with carrier"
+
+
+def worker_link_health(ifname: str, link: Mapping[str, Any]) -> tuple[int, str]:
+    """(status, message) from the link state the netns worker reported (pure)."""
+    if link.get("link_error"):
+        return UNKNOWN, f"netns worker: {link['link_error']}"
+    if "carrier" not in link:
+        return UNKNOWN, f"the netns worker gave no link state for {ifname}"
+    where = f"link {ifname} in the pod"
+    if not link.get("admin_up", True):
+        return UNHEALTHY, f"{where} is administratively down"
+    if not link.get("carrier"):
+        return UNHEALTHY, f"{where} lost carrier (operstate {link.get('operstate', '?')})"
+    if not link.get("oper_up", True):
+        return UNHEALTHY, f"{where} is not operational (operstate {link.get('operstate', '?')})"
+    return HEALTHY, f"{where} is up with carrier"
 
 
 class HealthMonitor:
@@ -126,6 +145,8 @@ class HealthMonitor:
             status: int
             if where.unknown:
                 status, message = UNKNOWN, where.unknown
+            elif where.link is not None:
+                status, message = worker_link_health(where.ifname, where.link)
             else:
                 status, message = self._probe(where.ifname, where.netns)
             items.append(Health(pool, device, status, message[:1024]))

@@ -15,12 +15,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from dranet.bus import BusClient, Subscriber
+from kubernetes import client
+
+from dranet.bus import BusClient, BusError, Subscriber
 from dranet.service import ServiceHost
 from dranet.settings import kube_api_client
 
 from .checkpoint import Checkpoint
 from .driver import Driver
+from .events import POD_EVENTS_TOPIC, EventRecorder
 from .health import HealthMonitor, HealthServicer, Where
 from .inventory import InventoryCache
 from .kube import KubeClaims
@@ -122,6 +125,7 @@ class DraService:
         self.inventory = InventoryCache(self.discovery)
         self.attachments = Attachments()
         self.status = StatusWriter(self.kube, s.driver_name, claim_of=self._claim_of)
+        self.events = EventRecorder(lambda: client.CoreV1Api(self.kube.api.api_client), node=s.node_name)
         self.driver = Driver(
             driver_name=s.driver_name,
             node_name=s.node_name,
@@ -131,10 +135,12 @@ class DraService:
             detach=self._detach,
             on_unprepared=self._unprepared,
             on_prepared=lambda _claim: self.health.kick(),
+            on_failed=lambda ref, error: self.events.claim_failed(ref.namespace, ref.name, ref.uid, error),
         )
-        self.health = HealthMonitor(
-            self._health_devices, interval=float(getattr(args, "health_interval", 2.0))
-        )
+        interval = float(getattr(args, "health_interval", 2.0))
+        self._list_timeout = min(2.0, max(interval, 0.5))
+        self._list_error = ""
+        self.health = HealthMonitor(self._health_devices, interval=interval)
         self.plugin = PluginServer(self.dra_path, self.driver, HealthServicer(self.health))
         self.registration = RegistrationServer(
             self.registration_path,
@@ -145,6 +151,9 @@ class DraService:
                 s.runtime_dir, "discovery", ["inventory"], self.inventory.on_message, context=host.context
             ),
             Subscriber(s.runtime_dir, "netns", ["attachments"], self._on_attachments, context=host.context),
+            Subscriber(
+                s.runtime_dir, "nri", [POD_EVENTS_TOPIC], self.events.on_message, context=host.context
+            ),
         ]
 
     def _detach(self, pod_uid: str, devices: list[str]) -> None:
@@ -164,13 +173,41 @@ class DraService:
         self.health.kick()
 
     def _health_devices(self) -> dict[tuple[str, str], Where]:
+        claims = self.driver.prepared()
+        live = self._worker_links() if claims else {}
         out = {}
-        for claim in self.driver.prepared():
+        for claim in claims:
             for d in claim.devices:
                 where = None
                 for pod_uid in claim.pod_uids:
+                    link = live.get((pod_uid, d.device))
+                    if link is not None:  # attached; the worker read the link in the pod netns
+                        where = Where(str(link.get("pod_ifname") or d.ifname), link=link)
+                        break
+                for pod_uid in claim.pod_uids if where is None else ():
                     where = where or self.attachments.get(pod_uid, d.device)
                 out[(d.pool, d.device)] = where or Where(d.ifname, self.host_netns)
+        return out
+
+    def _worker_links(self) -> dict[tuple[str, str], Mapping[str, Any]]:
+        """The link state of every attached device, read by the netns worker in the pod netns
+        (dra cannot enter them). Empty when the worker cannot be asked: then the attachments topic
+        says where each device is, and health reports what can be seen from here."""
+        try:
+            res = self.netns.call("list", {}, timeout=self._list_timeout)
+        except BusError as exc:
+            if self._list_error != exc.code:
+                log.warning(
+                    "cannot ask the netns worker for link states; attached devices may show UNKNOWN",
+                    extra={"code": exc.code, "reason": exc.message},
+                )
+            self._list_error = exc.code
+            return {}
+        self._list_error = ""
+        out: dict[tuple[str, str], Mapping[str, Any]] = {}
+        for a in res.get("attachments") or []:
+            if isinstance(a, Mapping) and ("carrier" in a or "link_error" in a):
+                out[(str(a.get("pod_uid") or ""), str(a.get("device") or ""))] = a
         return out
 
     def _health_details(self) -> dict[str, Any]:
@@ -196,6 +233,7 @@ class DraService:
         for sub in self.subscribers:
             sub.start()
         self.status.start()
+        self.events.start()
         self.health.start()
         self.plugin.start()
         self.registration.start()
@@ -205,6 +243,7 @@ class DraService:
         self.plugin.stop()
         self.health.close()
         self.status.close()
+        self.events.close()
         for sub in self.subscribers:
             sub.close()
         self.discovery.close()

@@ -18,3 +18,8 @@ CHECKPOINT_CORRUPT = counter(
 STATUS_WRITES = counter(
     "dranet_dra_status_writes_total", "ResourceClaim status writes, by outcome", ["outcome"]
 )
+EVENT_WRITES = counter(
+    "dranet_dra_events_total",
+    "Kubernetes Events for failures, by outcome",
+    ["outcome"],
+)

@@ -173,6 +173,24 @@ class Link:
 
 
 @dataclass(frozen=True)
+class LinkState:
+    """A link's live state, for health: administratively up, operationally up, carrier."""
+
+    admin_up: bool
+    oper_up: bool
+    carrier: bool
+    operstate: str  # the kernel's RFC 2863 word: UP, DOWN, LOWERLAYERDOWN, UNKNOWN, ...
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "admin_up": self.admin_up,
+            "oper_up": self.oper_up,
+            "carrier": self.carrier,
+            "operstate": self.operstate,
+        }
+
+
+@dataclass(frozen=True)
 class Address:
     cidr: str  # "10.0.0.2/24"
     scope: int = SCOPE_UNIVERSE
@@ -333,6 +351,26 @@ class Rtnl:
                 return None
             raise
         return _link(replies[0]) if replies else None
+
+    def link_state(self, name: str) -> LinkState | None:
+        """One RTM_GETLINK by name: the link's live state, or None when there is no such link."""
+        msg = _ifinfmsg()
+        msg["attrs"] = [["IFLA_EXT_MASK", RTEXT_FILTER_SKIP_STATS], ["IFLA_IFNAME", name]]
+        try:
+            replies = self.request(msg, RTM_GETLINK, 0)
+        except NetlinkError as exc:
+            if exc.errno in (errno.ENODEV, errno.ENOENT, errno.EINVAL):
+                return None
+            raise
+        if not replies:
+            return None
+        m = replies[0]
+        admin_up = bool(m["flags"] & IFF_UP)
+        carrier = bool(m.get_attr("IFLA_CARRIER"))
+        operstate = str(m.get_attr("IFLA_OPERSTATE") or "UNKNOWN").upper()
+        # Drivers that do not track operstate report UNKNOWN; then carrier decides.
+        oper_up = operstate == "UP" or (operstate == "UNKNOWN" and admin_up and carrier)
+        return LinkState(admin_up=admin_up, oper_up=oper_up, carrier=carrier, operstate=operstate)
 
     def links(self) -> list[Link]:
         msg = _ifinfmsg()

@@ -230,14 +230,22 @@ class NetnsWorker:
             "detach": lambda body, ctx: self.detach(
                 body["pod_uid"], body.get("devices") or [], netns=body.get("netns")
             ),
-            "list": lambda body, ctx: self.attachments(),
+            "list": lambda body, ctx: self.attachments(live=True),
         }
 
-    def attachments(self) -> dict[str, Any]:
+    def attachments(self, *, live: bool = False) -> dict[str, Any]:
+        """Every attachment; live: with each attached link's state, read in its pod netns (one
+        RTM_GETLINK per device), for dra's health stream (dra holds no capability to look itself)."""
         with self._lock:
-            return {
-                "attachments": [e.attachment() for e in sorted(self._entries.values(), key=lambda e: e.key)]
-            }
+            entries = sorted(self._entries.values(), key=lambda e: e.key)
+            pods = {e.key: self._netns.get(e.netns_id) for e in entries}
+        out = []
+        for e in entries:
+            item = e.attachment()
+            if live and e.phase == ATTACHED:
+                item.update(_live_state(e, pods[e.key]))
+            out.append(item)
+        return {"attachments": out}
 
     # ------------------------------------------------------------ attach
     def attach(
@@ -1008,6 +1016,20 @@ class NetnsWorker:
             self._publish("attachments", body)
         except Exception:
             log.exception("publishing an attachment event failed")
+
+
+def _live_state(entry: JournalEntry, pod: _Pod | None) -> dict[str, Any]:
+    """The `list` fields for one attached link: admin_up/oper_up/carrier/operstate, or link_error.
+    Runs outside the worker's lock; a netns closed meanwhile is just an error here."""
+    if pod is None:
+        return {"link_error": "the pod netns is not held by the worker"}
+    try:
+        state = pod.rtnl.link_state(entry.pod_ifname)
+    except Exception as exc:  # closed socket, netlink error: report it, never fail `list`
+        return {"link_error": f"cannot read {entry.pod_ifname} in the pod netns: {exc}"}
+    if state is None:
+        return {"link_error": f"no link {entry.pod_ifname} in the pod netns"}
+    return state.to_dict()
 
 
 # ---------------------------------------------------------------- pure helpers

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import itertools
+import threading
+import uuid
+from collections import deque
 from typing import Any
 
 from dranet.services.nri.collaborators import BusDra, BusNetns
@@ -11,6 +15,28 @@ from dranet.services.nri.plugin import NriPlugin, PluginOptions, valid_index
 
 from dranet.bus.client import BusClient
 from dranet.service import ServiceHost
+
+
+class RecentEvents:
+    """The last `size` pod events, each with a unique id: the "pod_events" snapshot, so that a
+    subscriber that joins (or re-joins after a restart) still sees recent failures; it dedupes by id."""
+
+    def __init__(self, size: int = 100) -> None:
+        self._events: deque[dict[str, Any]] = deque(maxlen=size)
+        self._lock = threading.Lock()
+        self._prefix = uuid.uuid4().hex[:12]  # new each start: ids never repeat across restarts
+        self._n = itertools.count(1)
+
+    def add(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The event with its id, remembered."""
+        with self._lock:
+            event = {**body, "id": f"{self._prefix}-{next(self._n)}"}
+            self._events.append(event)
+        return event
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {"events": list(self._events)}
 
 
 def _index(value: str) -> str:
@@ -53,11 +79,10 @@ def run(args: argparse.Namespace) -> int:
     rd = host.settings.runtime_dir
     dra = BusClient(rd, "dra", context=host.context)
     netns = BusClient(rd, "netns", context=host.context)
-    events: dict[str, Any] = {"last": {}}
+    recent = RecentEvents()
 
     def publish(topic: str, body: dict[str, Any]) -> None:
-        events["last"] = body
-        host.publish(topic, body)
+        host.publish(topic, recent.add(body))
 
     handlers = PodHandlers(
         BusDra(dra),
@@ -85,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
             "attached_pods": len(handlers.attached_pods()),
         }
 
-    host.serve({}, health=health, snapshots={POD_EVENTS_TOPIC: lambda: events["last"]})
+    host.serve({}, health=health, snapshots={POD_EVENTS_TOPIC: recent.snapshot})
     plugin.start()
     host.wait()
     plugin.stop()

@@ -265,6 +265,21 @@ def test_config_the_kernel_refuses_fails_the_sandbox_and_leaves_nothing_attached
         if p["uid"] == pod["metadata"]["uid"] and p["state"] == "SANDBOX_READY"
     ]
     assert_home(cluster, before, nic)  # nothing left attached
+    # `kubectl describe pod` shows why: a Warning Event on the pod with the kernel's reason
+    uid = pod["metadata"]["uid"]
+
+    def warnings() -> list[dict[str, Any]]:
+        return [
+            e
+            for e in cluster.list_objects("v1", "events", "default")
+            if e["involvedObject"].get("uid") == uid and e["reason"] == "NetworkDeviceAttachFailed"
+        ]
+
+    events = wait(warnings, 15.0)
+    assert events and events[0]["type"] == "Warning", events
+    assert events[0]["involvedObject"]["kind"] == "Pod"
+    assert events[0]["involvedObject"]["name"] == pod["metadata"]["name"]
+    assert "eth0" in events[0]["message"] or "interface.name" in events[0]["message"], events[0]
     cluster.remove_pod(pod, err.value.run)  # the kubelet gives up on the pod: unprepare
     assert_home(cluster, before, nic)
 

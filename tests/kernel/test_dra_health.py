@@ -16,10 +16,13 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "conformance"))
-from dra_kubelet import NODE, Harness, device
+from dra_kubelet import NODE, Harness, device, service_args
 from dranet.services.dra.health import link_health
+from dranet.services.netns.worker import NetnsWorker
 
 from dranet._generated import dra_health_v1alpha1_pb2 as hpb
+from dranet.bus import BusClient
+from dranet.service import ServiceHost
 
 pytestmark = [
     pytest.mark.kernel,
@@ -117,3 +120,85 @@ def test_attached_device_is_watched_in_the_pod_netns(veth: tuple[str, str]) -> N
             stream.cancel()
     finally:
         h.close()
+
+
+def until(stream: Any, pred: Any, limit: int = 20) -> Any:
+    """The first health message whose only device satisfies pred (messages come on changes)."""
+    for _ in range(limit):
+        msg = next(stream)
+        if len(msg.devices) == 1 and pred(msg.devices[0]):
+            return msg.devices[0]
+    raise AssertionError("the health stream never reached the expected state")
+
+
+def test_attached_device_health_comes_from_the_netns_worker(veth: tuple[str, str], tmp_path: Path) -> None:
+    """As in production, dra cannot enter the pod netns: the real netns worker reads the link there
+    (its `list` result) and a carrier loss inside the pod turns the device UNHEALTHY, then HEALTHY."""
+    node, wire = veth
+    pod_ns = f"tdr-pod-{secrets.token_hex(3)}"
+    ip("netns", "add", pod_ns)
+    h = Harness(inventory=[device("tdrv0")], host_netns=node)
+    # the real worker replaces the stand-in, with node as its "host" netns
+    h.neighbours.netns.close()
+    svc = ServiceHost("netns", service_args(h.root), drop_caps=False, install_signals=False)
+    h.neighbours.netns = svc
+    worker = NetnsWorker(tmp_path / "state", host_netns=node, publish=svc.publish)
+    worker.start(watch_interval=0)
+    svc.serve(worker.handlers(), health=worker.health, snapshots={"attachments": worker.attachments})
+    netns = BusClient(h.root / "run", "netns", timeout=10)
+    try:
+        dra = h.start_dra()
+        real_probe = dra.health._probe
+
+        def capless(ifname: str, ns: str | None) -> tuple[int, str]:  # dra holds no capability
+            if ns is not None and ns != node:
+                return hpb.UNKNOWN, "cannot read link: Operation not permitted"
+            return real_probe(ifname, ns)
+
+        dra.health._probe = capless
+        claim = h.cluster.create_claim(devices=["tdrv0"], pods=["pod-k"])
+        assert h.kubelet.prepare(h.endpoint, [claim])[claim[1]][1] == ""
+        ch, stream = h.kubelet.watch_health(h.endpoint)
+        with ch:
+            assert next_health(stream) == {"tdrv0": hpb.HEALTHY}  # on the node, before attach
+            netns.call(
+                "attach",
+                {
+                    "pod_uid": "pod-k",
+                    "netns": f"/run/netns/{pod_ns}",
+                    "devices": [
+                        {
+                            "device": "tdrv0",
+                            "ifname": "tdrv0",
+                            "config": {"interface": {"name": "net1"}},
+                            "claim_uid": claim[1],
+                        }
+                    ],
+                },
+            )
+            dev = until(stream, lambda d: "in the pod" in d.message)
+            assert dev.health == hpb.HEALTHY and "net1" in dev.message
+            (att,) = netns.call("list")["attachments"]
+            assert (att["admin_up"], att["oper_up"], att["carrier"]) == (True, True, True)
+
+            ip("-n", wire, "link", "set", "tdrv1", "down")
+            dev = until(stream, lambda d: d.health != hpb.HEALTHY)
+            assert dev.health == hpb.UNHEALTHY and "carrier" in dev.message, dev.message
+            (att,) = netns.call("list")["attachments"]
+            assert att["carrier"] is False and att["oper_up"] is False
+
+            ip("-n", wire, "link", "set", "tdrv1", "up")
+            dev = until(stream, lambda d: d.health != hpb.UNHEALTHY)
+            assert dev.health == hpb.HEALTHY and "net1" in dev.message
+
+            ip("-n", pod_ns, "link", "set", "net1", "down")
+            dev = until(stream, lambda d: d.health != hpb.HEALTHY)
+            assert dev.health == hpb.UNHEALTHY and "administratively down" in dev.message
+            stream.cancel()
+        assert netns.call("detach", {"pod_uid": "pod-k"}) == {"released": ["tdrv0"]}
+        assert h.kubelet.unprepare(h.endpoint, [claim]) == {claim[1]: ""}
+    finally:
+        netns.close()
+        h.close()
+        worker.close()
+        subprocess.run(["ip", "netns", "del", pod_ns], check=False)
