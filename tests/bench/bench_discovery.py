@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import statistics
 import subprocess
 import sys
@@ -172,6 +173,7 @@ def main() -> int:
         server.stop()
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
         subprocess.run(["ip", "netns", "del", wire], capture_output=True)
+        shutil.rmtree(tmp, ignore_errors=True)
     width = max(len(r[0]) for r in rows)
     print(f"discovery benchmark ({N} veth in a test netns, coalescing window 50 ms)")
     for label, value in rows:

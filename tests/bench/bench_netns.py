@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -144,6 +145,7 @@ def main() -> int:
         os.close(host_fd)
     finally:
         tb.close()
+        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 
