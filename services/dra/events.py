@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import random
-import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -29,6 +27,7 @@ from typing import Any, cast
 from kubernetes.client.rest import ApiException
 
 from .metrics import EVENT_WRITES
+from .writer import BackgroundWriter
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +150,7 @@ class _Pending:
     attempts: int = 0
 
 
-class EventRecorder:
+class EventRecorder(BackgroundWriter):
     """`api` returns a kubernetes CoreV1Api (called for each write: it may raise while the
     kubeconfig is bad, which counts as a failed attempt)."""
 
@@ -167,29 +166,15 @@ class EventRecorder:
         max_age: float = 3600.0,
         request_timeout: float = 5.0,
     ) -> None:
+        super().__init__("dra-events", initial_backoff=initial_backoff, max_backoff=max_backoff)
         self._api = api
         self.node = node
-        self._initial = initial_backoff
-        self._max = max_backoff
         self._max_attempts = max_attempts
         self._max_pending = max_pending
         self._max_age = max_age  # older pod events are not written (an Event lives about an hour)
         self._timeout = request_timeout
-        self._lock = threading.Condition()
         self._pending: OrderedDict[str, _Pending] = OrderedDict()
         self._seen: OrderedDict[str, None] = OrderedDict()  # keys queued or written (bounded)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="dra-events", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def close(self) -> None:
-        self._stop.set()
-        with self._lock:
-            self._lock.notify_all()
-        if self._thread.is_alive():
-            self._thread.join(5)
 
     # ------------------------------------------------------------ inputs
 
@@ -292,7 +277,7 @@ class EventRecorder:
                 self._pending.pop(p.spec.key, None)
             return
         EVENT_WRITES.labels(outcome="retry").inc()
-        delay = min(self._max, self._initial * 2 ** (p.attempts - 1)) * random.uniform(0.8, 1.2)
+        delay = self.backoff(p.attempts)
         with self._lock:
             p.due = time.monotonic() + delay
         log.warning(

@@ -10,8 +10,6 @@ resourceVersion) until the API server accepts them, with exponential backoff.
 from __future__ import annotations
 
 import logging
-import random
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -19,6 +17,7 @@ from typing import Any, Protocol
 
 from .metrics import STATUS_WRITES
 from .model import PreparedClaim
+from .writer import BackgroundWriter
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +119,7 @@ class _Pending:
     dirty: bool = True
 
 
-class StatusWriter:
+class StatusWriter(BackgroundWriter):
     def __init__(
         self,
         api: StatusAPI,
@@ -131,25 +130,11 @@ class StatusWriter:
         max_backoff: float = 30.0,
     ) -> None:
         """claim_of(claim_uid, pod_uid, device) finds the prepared claim a notification is about."""
+        super().__init__("dra-status", initial_backoff=initial_backoff, max_backoff=max_backoff)
         self.api = api
         self.driver = driver
         self._claim_of = claim_of
-        self._initial = initial_backoff
-        self._max = max_backoff
-        self._lock = threading.Condition()
         self._pending: dict[str, _Pending] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="dra-status", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def close(self) -> None:
-        self._stop.set()
-        with self._lock:
-            self._lock.notify_all()
-        if self._thread.is_alive():
-            self._thread.join(5)
 
     # ------------------------------------------------------------ inputs
 
@@ -238,7 +223,7 @@ class StatusWriter:
             STATUS_WRITES.labels(outcome="retry").inc()
             with self._lock:
                 p.attempts += 1
-                delay = min(self._max, self._initial * 2 ** (p.attempts - 1)) * random.uniform(0.8, 1.2)
+                delay = self.backoff(p.attempts)
                 if not p.dirty:  # a newer desired state resets the backoff instead
                     p.dirty, p.due = True, time.monotonic() + delay
             log.warning(
