@@ -10,7 +10,9 @@ driver, over the same wire protocols the kubelet uses:
    and are not yet prepared (one call per pod, like the kubelet), before the sandbox;
 3. CRI RunPodSandbox (the runtime calls the NRI plugin, which attaches the interfaces);
 4. on removal: StopPodSandbox, RemovePodSandbox, then NodeUnprepareResources for the claims no
-   other pod of this agent uses.
+   other pod of this agent uses;
+5. device health (watch_health): the DRAResourceHealth stream, with the kubelet's expiry rule
+   (DeviceHealthCache): a device whose last report is older than its timeout reads Unknown.
 
 Errors are typed (PrepareError, SandboxError) and carry the kubelet-like message.
 """
@@ -27,7 +29,14 @@ from typing import Any
 
 import grpc
 
-from dranet._generated import dra_v1_pb2, dra_v1_pb2_grpc, dra_v1beta1_pb2, dra_v1beta1_pb2_grpc
+from dranet._generated import (
+    dra_health_v1alpha1_pb2,
+    dra_health_v1alpha1_pb2_grpc,
+    dra_v1_pb2,
+    dra_v1_pb2_grpc,
+    dra_v1beta1_pb2,
+    dra_v1beta1_pb2_grpc,
+)
 from dranet._generated import pluginregistration_pb2 as reg_pb
 from dranet._generated import pluginregistration_pb2_grpc as reg_grpc
 from dranet.localcluster.cri import CriClient, CriError, SandboxStatus
@@ -36,6 +45,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_REGISTRY_DIR = "/var/lib/kubelet/plugins_registry"
 PREPARE_TIMEOUT = 45.0  # the kubelet's DRA call timeout
+DEFAULT_HEALTH_TIMEOUT = 30.0  # the kubelet's DefaultHealthTimeout (pkg/kubelet/cm/dra/healthinfo.go)
+HEALTH_SERVICE = "v1alpha1.DRAResourceHealth"
+UNKNOWN, HEALTHY, UNHEALTHY = "Unknown", "Healthy", "Unhealthy"
 # Our versions, by the name the plugin advertises -> (pb2 module, grpc module).
 _VERSIONS: dict[str, tuple[Any, Any]] = {
     "v1.DRAPlugin": (dra_v1_pb2, dra_v1_pb2_grpc),
@@ -114,6 +126,43 @@ def claims_for_driver(claims: Iterable[Mapping[str, Any]], driver: str) -> list[
     return out
 
 
+class DeviceHealthCache:
+    """The kubelet's view of device health (healthinfo.go): each device's last report is stamped
+    with the time it arrived; once its timeout (health_check_timeout_seconds, or the default when
+    that is <= 0) has passed without a new report, the device reads Unknown. A device missing from a
+    later report keeps its old stamp, so it too turns Unknown when that expires. Thread-safe."""
+
+    def __init__(self, default_timeout: float = DEFAULT_HEALTH_TIMEOUT) -> None:
+        self.default_timeout = default_timeout
+        self._lock = threading.Lock()
+        # (pool, device) -> (health name, message, arrival on the monotonic clock, timeout seconds)
+        self._last: dict[tuple[str, str], tuple[str, str, float, float]] = {}
+        self.messages = 0
+
+    def record(self, response: Any, now: float | None = None) -> None:
+        """One NodeWatchResourcesResponse, as it arrives."""
+        now = time.monotonic() if now is None else now
+        names = {0: UNKNOWN, 1: HEALTHY, 2: UNHEALTHY}
+        with self._lock:
+            self.messages += 1
+            for d in response.devices:
+                timeout = float(d.health_check_timeout_seconds) or self.default_timeout
+                key = (d.device.pool_name, d.device.device_name)
+                self._last[key] = (names.get(int(d.health), UNKNOWN), d.message[:1024], now, timeout)
+
+    def get(self, pool: str, device: str, now: float | None = None) -> tuple[str, str]:
+        """(health, message) as the kubelet would put it in the pod's status now."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            last = self._last.get((pool, device))
+        if last is None:
+            return UNKNOWN, "no health reported"
+        health, message, arrived, timeout = last
+        if now - arrived > timeout:
+            return UNKNOWN, f"last health report is {now - arrived:.1f}s old (timeout {timeout:g}s)"
+        return health, message
+
+
 class NodeAgent:
     """The kubelet's side of DRA and CRI for pods on one node.
 
@@ -129,8 +178,14 @@ class NodeAgent:
         driver_name: str = "dra.net",
         log_dir: str = "/tmp",
         prepare_timeout: float = PREPARE_TIMEOUT,
+        health_timeout: float = DEFAULT_HEALTH_TIMEOUT,
     ) -> None:
+        """health_timeout: the kubelet's default device health timeout (tests shorten it)."""
         self.registry_dir = Path(registry_dir)
+        self.health = DeviceHealthCache(health_timeout)
+        self._health_stop = threading.Event()
+        self._health_thread: threading.Thread | None = None
+        self._health_stream: Any = None
         self.driver_name = driver_name
         self.prepare_timeout = prepare_timeout
         self.log_dir = log_dir
@@ -273,6 +328,38 @@ class NodeAgent:
         if errors or missing:
             raise PrepareError(f"NodeUnprepareResources: errors {errors}, missing {missing}", errors)
 
+    # ------------------------------------------------------------ device health
+
+    def watch_health(self) -> None:
+        """Keep a DRAResourceHealth stream open to the registered plugin (reopened when it ends),
+        as the kubelet does for a plugin that advertises the health service; see self.health."""
+        if self._health_thread is None:
+            self._health_thread = threading.Thread(target=self._watch_health, name="health", daemon=True)
+            self._health_thread.start()
+
+    def device_health(self, pool: str, device: str) -> tuple[str, str]:
+        return self.health.get(pool, device)
+
+    def _watch_health(self) -> None:
+        while not self._health_stop.is_set():
+            plugin = self._plugin
+            if plugin is None or HEALTH_SERVICE not in plugin.supported:
+                self._health_stop.wait(0.1)
+                continue
+            try:
+                with grpc.insecure_channel(f"unix://{plugin.endpoint}") as ch:
+                    stub = dra_health_v1alpha1_pb2_grpc.DRAResourceHealthStub(ch)
+                    stream = stub.NodeWatchResources(dra_health_v1alpha1_pb2.NodeWatchResourcesRequest())
+                    self._health_stream = stream  # close() cancels it
+                    if self._health_stop.is_set():
+                        stream.cancel()
+                    for response in stream:
+                        self.health.record(response)
+            except grpc.RpcError as exc:
+                if not self._health_stop.is_set():
+                    log.info("health stream ended; reopening", extra={"code": exc.code().name})
+            self._health_stop.wait(0.2)
+
     # ------------------------------------------------------------ pods
 
     def start_pod(self, pod: Mapping[str, Any], claims: Iterable[Mapping[str, Any]]) -> PodRun:
@@ -348,6 +435,11 @@ class NodeAgent:
         run.timings["unprepare"] = time.monotonic() - t0
 
     def close(self) -> None:
+        self._health_stop.set()
+        if self._health_stream is not None:
+            self._health_stream.cancel()
+        if self._health_thread is not None:
+            self._health_thread.join(5)
         with self._lock:
             if self._channel is not None:
                 self._channel.close()

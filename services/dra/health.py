@@ -7,6 +7,11 @@ the pod's netns, which dra (no capabilities) cannot enter: the netns worker read
 reports it in its `list` result, which dra asks for on every health tick. Only when the worker gives
 no state (an older worker, or a stand-in) is the pod netns read from here, which needs privileges;
 without them the device is reported UNKNOWN with that reason rather than guessed.
+
+The kubelet stamps each device's report with the time it arrives and shows the device Unknown once
+`health_check_timeout_seconds` (30 s when unset) has passed without a new one. So every message
+carries that timeout, and the whole list is re-sent every third of it (and of the kubelet's 30 s
+default, for kubelets that ignore the field), changed or not: a healthy device never expires.
 """
 
 from __future__ import annotations
@@ -28,6 +33,13 @@ log = logging.getLogger(__name__)
 UNKNOWN: int = pb.UNKNOWN
 HEALTHY: int = pb.HEALTHY
 UNHEALTHY: int = pb.UNHEALTHY
+KUBELET_DEFAULT_TIMEOUT = 30.0  # the kubelet's DefaultHealthTimeout
+DEFAULT_TIMEOUT = 60.0  # what we ask for (health_check_timeout_seconds)
+
+
+def resend_interval(timeout: float) -> float:
+    """Seconds between full re-sends: three chances within the shorter of the two timeouts."""
+    return min(timeout, KUBELET_DEFAULT_TIMEOUT) / 3
 
 
 @dataclass(frozen=True)
@@ -98,8 +110,12 @@ class HealthMonitor:
         *,
         probe: Callable[[str, str | None], tuple[int, str]] = link_health,
         interval: float = 2.0,
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
+        """timeout: how long the kubelet should trust one report (whole seconds, at least 1)."""
         self._devices = devices
+        self.timeout_s = max(1, round(timeout))
+        self.resend = resend_interval(self.timeout_s)
         self._probe = probe
         self._interval = interval
         self._cond = threading.Condition()
@@ -179,6 +195,7 @@ class HealthMonitor:
                     device=pb.DeviceIdentifier(pool_name=h.pool, device_name=h.device),
                     health=h.status,  # type: ignore[arg-type]
                     last_updated_time=self._updated.get((h.pool, h.device), int(time.time())),
+                    health_check_timeout_seconds=self.timeout_s,
                     message=h.message,
                 )
                 for h in items
@@ -196,12 +213,16 @@ class HealthServicer(pb_grpc.DRAResourceHealthServicer):
 
     def NodeWatchResources(self, request: pb.NodeWatchResourcesRequest, context: Any) -> Iterator[Any]:
         # Each message is the complete list (devices missing from it would turn Unknown); the
-        # first one is fresh, not the last poll's.
+        # first one is fresh, not the last poll's. Sent on every change and at least every
+        # `resend` seconds (the kubelet expires reports, see the module doc).
         self.monitor.poll()
         version, items = self.monitor.current()
         yield self.monitor.response(items)
+        sent = time.monotonic()
         while context.is_active() and not self.monitor.stopped:
-            new_version, items = self.monitor.wait_change(version, 1.0)
-            if new_version != version:
+            wait = min(1.0, max(0.0, sent + self.monitor.resend - time.monotonic()))
+            new_version, items = self.monitor.wait_change(version, wait)
+            if new_version != version or time.monotonic() - sent >= self.monitor.resend:
                 version = new_version
                 yield self.monitor.response(items)
+                sent = time.monotonic()

@@ -24,6 +24,7 @@ from dranet.settings import kube_api_client
 from .checkpoint import Checkpoint
 from .driver import Driver
 from .events import POD_EVENTS_TOPIC, EventRecorder
+from .health import DEFAULT_TIMEOUT as DEFAULT_HEALTH_TIMEOUT
 from .health import HealthMonitor, HealthServicer, Where
 from .inventory import InventoryCache
 from .kube import KubeClaims
@@ -61,6 +62,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=2.0,
         help="seconds between link state checks for the health stream (default %(default)s)",
+    )
+    parser.add_argument(
+        "--health-timeout",
+        type=float,
+        default=DEFAULT_HEALTH_TIMEOUT,
+        help="seconds the kubelet should trust one device health report (health_check_timeout_seconds); "
+        "the full list is re-sent every third of it, and at least every 10 s (default %(default)s)",
     )
     parser.add_argument(
         "--host-netns",
@@ -140,7 +148,11 @@ class DraService:
         interval = float(getattr(args, "health_interval", 2.0))
         self._list_timeout = min(2.0, max(interval, 0.5))
         self._list_error = ""
-        self.health = HealthMonitor(self._health_devices, interval=interval)
+        self.health = HealthMonitor(
+            self._health_devices,
+            interval=interval,
+            timeout=float(getattr(args, "health_timeout", DEFAULT_HEALTH_TIMEOUT)),
+        )
         self.plugin = PluginServer(self.dra_path, self.driver, HealthServicer(self.health))
         self.registration = RegistrationServer(
             self.registration_path,
