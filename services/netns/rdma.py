@@ -152,6 +152,17 @@ class RdmaNetlink:
         self._request(RDMA_NLDEV_CMD_SET, attrs, NLM_F_ACK)
 
 
+def move_if_exclusive(name: str, netns_fd: int) -> None:
+    """Move RDMA device `name` to the netns of netns_fd when the subsystem is in exclusive mode
+    (in shared mode every netns sees every RDMA device: nothing to move)."""
+    nl = RdmaNetlink()
+    try:
+        if nl.netns_exclusive():
+            nl.move(name, netns_fd)
+    finally:
+        nl.close()
+
+
 def rdma_available() -> bool:
     try:
         s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_RDMA)

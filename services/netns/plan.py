@@ -1,0 +1,186 @@
+"""Planning an attach: every check that comes before the first change, and what each device needs.
+
+No kernel I/O here: the worker passes in its dumps of the host (`HostView`), a reader of one
+link's addresses, and `existing`, which says whether a device is already attached as asked (and
+gives it back to the host first when it is attached differently). Refusals are BusErrors with the
+field path, the same for every caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from dranet.services.netns.model import (
+    MAX_DEVICES_PER_POD,
+    JournalEntry,
+    RequestError,
+    check_device_name,
+    check_ifname,
+    snapshot_addresses,
+    snapshot_routes,
+    uplinks,
+)
+from dranet.services.netns.netlink import READ_ONLY_PROC_SYS, Address, Link, Route, proc_sys_writable
+
+from dranet.bus.messages import BusError
+from dranet.config import (
+    ConfigError,
+    NetworkConfig,
+    check_routes_reachable,
+    check_supported,
+    effective_interface_name,
+    parse_network_config,
+)
+
+Allowed = Callable[[str], bool] | Collection[str] | None
+# (device, ifname, request item) -> the entry when already attached as asked, else None
+Existing = Callable[[str, str, Mapping[str, Any]], JournalEntry | None]
+
+
+@dataclass
+class Plan:
+    device: str
+    ifname: str
+    claim_uid: str
+    raw: Mapping[str, Any]
+    cfg: NetworkConfig
+    pod_ifname: str
+    link: Link
+    existing: JournalEntry | None = None
+    features: dict[str, bool] = field(default_factory=dict)  # kernel ethtool names, set by snapshot
+    addresses: tuple[Address, ...] = ()  # the host's, as snapshotted
+    routes: tuple[Route, ...] = ()  # through the link, as snapshotted
+
+
+@dataclass(frozen=True)
+class HostView:
+    """The host dumps planning reads: links (by name and alternative name), routes, uplinks."""
+
+    links: Sequence[Link]
+    routes: Sequence[Route]
+    by_name: Mapping[str, Link]
+    uplinks: Collection[int]
+
+    @classmethod
+    def of(cls, links: Sequence[Link], routes: Sequence[Route]) -> HostView:
+        by_name = {link.name: link for link in links}
+        for link in links:
+            for alt in link.alt_names:
+                by_name.setdefault(alt, link)
+        return cls(links, routes, by_name, uplinks(links, routes))
+
+
+def is_allowed(allowed: Allowed, ifname: str) -> bool:
+    if allowed is None:
+        return True
+    if callable(allowed):
+        return bool(allowed(ifname))
+    return ifname in allowed
+
+
+def check_request(devices: Sequence[Mapping[str, Any]]) -> None:
+    """The request's shape: 1..64 devices, legal names, no device or host interface twice."""
+    if not devices:
+        raise RequestError("invalid_config", "devices", "at least one device is required")
+    if len(devices) > MAX_DEVICES_PER_POD:
+        raise RequestError(
+            "invalid_config", "devices", f"{len(devices)} devices; at most {MAX_DEVICES_PER_POD} per pod"
+        )
+    seen: set[str] = set()
+    for i, d in enumerate(devices):
+        check_device_name(d.get("device"), f"devices[{i}].device")  # type: ignore[arg-type]
+        check_ifname(d.get("ifname"), f"devices[{i}].ifname")  # type: ignore[arg-type]
+        for key in (str(d["device"]), "if:" + str(d["ifname"])):
+            if key in seen:
+                raise RequestError("invalid_config", f"devices[{i}]", f"{key} appears twice")
+            seen.add(key)
+
+
+def _config_error(path: str, err: ConfigError) -> BusError:
+    return BusError("invalid_config", f"{path}.config.{err.field}: {err.reason}")
+
+
+def plan(
+    devices: Sequence[Mapping[str, Any]],
+    host: HostView,
+    allowed: Allowed,
+    existing: Existing,
+    addresses_of: Callable[[int], Sequence[Address]],
+) -> list[Plan]:
+    """One Plan per device, in order; BusError on the first problem, before any change."""
+    plans: list[Plan] = []
+    pod_names: set[str] = set()
+    for i, d in enumerate(devices):
+        device, ifname = str(d["device"]), str(d["ifname"])
+        path = f"devices[{i}]"
+        try:
+            cfg = parse_network_config(d.get("config") or {})
+        except ConfigError as err:
+            raise _config_error(path, err) from None
+        entry = existing(device, ifname, d)
+        pod_ifname = effective_interface_name(cfg, ifname)
+        if pod_ifname in pod_names:
+            raise BusError("invalid_config", f"{path}: pod interface name {pod_ifname!r} is used twice")
+        pod_names.add(pod_ifname)
+        claim_uid = str(d.get("claim_uid") or "")
+        raw = d.get("config") or {}
+        if entry is not None:
+            plans.append(Plan(device, ifname, claim_uid, raw, cfg, pod_ifname, entry.host.link, entry))
+            continue
+        link = check_host_link(path, ifname, cfg, pod_ifname, host, allowed)
+        # One dump each, shared by the checks and the snapshot.
+        addresses = snapshot_addresses(addresses_of(link.index))
+        check_config(path, cfg, addresses)
+        plans.append(
+            Plan(
+                device,
+                ifname,
+                claim_uid,
+                raw,
+                cfg,
+                pod_ifname,
+                link,
+                addresses=addresses,
+                routes=snapshot_routes(r for r in host.routes if r.oif == link.index),
+            )
+        )
+    return plans
+
+
+def check_host_link(
+    path: str, ifname: str, cfg: NetworkConfig, pod_ifname: str, host: HostView, allowed: Allowed
+) -> Link:
+    """The host link to move: it exists, is allowed, is no uplink, and the config can be applied."""
+    link = host.by_name.get(ifname)
+    if link is None:
+        raise BusError("not_found", f"{path}.ifname: no interface {ifname!r} on the node")
+    if not is_allowed(allowed, ifname):
+        raise BusError(
+            "not_allowed", f"{path}.ifname: {ifname!r} is not in the inventory of allocatable devices"
+        )
+    if link.index in host.uplinks:
+        raise BusError(
+            "not_allowed",
+            f"{path}.ifname: {ifname!r} is an uplink of the node (it carries a default route)",
+        )
+    if link.kind == "vrf" or link.index == 1 or ifname == "lo":
+        raise BusError("not_allowed", f"{path}.ifname: {ifname!r} cannot be moved into a pod")
+    if cfg.interface.forwarding is not None and not proc_sys_writable():
+        raise BusError(
+            "not_allowed",
+            f"{path}.config.interface.forwarding: IPv6 forwarding is set through "
+            f"/proc/sys/net/ipv6/conf/{pod_ifname}/forwarding, and {READ_ONLY_PROC_SYS}",
+        )
+    return link
+
+
+def check_config(path: str, cfg: NetworkConfig, host_addresses: Sequence[Address]) -> None:
+    """What the config asks is supported, and its gateways are on-link for the pod's addresses."""
+    addresses = list(cfg.interface.addresses) or [a.cidr for a in host_addresses]
+    try:
+        check_supported(cfg)
+        check_routes_reachable(cfg, addresses)
+    except ConfigError as err:
+        raise _config_error(path, err) from None

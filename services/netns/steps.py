@@ -1,0 +1,242 @@
+"""The kernel steps of an attach: snapshot the host side, then move and configure one device.
+
+Free functions over explicit handles (the host's and the pod's `Netns`, the plan, the journal
+entry, the test hook). Each step runs through errors.run_step under its name; the kernel tests
+inject failures by these names (down, move, lookup, sysctl, vrf, addresses, up, routes, rules,
+neighbors, ethtool, rdma).
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from dranet.services.netns import rdma
+from dranet.services.netns.errors import Hook, StepError, run_step
+from dranet.services.netns.model import (
+    ATTACHED,
+    HostSnapshot,
+    JournalEntry,
+    RequestError,
+    expand_ethtool_features,
+    snapshot_rules,
+    sorted_routes,
+)
+from dranet.services.netns.netlink import (
+    IPV4_DEVCONF_ARP_ANNOUNCE,
+    IPV4_DEVCONF_ARP_IGNORE,
+    IPV4_DEVCONF_FORWARDING,
+    RT_TABLE_MAIN,
+    Address,
+    Link,
+    LinkChange,
+    Neighbor,
+    NetlinkError,
+    Route,
+    Rule,
+    write_sysctls,
+)
+from dranet.services.netns.plan import Plan
+from dranet.services.netns.podns import Netns
+
+from dranet.config import NetworkConfig
+
+
+def snapshot(host: Netns, plan: Plan) -> HostSnapshot:
+    """The host side of plan.link as it is now (what restore puts back). Also resolves the claim's
+    ethtool feature names into plan.features. RequestError when the device lacks a feature or flag."""
+    link = plan.link
+    routes = plan.routes
+    tables = {r.table for r in routes}
+    rules = snapshot_rules(host.rtnl.rules(), tables) if tables - {RT_TABLE_MAIN} else ()
+    neighbors = tuple(n for n in host.rtnl.neighbors(link.index) if n.state & 0x80)
+    features: dict[str, bool] = {}
+    pflags: dict[str, bool] = {}
+    eth = plan.cfg.ethtool
+    if eth is not None and eth.features:
+        current = host.ethtool.features(link.name)
+        try:
+            plan.features = expand_ethtool_features(eth.features, current)
+        except RequestError as err:
+            raise RequestError(err.code, f"config.{err.field}", err.reason) from None
+        features = {k: current[k] for k in plan.features}
+    if eth is not None and eth.private_flags:
+        current_p = host.ethtool.private_flags(link.name)
+        missing = [k for k in eth.private_flags if k not in current_p]
+        if missing:
+            raise RequestError(
+                "invalid_config", f"config.ethtool.privateFlags.{missing[0]}", "the device has no such flag"
+            )
+        pflags = {k: current_p[k] for k in eth.private_flags}
+    return HostSnapshot(
+        link=link,
+        addresses=plan.addresses,
+        routes=routes,
+        rules=rules,
+        neighbors=neighbors,
+        ethtool_features=features,
+        ethtool_private_flags=pflags,
+    )
+
+
+def configure(
+    host: Netns,
+    pod: Netns,
+    plan: Plan,
+    entry: JournalEntry,
+    *,
+    hook: Hook | None = None,
+    sysfs_root: str = "/sys",
+    dev_root: str = "/dev",
+) -> JournalEntry:
+    """Move the device into the pod and configure it there; the entry as attached."""
+    cfg, iface, snap = plan.cfg, plan.cfg.interface, entry.host
+    dev = plan.device
+    inherited = not iface.addresses
+
+    def run(step: str, fn: Callable[[], Any]) -> Any:
+        return run_step(step, dev, fn, hook)
+
+    if snap.link.up:
+        # Down first, as its own request: the kernel moves a down link without the teardown
+        # it would otherwise do inside the move (measured: the move alone is then faster).
+        run("down", lambda: host.rtnl.set_link(snap.link.index, LinkChange(up=False)))
+    run(
+        "move",
+        lambda: host.rtnl.set_link(
+            snap.link.index,
+            LinkChange(
+                netns_fd=pod.fd,
+                name=plan.pod_ifname,
+                mtu=iface.mtu,
+                mac=iface.hardware_addr,
+                gso_max_size=iface.gso_max_size,
+                gro_max_size=iface.gro_max_size,
+                gso_ipv4_max_size=iface.gso_ipv4_max_size,
+                gro_ipv4_max_size=iface.gro_ipv4_max_size,
+            ),
+        ),
+    )
+    link = run("lookup", lambda: pod.rtnl.get_link(name=plan.pod_ifname))
+    if link is None:
+        raise StepError("lookup", dev, OSError(errno.ENODEV, f"{plan.pod_ifname} is not in the pod netns"))
+    # IPv4 per-device settings over netlink (works with a read-only /proc/sys); IPv6 forwarding
+    # has no netlink setter, so it alone is written to /proc/sys (checked writable when planning).
+    ipv4_conf = ipv4_conf_of(cfg)
+    if ipv4_conf:
+        run("sysctl", lambda: pod.rtnl.set_ipv4_conf(link.index, ipv4_conf))
+    sysctls = ipv6_sysctls(plan.pod_ifname, cfg)
+    if sysctls:
+        run("sysctl", lambda: write_sysctls(pod.fd, sysctls))
+    vrf = iface.vrf
+    if vrf is not None:
+        run("vrf", lambda: enslave_vrf(pod, link, vrf.name, vrf.table))
+    addresses = [Address(a) for a in iface.addresses] if iface.addresses else list(snap.addresses)
+    run("addresses", lambda: [pod.rtnl.add_address(link.index, a) for a in addresses])
+    run("up", lambda: pod.rtnl.set_link(link.index, LinkChange(up=True)))
+    routes = [pod_route(r, cfg, link.index) for r in cfg.routes]
+    if inherited:
+        routes += [moved_route(r, link.index, vrf.table if vrf else None) for r in snap.routes]
+    run("routes", lambda: add_all(pod.rtnl.add_route, sorted_routes(routes)))
+    if vrf is None:
+        rules = [pod_rule(r) for r in cfg.rules] + (list(snap.rules) if inherited else [])
+        run("rules", lambda: add_all(pod.rtnl.add_rule, rules))
+    neighbors = [Neighbor(n.destination, n.hardware_addr) for n in cfg.neighbors] + list(snap.neighbors)
+    run("neighbors", lambda: add_all(lambda n: pod.rtnl.add_neighbor(link.index, n), neighbors))
+    if plan.features:
+        run("ethtool", lambda: pod.ethtool.set_features(plan.pod_ifname, plan.features))
+    if cfg.ethtool is not None and cfg.ethtool.private_flags:
+        flags = dict(cfg.ethtool.private_flags)
+        run("ethtool", lambda: pod.ethtool.set_private_flags(plan.pod_ifname, flags))
+    char_devs: tuple[Mapping[str, Any], ...] = ()
+    if entry.rdma_device:
+        run("rdma", lambda: rdma.move_if_exclusive(entry.rdma_device, pod.fd))
+        char_devs = tuple(rdma.char_devices(entry.rdma_device, sysfs_root, dev_root))
+    # The MAC was set by the move and read back by the lookup; nothing later changes it.
+    return entry.with_phase(
+        ATTACHED,
+        hardware_address=link.mac,
+        ips=tuple(a.cidr for a in addresses),
+        char_devices=char_devs,
+    )
+
+
+def enslave_vrf(pod: Netns, link: Link, name: str, table: int) -> None:
+    """Put link under VRF `name` in the pod netns, creating the VRF (with table) when missing."""
+    vrf = pod.rtnl.get_link(name=name)
+    if vrf is None:
+        pod.rtnl.create_link(name, "vrf", [("IFLA_VRF_TABLE", table)])
+        vrf = pod.rtnl.get_link(name=name)
+        if vrf is None:
+            raise NetlinkError(errno.ENODEV, f"vrf {name} vanished after creation")
+        pod.rtnl.set_link(vrf.index, LinkChange(up=True))
+        write_sysctls(pod.fd, [("net/ipv4/tcp_l3mdev_accept", "1"), ("net/ipv4/udp_l3mdev_accept", "1")])
+    elif vrf.kind != "vrf":
+        raise NetlinkError(errno.EEXIST, f"{name} exists in the pod netns and is not a VRF")
+    pod.rtnl.set_link(link.index, LinkChange(master=vrf.index))
+
+
+# ---------------------------------------------------------------- pure helpers
+
+
+def ipv4_conf_of(cfg: NetworkConfig) -> dict[int, int]:
+    """The claim's per-device IPv4 settings as IPV4_DEVCONF_* -> value."""
+    iface = cfg.interface
+    out: dict[int, int] = {}
+    if iface.arp_ignore is not None:
+        out[IPV4_DEVCONF_ARP_IGNORE] = iface.arp_ignore
+    if iface.arp_announce is not None:
+        out[IPV4_DEVCONF_ARP_ANNOUNCE] = iface.arp_announce
+    if iface.forwarding is not None:
+        out[IPV4_DEVCONF_FORWARDING] = int(iface.forwarding)
+    return out
+
+
+def ipv6_sysctls(ifname: str, cfg: NetworkConfig) -> list[tuple[str, str]]:
+    """The /proc/sys writes left: IPv6 forwarding (the kernel has no netlink setter for it)."""
+    if cfg.interface.forwarding is None:
+        return []
+    return [(f"net/ipv6/conf/{ifname}/forwarding", "1" if cfg.interface.forwarding else "0")]
+
+
+def pod_route(r: Any, cfg: NetworkConfig, oif: int) -> Route:
+    table = cfg.interface.vrf.table if cfg.interface.vrf else (r.table or RT_TABLE_MAIN)
+    return Route(
+        destination=r.destination, gateway=r.gateway, source=r.source, oif=oif, table=table, scope=r.scope
+    )
+
+
+def moved_route(r: Route, oif: int, vrf_table: int | None) -> Route:
+    """A snapshotted route through another interface index (and the VRF's table, when given)."""
+    return Route(
+        destination=r.destination,
+        gateway=r.gateway,
+        source=r.source,
+        oif=oif,
+        table=vrf_table or r.table,
+        scope=r.scope,
+        protocol=r.protocol,
+        priority=r.priority,
+    )
+
+
+def pod_rule(r: Any) -> Rule:
+    family = 10 if ":" in (r.source or r.destination or "") else 2
+    return Rule(
+        family=family,
+        table=r.table or RT_TABLE_MAIN,
+        priority=r.priority,
+        source=r.source,
+        destination=r.destination,
+    )
+
+
+def add_all(fn: Callable[[Any], None], items: Iterable[Any], extra: tuple[int, ...] = ()) -> None:
+    """Add each, treating "already there" as done (a retry, or the kernel's own copy)."""
+    for item in items:
+        try:
+            fn(item)
+        except NetlinkError as exc:
+            if exc.errno not in (errno.EEXIST, *extra):
+                raise
