@@ -66,7 +66,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     status.add_argument(
         "--live",
         action="store_true",
-        help="fail only when a service does not answer (liveness), not when unhealthy",
+        help="liveness: fail only when a service does not answer, not when it is unhealthy or not "
+        "ready (default: readiness, fail unless every service is ready)",
     )
     status.set_defaults(run=_status)
     return parser
@@ -94,14 +95,12 @@ def _run(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     from dranet.settings import settings_from_args
-    from dranet.status import all_healthy, format_table, query
+    from dranet.status import all_live, all_ready, format_table, query
 
     settings = settings_from_args(args)
     results = query(settings.runtime_dir, [s for s in args.services.split(",") if s], args.timeout)
     print(format_table(results))
-    if args.live:
-        return 0 if all(isinstance(r, dict) for r in results.values()) else 1
-    return 0 if all_healthy(results) else 1
+    return 0 if (all_live if args.live else all_ready)(results) else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

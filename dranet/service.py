@@ -1,6 +1,7 @@
 """What every service process does the same way: ServiceHost.
 
-Logging, capability drop, signal handling, the bus server with `ping` and `snapshot`, the
+Logging, capability drop, signal handling, the bus server with `ping` (liveness: it answers;
+`healthy`: no fault; `ready`: able to do its job now) and `snapshot`, the
 notification publisher and the metrics endpoint. A service's main() builds one, registers its
 handlers with serve(), starts its own work and calls wait().
 """
@@ -89,8 +90,11 @@ class ServiceHost:
         self._publisher.publish(topic, body)
 
     def _ping(self, _body: dict[str, Any], _ctx: RequestContext) -> dict[str, Any]:
+        # Three questions, three answers: answering at all is liveness; `healthy` is false on a
+        # fault an operator must fix; `ready` is true when the service can do its job now.
         details = dict(self._health()) if self._health else {}
         healthy = bool(details.pop("healthy", True))
+        ready = healthy and bool(details.pop("ready", True))
         return {
             "service": self.name,
             "pid": os.getpid(),
@@ -98,6 +102,7 @@ class ServiceHost:
             "version": __version__,
             "uptime_s": round(time.monotonic() - self.started, 3),
             "healthy": healthy,
+            "ready": ready,
             "details": details,
         }
 

@@ -1,4 +1,9 @@
-"""`dranet status`: ask each service over the bus and print a health table."""
+"""`dranet status`: ask each service over the bus and print a health table.
+
+STATE is DOWN (does not answer: not alive), UNHEALTHY (a fault to fix), NOT READY (alive and
+healthy, but cannot do its job yet: dra not registered with the kubelet, nri not connected to the
+runtime, discovery's slices not published) or ready.
+"""
 
 from __future__ import annotations
 
@@ -32,7 +37,7 @@ def format_table(results: dict[str, dict[str, Any] | str]) -> str:
         if isinstance(res, str):
             rows.append((name, "DOWN", "-", "-", res))
             continue
-        state = "ok" if res.get("healthy") else "UNHEALTHY"
+        state = state_of(res)
         details = " ".join(f"{k}={v}" for k, v in sorted(res.get("details", {}).items()))
         rows.append((name, state, str(res["pid"]), f"{res['uptime_s']:.0f}s", details))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
@@ -41,5 +46,22 @@ def format_table(results: dict[str, dict[str, Any] | str]) -> str:
     )
 
 
+def state_of(res: dict[str, Any]) -> str:
+    if not res.get("healthy"):
+        return "UNHEALTHY"
+    return "ready" if res.get("ready") else "NOT READY"
+
+
+def all_ready(results: dict[str, dict[str, Any] | str]) -> bool:
+    """Readiness: every service answers, is healthy and is ready."""
+    return all(isinstance(r, dict) and state_of(r) == "ready" for r in results.values())
+
+
 def all_healthy(results: dict[str, dict[str, Any] | str]) -> bool:
+    """Every service answers and has no fault (it may still wait for the kubelet or the runtime)."""
     return all(isinstance(r, dict) and r.get("healthy") for r in results.values())
+
+
+def all_live(results: dict[str, dict[str, Any] | str]) -> bool:
+    """Liveness: every service answers on its bus (unhealthy or not ready is still alive)."""
+    return all(isinstance(r, dict) for r in results.values())

@@ -156,6 +156,7 @@ PING_RESULT = _s(
     version=str,
     uptime_s=float,
     healthy=bool,
+    ready=bool,
     details=AnyMap,
 )
 
@@ -208,7 +209,7 @@ ATTACHMENT = Struct(
 
 OPS: dict[str, Op] = {
     # every service
-    "ping": Op("*", _EMPTY, PING_RESULT, doc="liveness and health details of the service"),
+    "ping": Op("*", _EMPTY, PING_RESULT, doc="answers while alive; whether healthy and ready, with details"),
     "snapshot": Op(
         "*",
         _s("SnapshotRequest", topic=str),

@@ -97,14 +97,19 @@ def run(args: argparse.Namespace) -> int:
         return inventory.snapshot()
 
     def health() -> dict[str, Any]:
+        # Healthy: the node can be scanned. Ready: the slices the scheduler needs are published
+        # (an API server outage makes discovery not ready, never unhealthy: nothing to fix here).
         out: dict[str, Any] = {
-            "healthy": inventory.healthy and (publisher is None or publisher.healthy),
+            "healthy": inventory.healthy,
+            "ready": publisher is None or publisher.healthy,
             "generation": inventory.generation,
             "scan_ms": round(inventory.last_scan_seconds * 1000, 1),
         }
         if publisher is not None:
             out["pool_generation"] = publisher.generation
             out["publish_error"] = publisher.last_error
+            if not publisher.healthy:
+                out["not_ready"] = f"ResourceSlices not published: {publisher.last_error or 'not yet'}"
         return out
 
     host.serve({"get_inventory": get_inventory}, health=health, snapshots={"inventory": inventory.snapshot})

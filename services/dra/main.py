@@ -224,7 +224,15 @@ class DraService:
 
     def _health_details(self) -> dict[str, Any]:
         details = self.driver.health()
-        details["registered"] = self.registration.servicer.state.registered
+        state = self.registration.servicer.state
+        details["registered"] = state.registered
+        # Ready: the kubelet registered us, so it can call prepare (the DRA socket serves before
+        # the registration socket exists).
+        details["ready"] = state.registered
+        if not state.registered:
+            details["not_ready"] = "not registered with the kubelet" + (
+                f" (it refused: {state.error})" if state.error else " yet"
+            )
         if self.kube.config_error:
             details["healthy"] = False
             details["api_client_error"] = self.kube.config_error

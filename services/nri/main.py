@@ -99,7 +99,12 @@ def run(args: argparse.Namespace) -> int:
     )
 
     def health() -> dict[str, Any]:
+        # Ready once connected to the runtime and synchronized: before that, sandboxes start
+        # without any NRI call (containerd never waits for an unconnected plugin).
+        ready = plugin.connected.is_set() and plugin.synchronized.is_set()
         return {
+            "ready": ready,
+            **({} if ready else {"not_ready": f"not connected to the runtime at {args.nri_socket}"}),
             "connected": plugin.connected.is_set(),
             "synchronized": plugin.synchronized.is_set(),
             "runtime_name": plugin.runtime_name,

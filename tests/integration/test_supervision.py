@@ -81,6 +81,19 @@ def test_run_restart_one_and_stop(tmp_path: Path) -> None:
         for name in SERVICES:
             assert name in status.stdout
         assert "DOWN" not in status.stdout
+        # No kubelet, no runtime, no kubeconfig here: alive (liveness passes), but dra and nri are
+        # not ready (readiness fails) and say why; only dra, whose kubeconfig is missing, has a
+        # fault to fix (unhealthy).
+        rows = {line.split()[0]: line for line in status.stdout.splitlines()[1:]}
+        assert status.returncode == 1
+        assert "not registered with the kubelet" in rows["dra"] and "UNHEALTHY" in rows["dra"]
+        assert "NOT READY" in rows["nri"] and "not connected to the runtime" in rows["nri"]
+        live = subprocess.run(
+            [sys.executable, "-m", "dranet", "status", "--live", "--runtime-dir", str(rd)],
+            capture_output=True,
+            text=True,
+        )
+        assert live.returncode == 0, live.stdout
     finally:
         sup.send_signal(signal.SIGTERM)
         sup.wait(30)

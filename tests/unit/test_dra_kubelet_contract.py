@@ -70,3 +70,21 @@ def test_a_healthy_device_never_reads_unknown(agent_and_harness: tuple[NodeAgent
         seen.add(agent.device_health(NODE, "lo"))
         time.sleep(0.05)
     assert {health for health, _ in seen} == {HEALTHY}, seen
+
+
+def test_ready_only_once_the_kubelet_registered_it() -> None:
+    h = Harness()
+    dra = h.start_dra()
+    try:
+        ping = h.bus("ping")
+        assert ping["healthy"] is True and ping["ready"] is False
+        assert "not registered with the kubelet" in ping["details"]["not_ready"]
+        stub, ch = h.kubelet.registration(dra.registration_path)
+        with ch:
+            stub.NotifyRegistrationStatus(
+                h.kubelet.reg_pb.RegistrationStatus(plugin_registered=True), timeout=5
+            )
+        ping = h.bus("ping")
+        assert ping["healthy"] is True and ping["ready"] is True and "not_ready" not in ping["details"]
+    finally:
+        h.close()
