@@ -197,6 +197,8 @@ ATTACHMENT = Struct(
         "hardware_address": str,
         "ips": [str],
         "state": str,
+        "netns": Opt(str),  # the pod netns path the attach was given
+        "netns_id": Opt(str),  # that netns's identity "<st_dev>:<st_ino>", as `netns_alive` gives it
         # `list` only, for an attached device: its link as read in the pod netns just now
         "admin_up": Opt(bool),
         "oper_up": Opt(bool),
@@ -249,6 +251,12 @@ OPS: dict[str, Op] = {
         doc="give a pod's devices (all when devices is empty) back to the host, restored",
     ),
     "list": Op("netns", _EMPTY, _s("AttachmentList", attachments=[ATTACHMENT]), doc="current attachments"),
+    "netns_alive": Op(
+        "netns",
+        _s("NetnsAliveRequest", netns=[str]),
+        _s("NetnsAlive", alive=[_s("AliveNetns", netns=str, id=str)]),
+        doc="which of these netns paths name a live network namespace, with its identity",
+    ),
     # test and benchmark op served only when a test registers it
     "echo": Op(
         "*", Struct("Echo", {}, strict=False), Struct("Echo", {}, strict=False), doc="returns its body"

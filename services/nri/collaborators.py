@@ -27,3 +27,7 @@ class BusNetns:
 
     def attachments(self, timeout: float) -> list[dict[str, Any]]:
         return list(self.client.call("list", {}, timeout=timeout)["attachments"])
+
+    def alive(self, paths: list[str], timeout: float) -> dict[str, str]:
+        result = self.client.call("netns_alive", {"netns": paths}, timeout=timeout)
+        return {str(a["netns"]): str(a["id"]) for a in result["alive"]}

@@ -4,19 +4,25 @@ The two collaborators are small interfaces (Dra, Netns below); the service wires
 tests wire fakes. Every call the runtime waits on is bounded by the budget: the runtime's request
 timeout (from Configure) minus a safety margin. Missing the runtime's deadline is the one outcome
 we never allow: containerd would drop the plugin and start the pod without its interfaces.
+
+A pod can have several sandboxes (the kubelet makes attempt N+1 after a failure and removes the old
+ones later), so what nri remembers, and what it asks the worker to detach, is per sandbox: (pod
+UID, netns). Calls for one pod are serialised by a per-pod lock, background retries included.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
-import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from dranet.services.nri.rdma import CharDevice, char_devices_from, dedupe, rdma_char_devices
+from dranet.services.nri.reconcile import plan as reconcile_plan
 
 from dranet.bus.messages import BusError, ErrorCode
 from dranet.observability import metrics
@@ -58,7 +64,11 @@ class Netns(Protocol):
         ...
 
     def attachments(self, timeout: float) -> list[dict[str, Any]]:
-        """netns `list`; raises BusError."""
+        """netns `list`: each attachment with its netns path and identity; raises BusError."""
+        ...
+
+    def alive(self, paths: list[str], timeout: float) -> dict[str, str]:
+        """netns `netns_alive`: path -> netns identity, for the paths that are alive; raises BusError."""
         ...
 
 
@@ -77,10 +87,11 @@ class PodInfo:
 
 
 @dataclass
-class _PodState:
-    netns: str
+class _Sandbox:
+    sandbox_id: str
     devices: list[str] = field(default_factory=list)  # attached device names
     char_devices: list[CharDevice] = field(default_factory=list)
+    attach_seq: int = 0  # when its devices were attached (orders it against detach retries)
 
 
 @dataclass
@@ -96,6 +107,33 @@ def _is_timeout(exc: BusError) -> bool:
     return exc.code in (ErrorCode.TIMEOUT, ErrorCode.DEADLINE_EXCEEDED)
 
 
+class _PodLocks:
+    """One lock per pod UID, dropped when nobody holds or waits for it (bounded by live pods)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._locks: dict[str, tuple[threading.Lock, int]] = {}
+
+    @contextmanager
+    def hold(self, uid: str, timeout: float | None = None) -> Iterator[bool]:
+        """Yields whether the lock was taken (always, without a timeout)."""
+        with self._lock:
+            lock, users = self._locks.get(uid, (threading.Lock(), 0))
+            self._locks[uid] = (lock, users + 1)
+        got = lock.acquire() if timeout is None else lock.acquire(timeout=max(timeout, 0.0))
+        try:
+            yield got
+        finally:
+            if got:
+                lock.release()
+            with self._lock:
+                lock, users = self._locks[uid]
+                if users > 1:
+                    self._locks[uid] = (lock, users - 1)
+                else:
+                    del self._locks[uid]
+
+
 class PodHandlers:
     def __init__(
         self,
@@ -104,7 +142,6 @@ class PodHandlers:
         *,
         options: Options | None = None,
         publish: Callable[[str, dict[str, Any]], None] | None = None,
-        netns_exists: Callable[[str], bool] = os.path.exists,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.dra = dra
@@ -112,20 +149,19 @@ class PodHandlers:
         self.opts = options or Options()
         self.request_timeout = self.opts.default_request_timeout
         self._publish = publish
-        self._netns_exists = netns_exists
         self._clock = clock
         self._lock = threading.Lock()
-        self._pod_locks: dict[str, threading.Lock] = {}
-        self._pods: dict[str, _PodState] = {}  # pods we know the devices of (possibly none)
+        self._locks = _PodLocks()
+        # Sandboxes we know the devices of (possibly none), by (pod UID, netns path): a pod has
+        # several sandboxes over its life (attempt N+1 after a failure), and each is released alone.
+        self._sandboxes: dict[tuple[str, str], _Sandbox] = {}
+        self._netns_of: dict[str, str] = {}  # sandbox id -> netns path, for events that omit it
+        self._attaches = itertools.count(1)  # orders attaches against background detach retries
         self._seen: set[str] = set()  # pods with an event since the last Synchronize
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
 
     # ------------------------------------------------------------ helpers
-
-    def _pod_lock(self, uid: str) -> threading.Lock:
-        with self._lock:
-            return self._pod_locks.setdefault(uid, threading.Lock())
 
     def _budget_end(self, start: float) -> float:
         return start + max(self.request_timeout - self.opts.budget_margin, 0.05)
@@ -148,14 +184,33 @@ class PodHandlers:
     def _observe(self, event: str, outcome: str, start: float) -> None:
         HANDLER_SECONDS.labels(event=event, outcome=outcome).observe(self._clock() - start)
 
+    def _remember(self, pod: PodInfo, devices: list[str], chars: list[CharDevice]) -> None:
+        with self._lock:
+            self._sandboxes[(pod.uid, pod.netns)] = _Sandbox(
+                pod.sandbox_id, devices, chars, next(self._attaches) if devices else 0
+            )
+            if pod.sandbox_id:
+                self._netns_of[pod.sandbox_id] = pod.netns
+
+    def _netns(self, pod: PodInfo) -> str:
+        """The sandbox's netns path: the runtime's, else the one it had at RunPodSandbox."""
+        if pod.netns:
+            return pod.netns
+        with self._lock:
+            return self._netns_of.get(pod.sandbox_id, "") if pod.sandbox_id else ""
+
     def set_request_timeout(self, seconds: float) -> None:
         """From Configure; 0 (an old runtime that does not say) keeps the default."""
         if seconds > 0:
             self.request_timeout = seconds
 
     def attached_pods(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
         with self._lock:
-            return {uid: list(s.devices) for uid, s in self._pods.items() if s.devices}
+            for (uid, _), s in sorted(self._sandboxes.items()):
+                if s.devices:
+                    out.setdefault(uid, []).extend(s.devices)
+        return out
 
     # ------------------------------------------------------------ RunPodSandbox
 
@@ -167,7 +222,12 @@ class PodHandlers:
         with self._lock:
             self._seen.add(pod.uid)
         try:
-            with self._pod_lock(pod.uid):
+            with self._locks.hold(pod.uid, timeout=end - self._clock()) as got:
+                if not got:
+                    raise SandboxError(
+                        f"dranet: another operation on pod {pod.ref} did not finish within the budget; "
+                        "the kubelet will retry"
+                    )
                 outcome = self._run(pod, start, end)
         finally:
             self._observe("run_pod_sandbox", outcome, start)
@@ -183,8 +243,7 @@ class PodHandlers:
                 f"(dra service: {exc.code}); the kubelet will retry"
             ) from None
         if not devices:
-            with self._lock:
-                self._pods[pod.uid] = _PodState(pod.netns)
+            self._remember(pod, [], [])
             return "noop"
         names = [d["device"] for d in devices]
         if not pod.netns:
@@ -226,9 +285,7 @@ class PodHandlers:
             raise SandboxError(
                 f"dranet: attaching {', '.join(names)} to pod {pod.ref} failed: {reason}"
             ) from None
-        chars = self._char_devices(devices, attachments)
-        with self._lock:
-            self._pods[pod.uid] = _PodState(pod.netns, names, chars)
+        self._remember(pod, names, self._char_devices(devices, attachments))
         self._emit(
             {
                 "event": "attached",
@@ -263,17 +320,36 @@ class PodHandlers:
                     "detach after a failed attach failed; retrying in the background",
                     extra={"pod_uid": pod.uid, "code": exc.code, "reason": exc.message},
                 )
-        self._spawn(self._detach_until_done, body, name=f"nri-undo-{pod.uid[:8]}")
+        self._retry_detach(body)
 
-    def _detach_until_done(self, body: dict[str, Any]) -> None:
+    def _retry_detach(self, body: dict[str, Any]) -> None:
+        with self._lock:
+            since = next(self._attaches)
+        self._spawn(self._detach_until_done, body, since, name=f"nri-detach-{body['pod_uid'][:8]}")
+
+    def _detach_until_done(self, body: dict[str, Any], since: int) -> None:
+        """Detach one sandbox's devices until it succeeds. Each try holds the pod lock, and an
+        attach into that sandbox after the retry began ends it: a retry never undoes a newer
+        attach (and the worker detaches only that sandbox's devices: never another sandbox's)."""
+        uid, netns = body["pod_uid"], body["netns"]
         delay = 0.1
         while not self._stopping.is_set():
-            try:
-                released = self.netns.detach(body, timeout=self.opts.late_attach_timeout)
-                self._emit({"event": "detached", "pod_uid": body["pod_uid"], "devices": released})
-                return
-            except BusError as exc:
-                log.warning("detach retry failed", extra={"pod_uid": body["pod_uid"], "code": exc.code})
+            with self._locks.hold(uid):
+                with self._lock:
+                    state = self._sandboxes.get((uid, netns))
+                if state is not None and state.attach_seq > since:
+                    log.info(
+                        "detach retry superseded by a newer attach", extra={"pod_uid": uid, "netns": netns}
+                    )
+                    return
+                try:
+                    released = self.netns.detach(body, timeout=self.opts.late_attach_timeout)
+                    if state is not None:
+                        state.devices = []
+                    self._emit({"event": "detached", "pod_uid": uid, "devices": released})
+                    return
+                except BusError as exc:
+                    log.warning("detach retry failed", extra={"pod_uid": uid, "code": exc.code})
             self._stopping.wait(delay)
             delay = min(delay * 2, self.opts.detach_retry_max)
 
@@ -294,7 +370,7 @@ class PodHandlers:
         """The RDMA char devices to add to a container of `pod` (none for most pods)."""
         start = self._clock()
         with self._lock:
-            state = self._pods.get(pod.uid)
+            state = self._sandboxes.get((pod.uid, self._netns(pod)))
         if state is None:  # a pod started before this process: ask dra
             try:
                 devices = self.dra.pod_devices(
@@ -320,45 +396,54 @@ class PodHandlers:
         self._release(pod, "remove_pod_sandbox", forget=True)
 
     def _release(self, pod: PodInfo, event: str, *, forget: bool) -> None:
-        """Detach the pod's devices (idempotent). The runtime only logs errors here, so a detach
-        that fails or runs out of budget is retried in the background instead."""
+        """Detach the devices of this sandbox, and of no other sandbox of the pod (idempotent).
+        The runtime only logs errors here, so a detach that fails or runs out of budget is retried
+        in the background instead."""
         start = self._clock()
         with self._lock:
             self._seen.add(pod.uid)
-        with self._pod_lock(pod.uid):
+        netns = self._netns(pod)
+        key = (pod.uid, netns)
+        with self._locks.hold(pod.uid, timeout=self._budget_end(start) - self._clock()) as got:
             with self._lock:
-                state = self._pods.get(pod.uid)
-            if state is not None and not state.devices:
+                state = self._sandboxes.get(key)
+            body = {"pod_uid": pod.uid, "netns": netns}
+            if not netns:
+                # hostNetwork (nothing attached), or a sandbox we cannot name: never guess, or the
+                # pod's live sandbox could lose its NICs. The worker releases the devices of a
+                # netns that is gone, and reconcile those of a sandbox that no longer runs.
                 outcome = "noop"
+            elif state is not None and not state.devices:
+                outcome = "noop"
+            elif not got:
+                outcome = "error"
+                log.warning("pod busy; detaching in the background", extra={"pod_uid": pod.uid})
+                self._retry_detach(body)
             else:  # attached, or unknown (we restarted since): ask the worker, it knows
-                body: dict[str, Any] = {"pod_uid": pod.uid}
-                netns = pod.netns or (state.netns if state else "")
-                if netns:
-                    body["netns"] = netns
-                try:
-                    released = self.netns.detach(
-                        body, timeout=max(self._budget_end(start) - self._clock(), 0.001)
-                    )
-                    outcome = "detached" if released else "noop"
-                    if released:
-                        self._emit(
-                            {"event": "detached", "pod_uid": pod.uid, "pod": pod.ref, "devices": released}
-                        )
-                        log.info("detached", extra={"pod_uid": pod.uid, "pod": pod.ref, "devices": released})
-                    if state is not None:
-                        state.devices = []
-                except BusError as exc:
-                    outcome = "error"
-                    log.warning(
-                        "detach failed; retrying in the background",
-                        extra={"pod_uid": pod.uid, "code": exc.code, "reason": exc.message},
-                    )
-                    self._spawn(self._detach_until_done, body, name=f"nri-detach-{pod.uid[:8]}")
+                outcome = self._detach_now(pod, body, state, start)
             if forget:
                 with self._lock:
-                    self._pods.pop(pod.uid, None)
-                    self._pod_locks.pop(pod.uid, None)
+                    self._sandboxes.pop(key, None)
+                    self._netns_of.pop(pod.sandbox_id, None)
         self._observe(event, outcome, start)
+
+    def _detach_now(self, pod: PodInfo, body: dict[str, Any], state: _Sandbox | None, start: float) -> str:
+        try:
+            released = self.netns.detach(body, timeout=max(self._budget_end(start) - self._clock(), 0.001))
+        except BusError as exc:
+            log.warning(
+                "detach failed; retrying in the background",
+                extra={"pod_uid": pod.uid, "code": exc.code, "reason": exc.message},
+            )
+            self._retry_detach(body)
+            return "error"
+        if state is not None:
+            state.devices = []
+        if not released:
+            return "noop"
+        self._emit({"event": "detached", "pod_uid": pod.uid, "pod": pod.ref, "devices": released})
+        log.info("detached", extra={"pod_uid": pod.uid, "pod": pod.ref, "devices": released})
+        return "detached"
 
     # ------------------------------------------------------------ Synchronize
 
@@ -383,79 +468,86 @@ class PodHandlers:
             delay = min(delay * 2, self.opts.detach_retry_max)
 
     def reconcile(self, pods: list[PodInfo]) -> dict[str, list[str]]:
-        """Attach what running pods miss; release attachments of pods that are gone.
-        Returns {"late_attached": [pod uids], "released": [pod uids]}. Raises BusError to be retried."""
+        """Release the attachments of sandboxes that no longer run, then attach what running
+        sandboxes miss. Whether a sandbox runs is the worker's answer (it sees the netns files;
+        nri may not). Returns {"late_attached": [pod uids], "released": [pod uids]}. Raises
+        BusError to be retried."""
         timeout = self.opts.late_attach_timeout
-        running = {p.uid: p for p in pods if p.netns and self._netns_exists(p.netns)}
-        attached: dict[str, set[str]] = {}
-        for a in self.netns.attachments(timeout=timeout):
-            if a.get("pod_uid"):
-                attached.setdefault(a["pod_uid"], set()).add(a["device"])
+        paths = sorted({p.netns for p in pods if p.netns})
+        alive = self.netns.alive(paths, timeout=timeout) if paths else {}
+        attachments = self.netns.attachments(timeout=timeout)
+        with self._lock:
+            seen = set(self._seen)
+        todo = reconcile_plan(pods, alive, attachments, seen)
         done: dict[str, list[str]] = {"late_attached": [], "released": []}
-        for pod in running.values():
-            with self._pod_lock(pod.uid):
-                devices = self.dra.pod_devices(pod.uid, timeout=timeout)
-                have = attached.get(pod.uid, set())
-                missing = [d for d in devices if d["device"] not in have]
-                names = [d["device"] for d in devices]
-                if not missing:
-                    with self._lock:
-                        self._pods[pod.uid] = _PodState(pod.netns, names, self._char_devices(devices, []))
-                    continue
-                body = _attach_request(pod, missing)
-                try:
-                    attachments = self.netns.attach(body, timeout=timeout)
-                except BusError as exc:
-                    LATE_ATTACHES.labels(outcome="error").inc()
-                    self._emit(
-                        {
-                            "event": "late_attach_failed",
-                            "pod_uid": pod.uid,
-                            "pod": pod.ref,
-                            "devices": [d["device"] for d in missing],
-                            "code": exc.code,
-                            "reason": exc.message,
-                        }
-                    )
-                    log.error(
-                        "late attach failed",
-                        extra={"pod_uid": pod.uid, "code": exc.code, "reason": exc.message},
-                    )
-                    continue
-                LATE_ATTACHES.labels(outcome="attached").inc()
+        for r in todo.releases:
+            with self._locks.hold(r.pod_uid):
+                released = self.netns.detach({"pod_uid": r.pod_uid, "netns": r.netns}, timeout=timeout)
                 with self._lock:
-                    self._pods[pod.uid] = _PodState(
-                        pod.netns, names, self._char_devices(devices, attachments)
-                    )
-                self._emit(
-                    {
-                        "event": "late_attached",
-                        "pod_uid": pod.uid,
-                        "pod": pod.ref,
-                        "devices": [d["device"] for d in missing],
-                        "attachments": attachments,
-                    }
-                )
-                log.info(
-                    "late attach",
-                    extra={"pod_uid": pod.uid, "pod": pod.ref, "devices": [d["device"] for d in missing]},
-                )
-                done["late_attached"].append(pod.uid)
-        for uid in attached:
-            with self._lock:
-                seen = uid in self._seen  # an event since the pod list was taken: not an orphan
-            if uid in running or seen:
-                continue
-            with self._pod_lock(uid):
-                released = self.netns.detach({"pod_uid": uid}, timeout=timeout)
-            with self._lock:
-                self._pods.pop(uid, None)
-            self._emit({"event": "detached", "pod_uid": uid, "devices": released, "reason": "pod is gone"})
-            log.info(
-                "released the devices of a pod that is gone", extra={"pod_uid": uid, "devices": released}
+                    self._sandboxes.pop((r.pod_uid, r.netns), None)
+            self._emit(
+                {"event": "detached", "pod_uid": r.pod_uid, "devices": released, "reason": "sandbox is gone"}
             )
-            done["released"].append(uid)
+            log.info(
+                "released the devices of a sandbox that is gone",
+                extra={"pod_uid": r.pod_uid, "netns": r.netns, "devices": released},
+            )
+            done["released"].append(r.pod_uid)
+        for uid in todo.ambiguous:
+            log.warning(
+                "pod has several running sandboxes, none with its devices: no late attach",
+                extra={"pod_uid": uid},
+            )
+        for late in todo.late:
+            with self._locks.hold(late.pod.uid):
+                if self._late_attach(late.pod, late.held, timeout):
+                    done["late_attached"].append(late.pod.uid)
         return done
+
+    def _late_attach(self, pod: PodInfo, held: frozenset[str], timeout: float) -> bool:
+        devices = self.dra.pod_devices(pod.uid, timeout=timeout)
+        names = [d["device"] for d in devices]
+        missing = [d for d in devices if d["device"] not in held]
+        if not missing:
+            self._remember(pod, names, self._char_devices(devices, []))
+            return False
+        missing_names = [d["device"] for d in missing]
+        try:
+            attachments = self.netns.attach(_attach_request(pod, missing), timeout=timeout)
+        except BusError as exc:
+            LATE_ATTACHES.labels(outcome="error").inc()
+            self._emit(
+                {
+                    "event": "late_attach_failed",
+                    "pod_uid": pod.uid,
+                    "pod": pod.ref,
+                    "devices": missing_names,
+                    "code": exc.code,
+                    "reason": exc.message,
+                }
+            )
+            log.error(
+                "late attach failed", extra={"pod_uid": pod.uid, "code": exc.code, "reason": exc.message}
+            )
+            return False
+        LATE_ATTACHES.labels(outcome="attached").inc()
+        self._remember(pod, names, self._char_devices(devices, attachments))
+        self._emit(
+            {
+                "event": "late_attached",
+                "pod_uid": pod.uid,
+                "pod": pod.ref,
+                "devices": missing_names,
+                "attachments": attachments,
+            }
+        )
+        log.info("late attach", extra={"pod_uid": pod.uid, "pod": pod.ref, "devices": missing_names})
+        return True
+
+    def background_tasks(self) -> int:
+        """Reconciliations and detach retries still running."""
+        with self._lock:
+            return sum(t.is_alive() for t in self._threads)
 
     def close(self) -> None:
         self._stopping.set()

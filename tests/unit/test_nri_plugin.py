@@ -139,7 +139,7 @@ def runtime(tmp_path: Path) -> Any:
 
 
 def start(runtime: FakeRuntime, dra: FakeDra, netns: FakeNetns) -> tuple[NriPlugin, PodHandlers]:
-    handlers = PodHandlers(dra, netns, netns_exists=lambda p: True)
+    handlers = PodHandlers(dra, netns)
     plugin = NriPlugin(
         handlers,
         PluginOptions(
