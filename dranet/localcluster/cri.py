@@ -76,12 +76,14 @@ class CriClient:
         host_network: bool = False,
         log_dir: str = "/tmp",
         timeout: float | None = None,
+        attempt: int = 0,
     ) -> str:
-        """Start a pod sandbox; returns its id. Raises CriError (e.g. an NRI plugin refused it)."""
+        """Start a pod sandbox; returns its id. Raises CriError (e.g. an NRI plugin refused it).
+        attempt: the kubelet's sandbox attempt (it makes attempt N+1 of a pod after a failure)."""
         uid = uid or str(uuid.uuid4())
         mode = cri_pb2.NODE if host_network else cri_pb2.POD
         config = cri_pb2.PodSandboxConfig(
-            metadata=cri_pb2.PodSandboxMetadata(name=name, uid=uid, namespace=namespace, attempt=0),
+            metadata=cri_pb2.PodSandboxMetadata(name=name, uid=uid, namespace=namespace, attempt=attempt),
             hostname=name,
             log_directory=os.path.join(log_dir, uid),
             labels={"io.kubernetes.pod.name": name, "io.kubernetes.pod.namespace": namespace},
