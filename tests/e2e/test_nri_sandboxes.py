@@ -20,15 +20,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_full_path import Nics, assert_home, new_pod, simple_cfg, wait
 
 from dranet.bus import BusClient
 from dranet.localcluster.demo import DRIVER, Cluster, links_in
 
-from .test_full_path import Nics, assert_home, new_pod, simple_cfg, wait
-
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
 
 NETNS_DIRS = ("/run/netns", "/var/run/netns")
+
+
+def hidden_dirs() -> list[str]:
+    """/var/run is usually a symlink to /run: hide each real directory once."""
+    return sorted({os.path.realpath(d) for d in NETNS_DIRS})
 
 
 class HiddenNetnsNri:
@@ -42,7 +46,7 @@ class HiddenNetnsNri:
     def start(self) -> None:
         c = self.cluster
         assert c.containerd is not None
-        dirs = sorted({os.path.realpath(d) for d in NETNS_DIRS})
+        dirs = hidden_dirs()
         hide = " && ".join(f"mount -t tmpfs -o size=64k dranet-hide {shlex.quote(d)}" for d in dirs)
         argv = [
             sys.executable,
@@ -65,7 +69,7 @@ class HiddenNetnsNri:
             )
         assert wait(self.synchronized, 30.0), f"nri did not connect to containerd; see {self.log}"
         # What the service itself sees: its netns directory is empty, whatever the node has.
-        for d in NETNS_DIRS:
+        for d in dirs:
             assert os.listdir(f"/proc/{self.proc.pid}/root{d}") == [], d
 
     def synchronized(self) -> bool:
