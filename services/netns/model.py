@@ -271,11 +271,17 @@ class JournalEntry:
             "ips": list(self.ips),
             "state": self.phase,
             "netns": self.netns,
+            "netns_id": netns_ident(self.netns_id),
         }
         if self.rdma_device:
             out["rdma_device"] = self.rdma_device
             out["char_devices"] = [dict(c) for c in self.char_devices]
         return out
+
+
+def netns_ident(ident: tuple[int, int]) -> str:
+    """A netns identity as the bus carries it: "<st_dev>:<st_ino>" of its nsfs file."""
+    return f"{ident[0]}:{ident[1]}"
 
 
 def config_digest(config: Mapping[str, Any]) -> str:

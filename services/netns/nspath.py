@@ -43,6 +43,31 @@ def netns_id(path: str) -> tuple[int, int] | None:
     return (st.st_dev, st.st_ino)
 
 
+def names_netns(path: str, ident: tuple[int, int], recorded: str) -> bool:
+    """Whether `path` names the netns `ident` (attached under the path `recorded`): by identity
+    while the path exists; once it is gone (the runtime deletes a stopped sandbox's netns), by the
+    path itself, symlinks resolved, so /var/run/netns/x and /run/netns/x are one sandbox."""
+    now = netns_id(path)
+    if now is not None:
+        return now == ident
+    return os.path.realpath(path) == os.path.realpath(recorded)
+
+
+def alive(
+    paths: Iterable[str], roots: Sequence[str], forbidden: Iterable[tuple[int, int]]
+) -> dict[str, tuple[int, int]]:
+    """The paths that open as a pod netns (as attach would open them), with each one's identity."""
+    out: dict[str, tuple[int, int]] = {}
+    for path in paths:
+        try:
+            handle = open_netns(path, roots, forbidden)
+        except RequestError:
+            continue
+        handle.close()
+        out[path] = handle.id
+    return out
+
+
 def _nsfs_dev() -> int:
     return os.stat("/proc/self/ns/net").st_dev
 

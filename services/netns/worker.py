@@ -32,8 +32,9 @@ from dranet.services.netns.model import (
     check_device_name,
     check_pod_uid,
     config_digest,
+    netns_ident,
 )
-from dranet.services.netns.nspath import DEFAULT_ROOTS, netns_id, open_netns
+from dranet.services.netns.nspath import DEFAULT_ROOTS, alive, names_netns, netns_id, open_netns
 from dranet.services.netns.plan import Allowed, HostView, Plan, check_request, plan
 from dranet.services.netns.podns import Netns
 from dranet.services.netns.restore import restore
@@ -124,7 +125,14 @@ class NetnsWorker:
                 body["pod_uid"], body.get("devices") or [], netns=body.get("netns")
             ),
             "list": lambda body, ctx: self.attachments(live=True),
+            "netns_alive": lambda body, ctx: self.alive_netns(body["netns"]),
         }
+
+    def alive_netns(self, paths: Sequence[str]) -> dict[str, Any]:
+        """Which of these paths name a live pod netns, each with its identity: nri asks, as it may
+        not see the netns files itself (the DaemonSet mounts them only into the worker)."""
+        found = alive(paths, self.roots, self._forbidden)
+        return {"alive": [{"netns": p, "id": netns_ident(i)} for p, i in found.items()]}
 
     def attachments(self, *, live: bool = False) -> dict[str, Any]:
         """Every attachment; live: with each attached link's state, read in its pod netns (one
@@ -296,7 +304,9 @@ class NetnsWorker:
     def detach(
         self, pod_uid: str, devices: Sequence[str] = (), *, netns: str | None = None
     ) -> dict[str, Any]:
-        """Give the pod's devices (all when empty) back to the host, restored. Idempotent."""
+        """Give the pod's devices (all when empty) back to the host, restored. Idempotent.
+        netns: only those in that sandbox's netns (a pod has several sandboxes over its life, and
+        the old one's stop or remove must not touch the new one's devices)."""
         try:
             check_pod_uid(pod_uid)
             for i, d in enumerate(devices):
@@ -305,7 +315,8 @@ class NetnsWorker:
             raise as_bus_error(err) from None
         released: list[str] = []
         with self.ledger.pod_lock(pod_uid):
-            entries = self.ledger.entries(pod_uid, devices)
+            of_pod = self.ledger.entries(pod_uid, devices)
+            entries = [e for e in of_pod if not netns or names_netns(netns, e.netns_id, e.netns)]
             if netns:
                 with suppress(RequestError):
                     self.ledger.pod_for(open_netns(netns, self.roots, self._forbidden))
@@ -327,7 +338,7 @@ class NetnsWorker:
                     errors.append(err)
             self.ledger.forget(restored)
             # Devices we hold nothing for are already released: that is success, not an error.
-            released += [d for d in devices if d not in {e.device for e in entries}]
+            released += [d for d in devices if d not in {e.device for e in of_pod}]
             self.ledger.release_unused()
         if errors:
             OPS_TOTAL.labels(op="detach", outcome=errors[0].code).inc()

@@ -8,6 +8,7 @@ and reconnection after containerd restarts.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
@@ -73,8 +74,14 @@ class Netns:
     def attachments(self, timeout: float) -> list[dict[str, Any]]:
         with self.lock:
             return [
-                {"pod_uid": u, "device": d["device"]} for u, b in self.attached.items() for d in b["devices"]
+                {"pod_uid": u, "device": d["device"], "netns": b["netns"], "netns_id": b["netns"]}
+                for u, b in self.attached.items()
+                for d in b["devices"]
             ]
+
+    def alive(self, paths: list[str], timeout: float) -> dict[str, str]:
+        """This test runs in the node's mount namespace: a netns path that exists is alive."""
+        return {p: p for p in paths if os.path.exists(p)}
 
     def last(self, op: str, pod_uid: str) -> tuple[dict[str, Any], float] | None:
         with self.lock:
