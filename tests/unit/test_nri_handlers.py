@@ -407,7 +407,7 @@ def test_reconcile_plan_leaves_a_pod_with_two_running_sandboxes_and_no_devices()
     assert [(t.pod.uid, t.held) for t in todo.late] == [("u2", frozenset({"eth2"}))]
     held = [{"pod_uid": "u1", "device": "eth1", "netns": "/b", "netns_id": "2"}]
     todo = reconcile_plan(pods, alive, held)  # the sandbox that holds the devices is the one
-    assert [(t.pod.netns, t.held) for t in todo.late][0] == ("/b", frozenset({"eth1"}))
+    assert [(t.pod.netns, t.held) for t in todo.late] == [("/b", frozenset({"eth1"})), ("/c", frozenset())]
 
 
 # ------------------------------------------------------------ several sandboxes of one pod
