@@ -155,7 +155,8 @@ class PodHandlers:
         # Sandboxes we know the devices of (possibly none), by (pod UID, netns path): a pod has
         # several sandboxes over its life (attempt N+1 after a failure), and each is released alone.
         self._sandboxes: dict[tuple[str, str], _Sandbox] = {}
-        self._netns_of: dict[str, str] = {}  # sandbox id -> netns path, for events that omit it
+        # sandbox id -> its key above, for events that omit the netns path
+        self._netns_of: dict[str, tuple[str, str]] = {}
         self._attaches = itertools.count(1)  # orders attaches against background detach retries
         self._seen: set[str] = set()  # pods with an event since the last Synchronize
         self._stopping = threading.Event()
@@ -190,14 +191,14 @@ class PodHandlers:
                 pod.sandbox_id, devices, chars, next(self._attaches) if devices else 0
             )
             if pod.sandbox_id:
-                self._netns_of[pod.sandbox_id] = pod.netns
+                self._netns_of[pod.sandbox_id] = (pod.uid, pod.netns)
 
     def _netns(self, pod: PodInfo) -> str:
         """The sandbox's netns path: the runtime's, else the one it had at RunPodSandbox."""
         if pod.netns:
             return pod.netns
         with self._lock:
-            return self._netns_of.get(pod.sandbox_id, "") if pod.sandbox_id else ""
+            return self._netns_of.get(pod.sandbox_id, ("", ""))[1]
 
     def set_request_timeout(self, seconds: float) -> None:
         """From Configure; 0 (an old runtime that does not say) keeps the default."""
@@ -478,6 +479,7 @@ class PodHandlers:
         attachments = self.netns.attachments(timeout=timeout)
         with self._lock:
             seen = set(self._seen)
+            self._forget_unlisted(pods, seen)
         todo = reconcile_plan(pods, alive, attachments, seen)
         done: dict[str, list[str]] = {"late_attached": [], "released": []}
         for r in todo.releases:
@@ -503,6 +505,16 @@ class PodHandlers:
                 if self._late_attach(late.pod, late.held, timeout):
                     done["late_attached"].append(late.pod.uid)
         return done
+
+    def _forget_unlisted(self, pods: list[PodInfo], seen: set[str]) -> None:
+        """Drop what we remember of sandboxes the runtime no longer lists (their Remove came while
+        we were disconnected), so that memory follows the node's pods. Holds self._lock."""
+        listed = {(p.uid, p.netns) for p in pods}
+        ids = {p.sandbox_id for p in pods}
+        for key in [k for k in self._sandboxes if k not in listed and k[0] not in seen]:
+            del self._sandboxes[key]
+        for sid in [s for s, key in self._netns_of.items() if s not in ids and key not in self._sandboxes]:
+            del self._netns_of[sid]
 
     def _late_attach(self, pod: PodInfo, held: frozenset[str], timeout: float) -> bool:
         devices = self.dra.pod_devices(pod.uid, timeout=timeout)

@@ -502,6 +502,19 @@ def test_pod_locks_do_not_outlive_their_pods() -> None:
     assert h._locks._locks == {} and h._sandboxes == {} and h._netns_of == {}
 
 
+def test_reconcile_forgets_sandboxes_the_runtime_no_longer_lists() -> None:
+    """Their Remove came while nri was disconnected: what nri remembers follows the node's pods."""
+    netns = FakeNetns()
+    h, _ = make(FakeDra({"u1": [dev("eth1")]}), netns)
+    h.run_pod_sandbox(OLD)
+    h.run_pod_sandbox(PodInfo(uid="u2", sandbox_id="s2", netns="/var/run/netns/no-claim"))
+    h.synchronize([OLD])  # the runtime lists only the pod with the claim
+    assert wait_until(lambda: h.background_tasks() == 0)
+    assert list(h._sandboxes) == [("u1", OLD.netns)] and list(h._netns_of) == ["s0"]
+    assert h.attached_pods() == {"u1": ["eth1"]}
+    h.close()
+
+
 def wait_until(cond: Any, timeout: float = 10.0) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
