@@ -14,6 +14,11 @@ from dranet.bus.endpoints import SERVICES
 # subcommand -> (module with add_arguments/run, help, takes the common service flags)
 COMMANDS: dict[str, tuple[str, str, bool]] = {
     "netns": ("dranet.services.netns.main", "the privileged netns worker (attach/detach interfaces)", True),
+    "netns-release": (
+        "dranet.services.netns.release",
+        "forget a device the netns worker cannot give back (after fixing it by hand)",
+        True,
+    ),
     "discovery": ("dranet.services.discovery.main", "inventory of the node's devices, ResourceSlices", True),
     "dra": ("dranet.services.dra.main", "the kubelet DRA plugin (prepare/unprepare claims)", True),
     "nri": ("dranet.services.nri.main", "the NRI plugin (pod sandbox events from the runtime)", True),

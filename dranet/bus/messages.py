@@ -187,7 +187,10 @@ PREPARED_DEVICE = Struct(
     strict=False,
 )
 
-ATTACH_DEVICE = _s("AttachDevice", device=str, ifname=str, config=AnyMap, claim_uid=Opt(str))
+# ifname is "" for a device without a netdev (RDMA-only, InfiniBand): rdma_device names it then.
+ATTACH_DEVICE = _s(
+    "AttachDevice", device=str, ifname=str, config=AnyMap, claim_uid=Opt(str), rdma_device=Opt(str)
+)
 ATTACHMENT = Struct(
     "Attachment",
     {
@@ -256,6 +259,12 @@ OPS: dict[str, Op] = {
         _s("NetnsAliveRequest", netns=[str]),
         _s("NetnsAlive", alive=[_s("AliveNetns", netns=str, id=str)]),
         doc="which of these netns paths name a live network namespace, with its identity",
+    ),
+    "release": Op(
+        "netns",
+        _s("ReleaseRequest", pod_uid=str, device=str),
+        _s("ReleaseResult", released=[str]),
+        doc="operator: forget an attachment whose restore keeps failing, without touching the kernel",
     ),
     # test and benchmark op served only when a test registers it
     "echo": Op(

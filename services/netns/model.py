@@ -20,6 +20,7 @@ from dranet.services.netns.netlink import (
     RTPROT_KERNEL,
     SCOPE_LINK,
     Address,
+    DevConf,
     Link,
     Neighbor,
     Route,
@@ -146,11 +147,14 @@ class HostSnapshot:
     neighbors: tuple[Neighbor, ...] = ()
     ethtool_features: Mapping[str, bool] = field(default_factory=dict)
     ethtool_private_flags: Mapping[str, bool] = field(default_factory=dict)
+    devconf: DevConf = field(default_factory=DevConf)  # per-device sysctls (a netns move resets them)
+    master_name: str = ""  # the bridge or bond the link was enslaved to (link.master is its index)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["ethtool_features"] = dict(self.ethtool_features)
         d["ethtool_private_flags"] = dict(self.ethtool_private_flags)
+        d["devconf"] = {"ipv4": dict(self.devconf.ipv4), "ipv6": dict(self.devconf.ipv6)}
         return d
 
     @classmethod
@@ -161,13 +165,24 @@ class HostSnapshot:
             link=Link(**link),
             addresses=tuple(Address(**a) for a in d.get("addresses", ())),
             routes=tuple(
-                Route(**{**r, "multipath_oifs": tuple(r.get("multipath_oifs", ()))})
+                Route(
+                    **{
+                        **r,
+                        "multipath_oifs": tuple(r.get("multipath_oifs", ())),
+                        "metrics": tuple((str(k), int(v)) for k, v in r.get("metrics", ())),
+                    }
+                )
                 for r in d.get("routes", ())
             ),
             rules=tuple(Rule(**r) for r in d.get("rules", ())),
             neighbors=tuple(Neighbor(**n) for n in d.get("neighbors", ())),
             ethtool_features=dict(d.get("ethtool_features", {})),
             ethtool_private_flags=dict(d.get("ethtool_private_flags", {})),
+            devconf=DevConf(
+                ipv4={int(k): int(v) for k, v in d.get("devconf", {}).get("ipv4", {}).items()},
+                ipv6={str(k): int(v) for k, v in d.get("devconf", {}).get("ipv6", {}).items()},
+            ),
+            master_name=d.get("master_name", ""),
         )
 
 
@@ -214,6 +229,7 @@ class JournalEntry:
     ips: tuple[str, ...] = ()
     rdma_device: str = ""
     char_devices: tuple[Mapping[str, Any], ...] = ()
+    pod_ifindex: int = 0  # the link's index in the pod netns once moved: its identity there
 
     @property
     def key(self) -> tuple[str, str]:
@@ -238,6 +254,7 @@ class JournalEntry:
             "ips": list(self.ips),
             "rdma_device": self.rdma_device,
             "char_devices": [dict(c) for c in self.char_devices],
+            "pod_ifindex": self.pod_ifindex,
         }
 
     @classmethod
@@ -258,6 +275,7 @@ class JournalEntry:
             ips=tuple(d.get("ips", ())),
             rdma_device=d.get("rdma_device", ""),
             char_devices=tuple(d.get("char_devices", ())),
+            pod_ifindex=int(d.get("pod_ifindex", 0)),
         )
 
     def attachment(self) -> dict[str, Any]:

@@ -19,11 +19,12 @@ import os
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from pyroute2.ethtool.ioctl import SIOCETHTOOL, EthtoolValue, IoctlEthtool, NotSupportedError
+from pyroute2.ethtool.ioctl import SIOCETHTOOL, EthtoolError, EthtoolValue, IoctlEthtool, NotSupportedError
 from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, NLMSG_DONE
 from pyroute2.netlink.rtnl import (
     RTM_DELADDR,
@@ -58,6 +59,11 @@ RTEXT_FILTER_SKIP_STATS = 1 << 3
 IFF_UP = 0x1
 IFA_F_NODAD = 0x02
 IFA_F_PERMANENT = 0x80
+# Address flags a user sets (ip addr ... noprefixroute, home, mngtmpaddr, autojoin); the others
+# are the kernel's state (tentative, deprecated, permanent, ...).
+IFA_F_SETTABLE = 0x02 | 0x10 | 0x100 | 0x200 | 0x400
+INFINITY_LIFE_TIME = 0xFFFFFFFF
+RTNH_F_ONLINK = 4
 NUD_PERMANENT = 0x80
 RT_TABLE_MAIN = 254
 RT_TABLE_LOCAL = 255
@@ -191,10 +197,31 @@ class LinkState:
 
 
 @dataclass(frozen=True)
+class DevConf:
+    """Per-device IP settings: IPv4 by IPV4_DEVCONF_* index, IPv6 by /proc/sys name. The kernel
+    resets both to the target netns's defaults when a link changes netns."""
+
+    ipv4: Mapping[int, int] = field(default_factory=dict)
+    ipv6: Mapping[str, int] = field(default_factory=dict)
+
+
+# Settings only the kernel writes (mc_forwarding is read-only in /proc/sys too).
+_DEVCONF_KERNEL_OWNED = frozenset({"mc_forwarding"})
+# pyroute2's IPv6 field names that differ from the /proc/sys names.
+_IPV6_SYSCTL_NAMES = {"temp_preferred_lft": "temp_prefered_lft"}
+
+
+@dataclass(frozen=True)
 class Address:
-    cidr: str  # "10.0.0.2/24"
+    cidr: str  # "10.0.0.2/24" (the local address and the prefix length)
     scope: int = SCOPE_UNIVERSE
     # IPv6 addresses the kernel made itself (link-local) are not snapshotted: it makes them again.
+    broadcast: str = ""
+    label: str = ""
+    peer: str = ""  # the far end of a point-to-point address (IFA_ADDRESS when it is not the local)
+    flags: int = 0  # IFA_F_SETTABLE bits
+    valid_until: float = 0.0  # wall-clock end of a finite lifetime; 0 = forever
+    preferred_until: float = 0.0
 
     @property
     def family(self) -> int:
@@ -213,6 +240,8 @@ class Route:
     type: int = RTN_UNICAST
     priority: int | None = None  # metric
     multipath_oifs: tuple[int, ...] = ()
+    flags: int = 0  # RTNH_F_ONLINK: the gateway is on-link even without a covering prefix
+    metrics: tuple[tuple[str, int], ...] = ()  # RTAX_* name -> value (mtu, advmss, ...)
 
     @property
     def family(self) -> int:
@@ -338,6 +367,11 @@ class Rtnl:
 
     # ------------------------------------------------------------ links
     def get_link(self, *, index: int = 0, name: str | None = None) -> Link | None:
+        m = self._get_link(index, name)
+        return _link(m) if m is not None else None
+
+    def _get_link(self, index: int = 0, name: str | None = None) -> Any:
+        """One RTM_GETLINK by index (or name): the message, or None when there is no such link."""
         msg = _ifinfmsg()
         msg["index"] = index
         attrs: list[list[Any]] = [["IFLA_EXT_MASK", RTEXT_FILTER_SKIP_STATS]]
@@ -350,27 +384,45 @@ class Rtnl:
             if exc.errno in (errno.ENODEV, errno.ENOENT, errno.EINVAL):
                 return None
             raise
-        return _link(replies[0]) if replies else None
+        return replies[0] if replies else None
 
     def link_state(self, name: str) -> LinkState | None:
         """One RTM_GETLINK by name: the link's live state, or None when there is no such link."""
-        msg = _ifinfmsg()
-        msg["attrs"] = [["IFLA_EXT_MASK", RTEXT_FILTER_SKIP_STATS], ["IFLA_IFNAME", name]]
-        try:
-            replies = self.request(msg, RTM_GETLINK, 0)
-        except NetlinkError as exc:
-            if exc.errno in (errno.ENODEV, errno.ENOENT, errno.EINVAL):
-                return None
-            raise
-        if not replies:
+        m = self._get_link(name=name)
+        if m is None:
             return None
-        m = replies[0]
         admin_up = bool(m["flags"] & IFF_UP)
         carrier = bool(m.get_attr("IFLA_CARRIER"))
         operstate = str(m.get_attr("IFLA_OPERSTATE") or "UNKNOWN").upper()
         # Drivers that do not track operstate report UNKNOWN; then carrier decides.
         oper_up = operstate == "UP" or (operstate == "UNKNOWN" and admin_up and carrier)
         return LinkState(admin_up=admin_up, oper_up=oper_up, carrier=carrier, operstate=operstate)
+
+    def devconf(self, index: int) -> DevConf | None:
+        """The link's per-device IPv4 and IPv6 settings (what /proc/sys/net/ipv{4,6}/conf/<if>/
+        shows), from one RTM_GETLINK; None when there is no such link."""
+        m = self._get_link(index)
+        if m is None:
+            return None
+        spec = m.get_attr("IFLA_AF_SPEC")
+        if spec is None:
+            return DevConf()
+        ipv4: dict[int, int] = {}
+        ipv6: dict[str, int] = {}
+        inet = spec.get_attr("AF_INET")
+        if inet:
+            # pyroute2 decodes IFLA_INET_CONF as a struct whose first field is the attribute
+            # header: field N is then IPV4_DEVCONF_N (the kernel's 1-based index).
+            for n, (name, value) in enumerate(inet.items()):
+                if n and name not in _DEVCONF_KERNEL_OWNED:
+                    ipv4[n] = int(value)
+        inet6 = spec.get_attr("AF_INET6")
+        conf6 = inet6.get_attr("IFLA_INET6_CONF") if inet6 else None
+        if conf6:
+            for name, value in conf6.items():
+                if name not in _DEVCONF_KERNEL_OWNED:  # /proc/sys shows them as signed ints
+                    ipv6[_IPV6_SYSCTL_NAMES.get(name, name)] = int(value) - (int(value) >> 31 << 32)
+        return DevConf(ipv4=ipv4, ipv6=ipv6)
 
     def links(self) -> list[Link]:
         msg = _ifinfmsg()
@@ -417,7 +469,9 @@ class Rtnl:
 
         Encoded by hand: pyroute2 encodes IFLA_INET_CONF as the flat array the kernel reports, but
         the kernel reads a set as nested attributes, one per setting."""
-        values = b"".join(_nla(key, struct.pack("=I", value)) for key, value in sorted(conf.items()))
+        values = b"".join(
+            _nla(key, struct.pack("=I", value & 0xFFFFFFFF)) for key, value in sorted(conf.items())
+        )
         spec = _nla(socket.AF_INET | NLA_F_NESTED, _nla(IFLA_INET_CONF | NLA_F_NESTED, values))
         ifinfo = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, index, 0, 0)
         self.request_raw(ifinfo + _nla(IFLA_AF_SPEC | NLA_F_NESTED, spec), RTM_NEWLINK, NLM_F_ACK)
@@ -440,11 +494,27 @@ class Rtnl:
         msg = ifaddrmsg()
         msg["index"] = index
         out = []
+        now = time.time()
         for m in self.request(msg, RTM_GETADDR, NLM_F_DUMP):
             if m["index"] != index:
                 continue
-            addr = m.get_attr("IFA_LOCAL") or m.get_attr("IFA_ADDRESS")
-            out.append(Address(f"{addr}/{m['prefixlen']}", m["scope"]))
+            local, address = m.get_attr("IFA_LOCAL"), m.get_attr("IFA_ADDRESS")
+            cache = m.get_attr("IFA_CACHEINFO")
+            valid = cache["ifa_valid"] if cache else INFINITY_LIFE_TIME
+            preferred = cache["ifa_preferred"] if cache else INFINITY_LIFE_TIME
+            flags = m.get_attr("IFA_FLAGS")
+            out.append(
+                Address(
+                    f"{local or address}/{m['prefixlen']}",
+                    m["scope"],
+                    broadcast=m.get_attr("IFA_BROADCAST") or "",
+                    label=m.get_attr("IFA_LABEL") or "",
+                    peer=address if local and address and address != local else "",
+                    flags=(m["flags"] if flags is None else flags) & IFA_F_SETTABLE,
+                    valid_until=0.0 if valid == INFINITY_LIFE_TIME else now + valid,
+                    preferred_until=0.0 if preferred == INFINITY_LIFE_TIME else now + preferred,
+                )
+            )
         return out
 
     def add_address(self, index: int, address: Address, *, replace: bool = False) -> None:
@@ -462,8 +532,32 @@ class Rtnl:
         msg["scope"] = address.scope
         # A claim's address is assigned by its owner: skip IPv6 duplicate detection so routes with
         # this source and the pod's first packets work at once (no "tentative" window).
-        msg["flags"] = IFA_F_NODAD if address.family == socket.AF_INET6 else 0
-        msg["attrs"] = [["IFA_LOCAL", str(iface.ip)], ["IFA_ADDRESS", str(iface.ip)]]
+        ifa_flags = address.flags | (IFA_F_NODAD if address.family == socket.AF_INET6 else 0)
+        msg["flags"] = ifa_flags & 0xFF
+        attrs: list[list[Any]] = [
+            ["IFA_LOCAL", str(iface.ip)],
+            ["IFA_ADDRESS", address.peer or str(iface.ip)],
+        ]
+        if ifa_flags > 0xFF:
+            attrs.append(["IFA_FLAGS", ifa_flags])
+        if address.broadcast:
+            attrs.append(["IFA_BROADCAST", address.broadcast])
+        if address.label:
+            attrs.append(["IFA_LABEL", address.label])
+        if address.valid_until or address.preferred_until:
+            now = time.time()
+            attrs.append(
+                [
+                    "IFA_CACHEINFO",
+                    {
+                        "ifa_preferred": _lifetime(address.preferred_until, now),
+                        "ifa_valid": _lifetime(address.valid_until, now),
+                        "cstamp": 0,
+                        "tstamp": 0,
+                    },
+                ]
+            )
+        msg["attrs"] = attrs
         self.request(msg, msg_type, flags | NLM_F_ACK)
 
     # ------------------------------------------------------------ routes
@@ -497,6 +591,7 @@ class Rtnl:
         msg["proto"] = r.protocol
         msg["scope"] = r.scope
         msg["type"] = r.type
+        msg["flags"] = r.flags
         attrs: list[list[Any]] = [["RTA_TABLE", r.table]]
         if net.prefixlen:
             attrs.append(["RTA_DST", str(net.network_address)])
@@ -508,6 +603,8 @@ class Rtnl:
             attrs.append(["RTA_OIF", r.oif])
         if r.priority is not None:
             attrs.append(["RTA_PRIORITY", r.priority])
+        if r.metrics:
+            attrs.append(["RTA_METRICS", {"attrs": [list(m) for m in r.metrics]}])
         msg["attrs"] = attrs
         self.request(msg, msg_type, flags | NLM_F_ACK)
 
@@ -586,6 +683,11 @@ class Rtnl:
         self.request(msg, msg_type, flags | NLM_F_ACK)
 
 
+def _lifetime(until: float, now: float) -> int:
+    """Seconds left until `until` (0 = forever) for IFA_CACHEINFO; at least 1."""
+    return INFINITY_LIFE_TIME if not until else max(1, int(until - now))
+
+
 def _nla(kind: int, payload: bytes) -> bytes:
     """One netlink attribute, padded to 4 bytes."""
     length = 4 + len(payload)
@@ -623,6 +725,7 @@ def _route(m: Any) -> Route | None:
     dst = m.get_attr("RTA_DST") or ("::" if family == socket.AF_INET6 else "0.0.0.0")
     mp = m.get_attr("RTA_MULTIPATH")
     oifs = tuple(nh["oif"] for nh in mp) if mp else ()
+    metrics = m.get_attr("RTA_METRICS")
     return Route(
         destination=f"{dst}/{m['dst_len']}",
         gateway=m.get_attr("RTA_GATEWAY"),
@@ -634,6 +737,8 @@ def _route(m: Any) -> Route | None:
         type=m["type"],
         priority=m.get_attr("RTA_PRIORITY"),
         multipath_oifs=oifs,
+        flags=m["flags"] & RTNH_F_ONLINK,
+        metrics=tuple((str(k), int(v)) for k, v in metrics["attrs"]) if metrics else (),
     )
 
 
@@ -691,31 +796,52 @@ class Ethtool:
         self._io.close()
 
     def features(self, ifname: str) -> dict[str, bool]:
+        return self.feature_states(ifname)[0]
+
+    def feature_states(self, ifname: str) -> tuple[dict[str, bool], frozenset[str]]:
+        """(every feature -> on, the fixed ones: those the driver cannot change)."""
         with self._lock:
             try:
                 self._io.change_ifname(ifname)
                 feats = self._io.get_features()
-                return {name: bool(feats[name]) for name in feats.keys() if name}
-            except OSError as exc:
-                raise NetlinkError(exc.errno or errno.EIO, f"ethtool get features: {exc}") from None
+            except (OSError, EthtoolError) as exc:
+                raise NetlinkError(
+                    getattr(exc, "errno", None) or errno.EOPNOTSUPP, f"ethtool get features: {exc}"
+                ) from None
+            names = [name for name in feats.keys() if name]
+            return (
+                {name: bool(feats[name]) for name in names},
+                frozenset(name for name in names if not feats.is_available(name)),
+            )
 
     def set_features(self, ifname: str, wanted: dict[str, bool]) -> None:
-        """Set features by kernel name; raises NetlinkError(EINVAL) for an unknown or fixed one."""
+        """Set features by kernel name, only those that differ (asking a driver to "change" a fixed
+        feature to its own value is refused too). NetlinkError: EINVAL for an unknown feature,
+        EOPNOTSUPP for a fixed one or one the driver did not apply."""
         with self._lock:
             try:
                 self._io.change_ifname(ifname)
                 feats = self._io.get_features()
+                changes = 0
                 for name, on in wanted.items():
                     if name not in feats:
                         raise NetlinkError(errno.EINVAL, f"ethtool: {ifname} has no feature {name!r}")
-                    if bool(feats[name]) != on and not feats.is_available(name):
+                    if bool(feats[name]) == on:
+                        continue
+                    if not feats.is_available(name):
                         raise NetlinkError(
                             errno.EOPNOTSUPP, f"ethtool: feature {name!r} is fixed on {ifname}"
                         )
                     feats[name] = on
-                self._io.set_features(feats)
+                    changes += 1
+                if changes:
+                    self._io.set_features(feats)
             except NetlinkError:
                 raise
+            except EthtoolError:
+                raise NetlinkError(
+                    errno.EOPNOTSUPP, f"ethtool: {ifname} did not apply every feature of {sorted(wanted)}"
+                ) from None
             except OSError as exc:
                 raise NetlinkError(exc.errno or errno.EIO, f"ethtool set features: {exc}") from None
 

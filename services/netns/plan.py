@@ -52,6 +52,7 @@ class Plan:
     features: dict[str, bool] = field(default_factory=dict)  # kernel ethtool names, set by snapshot
     addresses: tuple[Address, ...] = ()  # the host's, as snapshotted
     routes: tuple[Route, ...] = ()  # through the link, as snapshotted
+    master_name: str = ""  # the link's bridge or bond on the host
 
 
 @dataclass(frozen=True)
@@ -108,10 +109,12 @@ def plan(
     allowed: Allowed,
     existing: Existing,
     addresses_of: Callable[[int], Sequence[Address]],
+    pod_names: Collection[str] = (),
 ) -> list[Plan]:
-    """One Plan per device, in order; BusError on the first problem, before any change."""
+    """One Plan per device, in order; BusError on the first problem, before any change.
+    pod_names: the names of the links in the pod netns now."""
     plans: list[Plan] = []
-    pod_names: set[str] = set()
+    taken: set[str] = set()
     for i, d in enumerate(devices):
         device, ifname = str(d["device"]), str(d["ifname"])
         path = f"devices[{i}]"
@@ -121,14 +124,21 @@ def plan(
             raise _config_error(path, err) from None
         entry = existing(device, ifname, d)
         pod_ifname = effective_interface_name(cfg, ifname)
-        if pod_ifname in pod_names:
+        if pod_ifname in taken:
             raise BusError("invalid_config", f"{path}: pod interface name {pod_ifname!r} is used twice")
-        pod_names.add(pod_ifname)
+        taken.add(pod_ifname)
         claim_uid = str(d.get("claim_uid") or "")
         raw = d.get("config") or {}
         if entry is not None:
             plans.append(Plan(device, ifname, claim_uid, raw, cfg, pod_ifname, entry.host.link, entry))
             continue
+        if pod_ifname in pod_names:
+            # The kernel would move the link and then refuse the name: refuse before the move.
+            raise BusError(
+                "invalid_config",
+                f"{path}.config.interface.name: the pod's network namespace already has an interface "
+                f"named {pod_ifname!r} (e.g. the CNI's eth0); choose another interface.name",
+            )
         link = check_host_link(path, ifname, cfg, pod_ifname, host, allowed)
         # One dump each, shared by the checks and the snapshot.
         addresses = snapshot_addresses(addresses_of(link.index))
@@ -144,6 +154,7 @@ def plan(
                 link,
                 addresses=addresses,
                 routes=snapshot_routes(r for r in host.routes if r.oif == link.index),
+                master_name=next((m.name for m in host.links if link.master and m.index == link.master), ""),
             )
         )
     return plans

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from dranet.services.netns import rdma
@@ -29,6 +30,7 @@ from dranet.services.netns.netlink import (
     IPV4_DEVCONF_FORWARDING,
     RT_TABLE_MAIN,
     Address,
+    DevConf,
     Link,
     LinkChange,
     Neighbor,
@@ -55,11 +57,8 @@ def snapshot(host: Netns, plan: Plan) -> HostSnapshot:
     pflags: dict[str, bool] = {}
     eth = plan.cfg.ethtool
     if eth is not None and eth.features:
-        current = host.ethtool.features(link.name)
-        try:
-            plan.features = expand_ethtool_features(eth.features, current)
-        except RequestError as err:
-            raise RequestError(err.code, f"config.{err.field}", err.reason) from None
+        current, fixed = host.ethtool.feature_states(link.name)
+        plan.features = ethtool_changes(eth.features, current, fixed)
         features = {k: current[k] for k in plan.features}
     if eth is not None and eth.private_flags:
         current_p = host.ethtool.private_flags(link.name)
@@ -77,7 +76,34 @@ def snapshot(host: Netns, plan: Plan) -> HostSnapshot:
         neighbors=neighbors,
         ethtool_features=features,
         ethtool_private_flags=pflags,
+        devconf=host.rtnl.devconf(link.index) or DevConf(),
+        master_name=plan.master_name,
     )
+
+
+def ethtool_changes(
+    wanted: Mapping[str, bool], current: Mapping[str, bool], fixed: frozenset[str]
+) -> dict[str, bool]:
+    """The kernel features to set for a claim's `ethtool.features` (aliases and globs expanded),
+    leaving out those already as asked. RequestError (before any change) for a name the device
+    lacks, or one its driver cannot change: a fixed feature fails the attach half-way otherwise.
+    An alias that covers several features needs only one of them changeable (as `ethtool -K`)."""
+    out: dict[str, bool] = {}
+    for key, on in wanted.items():
+        try:
+            names = expand_ethtool_features({key: on}, current)
+        except RequestError as err:
+            raise RequestError(err.code, f"config.{err.field}", err.reason) from None
+        blocked = sorted(n for n in names if current[n] != on and n in fixed)
+        if blocked and len(blocked) == len(names):
+            state = "on" if current[blocked[0]] else "off"
+            raise RequestError(
+                "invalid_config",
+                f"config.ethtool.features.{key}",
+                f"{', '.join(blocked)} cannot be changed on this device (fixed {state} by its driver)",
+            )
+        out.update({n: on for n in names if n not in blocked})
+    return out
 
 
 def configure(
@@ -132,7 +158,10 @@ def configure(
     vrf = iface.vrf
     if vrf is not None:
         run("vrf", lambda: enslave_vrf(pod, link, vrf.name, vrf.table))
-    addresses = [Address(a) for a in iface.addresses] if iface.addresses else list(snap.addresses)
+    if iface.addresses:
+        addresses = [Address(a) for a in iface.addresses]
+    else:  # the host's, labels renamed with the link ("eth1:web" -> "net1:web")
+        addresses = [relabel(a, snap.link.name, plan.pod_ifname) for a in snap.addresses]
     run("addresses", lambda: [pod.rtnl.add_address(link.index, a) for a in addresses])
     run("up", lambda: pod.rtnl.set_link(link.index, LinkChange(up=True)))
     routes = [pod_route(r, cfg, link.index) for r in cfg.routes]
@@ -159,6 +188,7 @@ def configure(
         hardware_address=link.mac,
         ips=tuple(a.cidr for a in addresses),
         char_devices=char_devs,
+        pod_ifindex=link.index,
     )
 
 
@@ -218,7 +248,16 @@ def moved_route(r: Route, oif: int, vrf_table: int | None) -> Route:
         scope=r.scope,
         protocol=r.protocol,
         priority=r.priority,
+        flags=r.flags,
+        metrics=r.metrics,
     )
+
+
+def relabel(address: Address, old: str, new: str) -> Address:
+    """The address with its label following a rename (a label starts with its link's name)."""
+    if not address.label.startswith(old) or old == new:
+        return address
+    return replace(address, label=(new + address.label[len(old) :])[:15])
 
 
 def pod_rule(r: Any) -> Rule:

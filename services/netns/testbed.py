@@ -73,6 +73,12 @@ class Testbed:
             ip("link", "set", peer, "up", ns=self.wire)
         return name
 
+    def add_uplink(self, name: str) -> str:
+        """A NIC carrying the node's default route (the worker must never move it)."""
+        self.add_nic(name, addresses=("192.168.77.2/24",))
+        ip("route", "add", "default", "via", "192.168.77.1", ns=self.node)
+        return name
+
     def add_macvlan(self, name: str, bridge: str) -> str:
         """A macvlan NIC on a bridge in the node netns (the bridge has a veth member so it is up)."""
         if not self._exists(bridge):

@@ -49,6 +49,13 @@ ATTACH_SECONDS = metrics.histogram(
     "dranet_netns_attach_device_seconds", "Time to attach one device, by outcome", ("outcome",)
 )
 OPS_TOTAL = metrics.counter("dranet_netns_operations_total", "Attach/detach outcomes", ("op", "outcome"))
+RESTORE_INCOMPLETE = metrics.counter(
+    "dranet_netns_restore_incomplete_total",
+    "Devices given back to the host with some of their settings not restored",
+    ("reason",),
+)
+RETRY_MAX = 300.0  # seconds between attempts to restore a device that keeps failing
+RELEASE_COMMAND = "dranet netns-release --pod-uid {pod_uid} --device {device}"
 
 __all__ = ["Allowed", "Hook", "NetnsWorker", "StepError"]
 
@@ -83,6 +90,7 @@ class NetnsWorker:
         self.hostns.rtnl  # noqa: B018 - opened now, in our netns, not lazily from another thread
         self.ledger = Ledger(Path(state_dir) / "netns" / "journal")
         self._per_device = 0.05  # running estimate of one device's attach time (s), for deadlines
+        self._retry: dict[tuple[str, str], tuple[float, float]] = {}  # key -> (next attempt, delay)
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
 
@@ -126,6 +134,7 @@ class NetnsWorker:
             ),
             "list": lambda body, ctx: self.attachments(live=True),
             "netns_alive": lambda body, ctx: self.alive_netns(body["netns"]),
+            "release": lambda body, ctx: self.release(body["pod_uid"], body["device"]),
         }
 
     def alive_netns(self, paths: Sequence[str]) -> dict[str, Any]:
@@ -179,12 +188,16 @@ class NetnsWorker:
         self, pod_uid: str, pod: Netns, devices: Sequence[Mapping[str, Any]], deadline: float | None
     ) -> dict[str, Any]:
         host = HostView.of(self.hostns.rtnl.links(), self.hostns.rtnl.routes())
+        pod_links = pod.rtnl.links()
+        # The pod's links before the attach: a rollback may search only the others for ours.
+        known = frozenset(link.index for link in pod_links)
         plans = plan(
             devices,
             host,
             self._allowed,
             lambda device, ifname, d: self._existing(pod_uid, device, ifname, pod, d),
             self.hostns.rtnl.addresses,
+            pod_names={n for link in pod_links for n in (link.name, *link.alt_names)},
         )
         todo = [p for p in plans if p.existing is None]
         # Every snapshot is taken and journaled (one durable write for the pod) before the first
@@ -214,7 +227,7 @@ class NetnsWorker:
                         dev_root=self.dev_root,
                     )
                 except BaseException as exc:
-                    self._undo(entry, pod, reason="rollback")
+                    self._undo(entry, pod, reason="rollback", known=known)
                     raise as_bus_error(exc, p.device, step="configure") from None
                 elapsed = time.monotonic() - began
                 self._per_device = 0.8 * self._per_device + 0.2 * elapsed
@@ -248,6 +261,14 @@ class NetnsWorker:
         """The entry when (pod, device) is already attached as asked; conflicts raise BusError.
         Attached differently (or its old sandbox is gone): given back to the host first, then None."""
         other = self.ledger.held_by_other_pod(pod_uid, device, ifname)
+        if other is not None and other.phase == DETACHING:
+            command = RELEASE_COMMAND.format(pod_uid=other.pod_uid, device=other.device)
+            raise BusError(
+                "conflict",
+                f"{device} ({ifname}) is still held for pod {other.pod_uid}: giving it back to the host "
+                "failed and is retried (see the worker's log); once the interface is back on the "
+                f"node, release it with `{command}`",
+            )
         if other is not None:
             raise BusError(
                 "conflict", f"{device} ({ifname}) is attached to pod {other.pod_uid}; detach it there first"
@@ -355,17 +376,27 @@ class NetnsWorker:
         reason: str,
         strict: bool = False,
         forget: bool = True,
+        known: frozenset[int] = frozenset(),
     ) -> bool:
         """Put the interface back on the host as snapshotted, wherever it is now; drop the entry.
 
-        strict: raise BusError when the restore failed (the entry is kept for a retry).
-        forget=False: leave dropping the entry to the caller (who batches it); True when restored."""
+        The entry is kept (for a retry) only when the device could not be moved out of the pod
+        netns; a device back on the host with some settings not restored is released and reported.
+        strict: raise BusError when the entry is kept. forget=False: leave dropping the entry to
+        the caller (who batches it). known: the pod's link indexes before a failed attach."""
         try:
             if entry.phase != DETACHING:
                 entry = entry.with_phase(DETACHING)
                 self.ledger.write(entry)
-            restore(self.hostns, entry, pod or self._reopen(entry))
-        except (OSError, StepError) as exc:
+            outcome = restore(
+                self.hostns,
+                entry,
+                pod or self._reopen(entry),
+                known=known,
+                allowed=self._allowed,
+                hook=self._hook,
+            )
+        except Exception as exc:
             log.error(
                 "restore failed: %s",
                 exc,
@@ -374,12 +405,53 @@ class NetnsWorker:
             if strict:
                 raise as_bus_error(exc) from None
             return False
+        self._retry.pop(entry.key, None)
         if forget:
             self.ledger.forget([entry])
-        log.info("restored", extra={"pod_uid": entry.pod_uid, "device": entry.device, "reason": reason})
-        if reason != "rollback":
-            self._notify_entry(entry, "detached")
+        extra = {"pod_uid": entry.pod_uid, "device": entry.device, "reason": reason}
+        if not outcome.found:
+            log.warning("device not found anywhere; assuming its netns took it", extra=extra)
+        if outcome.problems:
+            self._report_incomplete(entry, outcome.problems, reason)
+        else:
+            log.info("restored", extra=extra)
+            if reason != "rollback":
+                self._notify_entry(entry, "detached")
         return True
+
+    def _report_incomplete(self, entry: JournalEntry, problems: Sequence[str], reason: str) -> None:
+        """A device back on the host without all of its settings: a metric, a warning, and (except
+        in a rollback, which reports its own failure) the claim's status through `attachments`."""
+        message = (
+            f"{entry.device} is back on the host as {entry.host.link.name}, but not all of it was "
+            f"restored: {'; '.join(problems)}"
+        )
+        RESTORE_INCOMPLETE.labels(reason=reason).inc()
+        log.warning(message, extra={"pod_uid": entry.pod_uid, "device": entry.device, "reason": reason})
+        if reason != "rollback":
+            error = BusError("restore_incomplete", message)
+            self._notify(entry.pod_uid, entry.device, entry.claim_uid, "restore_incomplete", error=error)
+
+    def release(self, pod_uid: str, device: str) -> dict[str, Any]:
+        """The operator's way out for a device whose restore keeps failing: forget the attachment
+        without touching the kernel (the operator has put the interface back, or given it up)."""
+        try:
+            check_pod_uid(pod_uid)
+            check_device_name(device, "device")
+        except RequestError as err:
+            raise as_bus_error(err) from None
+        with self.ledger.pod_lock(pod_uid):
+            entry = self.ledger.get((pod_uid, device))
+            if entry is None:
+                return {"released": []}
+            self.ledger.forget([entry])
+            self._retry.pop(entry.key, None)
+            self.ledger.release_unused()
+        log.warning(
+            "released by the operator without a restore", extra={"pod_uid": pod_uid, "device": device}
+        )
+        self._notify_entry(entry, "detached")
+        return {"released": [device]}
 
     # ------------------------------------------------------------ reconcile and watch
     def reconcile(self) -> None:
@@ -413,13 +485,21 @@ class NetnsWorker:
 
     def check_pods(self) -> None:
         """One watch pass: restore the devices of pods whose netns file is gone."""
-        gone = [e for e in self.ledger.entries() if netns_id(e.netns) != e.netns_id]
+        now = time.monotonic()
+        gone = [
+            e
+            for e in self.ledger.entries()
+            if netns_id(e.netns) != e.netns_id and self._retry.get(e.key, (0.0, 0.0))[0] <= now
+        ]
         for entry in gone:
             log.info("pod netns gone; restoring", extra={"pod_uid": entry.pod_uid, "netns": entry.netns})
             with self.ledger.pod_lock(entry.pod_uid):
                 current = self.ledger.get(entry.key)
                 if current is not None and current.netns_id == entry.netns_id:
-                    self._undo(current, None, reason="netns-gone")
+                    if not self._undo(current, None, reason="netns-gone"):
+                        # Retried with a growing delay, not logged every pass.
+                        delay = min(RETRY_MAX, 2 * self._retry.get(entry.key, (0.0, 0.5))[1])
+                        self._retry[entry.key] = (time.monotonic() + delay, delay)
         if gone:
             self.ledger.release_unused()
 

@@ -21,8 +21,7 @@ pytestmark = pytest.mark.kernel
 def tb() -> Iterator[Testbed]:
     bed = Testbed("tnw")
     try:
-        bed.add_nic("tnwup0", addresses=("192.168.77.2/24",))
-        ip("route", "add", "default", "via", "192.168.77.1", ns=bed.node)
+        bed.add_uplink("tnwup0")
         yield bed
     finally:
         bed.close()

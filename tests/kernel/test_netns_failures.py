@@ -46,8 +46,7 @@ class Boom:
 def tb() -> Iterator[Testbed]:
     bed = Testbed("tnw")
     try:
-        bed.add_nic("tnwup0", addresses=("192.168.77.2/24",))
-        ip("route", "add", "default", "via", "192.168.77.1", ns=bed.node)
+        bed.add_uplink("tnwup0")
         bed.add_nic("tnwa0", addresses=("10.1.0.2/24", "fd00:1::2/64"), mtu=1450)
         bed.add_nic("tnwa1", addresses=("10.2.0.2/24",))
         ip("route", "add", "10.50.0.0/16", "via", "10.1.0.1", ns=bed.node)

@@ -1,0 +1,348 @@
+"""Restore is complete and never touches the wrong device; a name clash never loses a NIC.
+
+Real kernel, namespaces made here: a NIC comes back with everything it had on the host (addresses
+with their attributes, routes with metrics and flags, rules, permanent neighbours, per-device
+sysctls, its bridge master); a restore that cannot complete still returns the NIC up and reports
+it; a device is found by identity, never by MAC alone.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dranet.services.netns.testbed import Testbed, ip, ip_json
+from dranet.services.netns.worker import NetnsWorker
+
+from dranet.bus import BusError
+from dranet.observability import metrics
+
+pytestmark = pytest.mark.kernel
+
+
+class Hook:
+    """Fails the named step (OSError), or runs `action` there first."""
+
+    def __init__(self) -> None:
+        self.fail: str | None = None
+        self.action: Any = None
+        self.at: str | None = None
+
+    def __call__(self, step: str, device: str) -> None:
+        if step == self.at and self.action is not None:
+            self.action()
+        if step == self.fail:
+            raise OSError(errno.EIO, f"injected failure at {step}")
+
+
+@pytest.fixture
+def tb() -> Iterator[Testbed]:
+    bed = Testbed("tnr")
+    try:
+        bed.add_uplink("tnrup0")
+        yield bed
+    finally:
+        bed.close()
+
+
+@pytest.fixture
+def hook() -> Hook:
+    return Hook()
+
+
+@pytest.fixture
+def worker(tb: Testbed, tmp_path: Path, hook: Hook) -> Iterator[NetnsWorker]:
+    events: list[dict] = []
+    w = NetnsWorker(tmp_path, host_netns=tb.node_path, hook=hook, publish=lambda _t, b: events.append(b))
+    w.events = events  # type: ignore[attr-defined]
+    w.start(watch_interval=0)
+    try:
+        yield w
+    finally:
+        w.close()
+
+
+def sysctl(ns: str, *keys: str) -> list[str]:
+    return ip("netns", "exec", ns, "cat", *(f"/proc/sys/net/{k}" for k in keys)).split()
+
+
+def full_view(tb: Testbed, name: str, ns: str | None = None) -> dict[str, Any]:
+    """Everything restore must bring back, as iproute2 reports it."""
+    ns = ns or tb.node
+    link = tb.link(name, ns=ns)
+    assert link is not None, f"{name} is not in {ns}"
+    addrs = []
+    for a in ip_json("addr", "show", "dev", name, ns=ns)[0]["addr_info"]:
+        if a["family"] == "inet6" and a.get("scope") == "link":
+            continue
+        addrs.append(
+            (
+                a["local"],
+                a["prefixlen"],
+                a.get("broadcast"),
+                a.get("label"),
+                a.get("address"),
+                a.get("valid_life_time", 0) > 10**9,  # forever or not (the count goes down)
+                a.get("preferred_life_time", 0) > 10**9,
+                a.get("noprefixroute", False),
+            )
+        )
+    routes = []
+    for fam in ("-4", "-6"):
+        for r in ip_json(fam, "-d", "route", "show", "table", "all", ns=ns):
+            if r.get("dev") != name or r.get("type", "unicast") != "unicast":
+                continue
+            if str(r.get("dst", "")).startswith("fe80") or r.get("table") == "local":
+                continue
+            routes.append(
+                (
+                    r.get("dst"),
+                    r.get("gateway"),
+                    r.get("table", "main"),
+                    r.get("metric"),
+                    tuple(r.get("flags", [])),
+                    str(r.get("metrics", "")),
+                    r.get("protocol"),
+                    r.get("scope"),
+                )
+            )
+    neigh = sorted(
+        (n["dst"], n.get("lladdr"), tuple(n.get("state", [])))
+        for n in ip_json("neigh", "show", "dev", name, ns=ns)
+        if "PERMANENT" in n.get("state", [])
+    )
+    return {
+        "mtu": link["mtu"],
+        "mac": link["address"],
+        "up": "UP" in link["flags"],
+        "master": link.get("master"),
+        "addrs": sorted(addrs, key=str),
+        "routes": sorted(routes, key=str),
+        "neigh": neigh,
+        "sysctl": sysctl(
+            ns,
+            f"ipv4/conf/{name}/arp_ignore",
+            f"ipv4/conf/{name}/rp_filter",
+            f"ipv4/conf/{name}/proxy_arp",
+            f"ipv6/conf/{name}/accept_ra",
+            f"ipv6/conf/{name}/hop_limit",
+        ),
+    }
+
+
+def rules(ns: str) -> list[tuple]:
+    return sorted((r.get("priority"), r.get("src"), r.get("table")) for r in ip_json("rule", "show", ns=ns))
+
+
+def test_restore_brings_back_everything(tb: Testbed, worker: NetnsWorker) -> None:
+    tb.add_nic("tnra0", addresses=())
+    n = tb.node
+    ip("addr", "add", "10.1.0.2/24", "brd", "10.1.0.255", "label", "tnra0:web", "dev", "tnra0", ns=n)
+    ip("addr", "add", "10.5.0.1", "peer", "10.5.0.2/32", "dev", "tnra0", ns=n)
+    ip("addr", "add", "10.6.0.1/24", "dev", "tnra0", "valid_lft", "3600", "preferred_lft", "1800", ns=n)
+    ip("addr", "add", "10.7.0.1/24", "dev", "tnra0", "noprefixroute", ns=n)
+    ip("addr", "add", "fd00:1::2/64", "dev", "tnra0", "nodad", ns=n)
+    ip("route", "add", "10.50.0.0/16", "via", "10.1.0.1", "metric", "50", "mtu", "1400", ns=n)
+    ip("route", "add", "10.60.0.0/16", "via", "10.200.0.1", "dev", "tnra0", "onlink", ns=n)
+    ip("route", "add", "10.70.0.0/16", "via", "10.1.0.1", "table", "100", ns=n)
+    ip("route", "add", "10.7.0.0/24", "dev", "tnra0", "metric", "7", "proto", "static", ns=n)
+    ip("rule", "add", "from", "10.1.0.0/24", "table", "100", "priority", "1000", ns=n)
+    ip("neigh", "add", "10.1.0.9", "lladdr", "02:00:00:00:00:09", "dev", "tnra0", "nud", "permanent", ns=n)
+    for key, value in (
+        ("ipv4/conf/tnra0/arp_ignore", "2"),
+        ("ipv4/conf/tnra0/rp_filter", "2"),
+        ("ipv4/conf/tnra0/proxy_arp", "1"),
+        ("ipv6/conf/tnra0/accept_ra", "0"),
+        ("ipv6/conf/tnra0/hop_limit", "33"),
+    ):
+        ip("netns", "exec", n, "sh", "-c", f"echo {value} > /proc/sys/net/{key}")
+    before, rules_before = full_view(tb, "tnra0"), rules(n)
+    pod = tb.add_netns()
+    worker.attach("pod-r", f"/run/netns/{pod}", [{"device": "r0", "ifname": "tnra0", "config": {}}])
+    # Inherited: the pod sees the host's addresses (attributes kept) and routes (onlink kept).
+    inpod = full_view(tb, "tnra0", ns=pod)
+    assert inpod["addrs"] == before["addrs"]
+    assert ("10.60.0.0/16", "10.200.0.1") in {(r[0], r[1]) for r in inpod["routes"]}
+    worker.detach("pod-r")
+    after = full_view(tb, "tnra0")
+    assert after == before
+    assert rules(n) == rules_before
+
+
+def test_bridge_master_restored(tb: Testbed, worker: NetnsWorker) -> None:
+    tb.add_nic("tnrb0")
+    ip("link", "add", "tnrbr0", "type", "bridge", ns=tb.node)
+    ip("link", "set", "tnrbr0", "up", ns=tb.node)
+    ip("link", "set", "tnrb0", "master", "tnrbr0", ns=tb.node)
+    before = full_view(tb, "tnrb0")
+    assert before["master"] == "tnrbr0"
+    pod = tb.add_netns()
+    worker.attach("pod-b", f"/run/netns/{pod}", [{"device": "b0", "ifname": "tnrb0", "config": {}}])
+    assert tb.link("tnrb0", ns=pod)
+    worker.detach("pod-b")
+    assert full_view(tb, "tnrb0") == before
+
+
+def test_fixed_ethtool_feature_refused_before_any_change(tb: Testbed, worker: NetnsWorker) -> None:
+    """veth cannot change rx-lro ("lro"): asking to turn it on is refused up front; the NIC stays
+    on the host, up, with its addresses (it used to come back down, empty, stuck in `detaching`)."""
+    tb.add_nic("tnre0", addresses=("10.1.0.2/24",))
+    before = full_view(tb, "tnre0")
+    pod = tb.add_netns()
+    with pytest.raises(BusError) as err:
+        worker.attach(
+            "pod-e",
+            f"/run/netns/{pod}",
+            [{"device": "e0", "ifname": "tnre0", "config": {"ethtool": {"features": {"lro": True}}}}],
+        )
+    assert err.value.code == "invalid_config"
+    assert "ethtool.features.lro" in err.value.message and "cannot be changed" in err.value.message
+    assert full_view(tb, "tnre0") == before
+    assert worker.attachments() == {"attachments": []}
+    assert list(worker.journal.dir.glob("*.json")) == []
+
+
+def test_fixed_ethtool_feature_at_its_value_attaches_and_restores(tb: Testbed, worker: NetnsWorker) -> None:
+    tb.add_nic("tnrf0", addresses=("10.1.0.2/24",))
+    before = full_view(tb, "tnrf0")
+    pod = tb.add_netns()
+    cfg = {"ethtool": {"features": {"lro": False, "tx-checksum-ip-generic": False}}}
+    worker.attach("pod-f", f"/run/netns/{pod}", [{"device": "f0", "ifname": "tnrf0", "config": cfg}])
+    assert worker.detach("pod-f") == {"released": ["f0"]}
+    assert full_view(tb, "tnrf0") == before
+
+
+def _incomplete() -> float:
+    """dranet_netns_restore_incomplete_total, summed over its labels, from the exposition text."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.render().splitlines()
+        if line.startswith("dranet_netns_restore_incomplete_total")
+    )
+
+
+def test_restore_that_cannot_complete_returns_the_nic_up_and_reports(
+    tb: Testbed, worker: NetnsWorker, hook: Hook
+) -> None:
+    tb.add_nic("tnrg0", addresses=("10.1.0.2/24",))
+    ip("route", "add", "10.50.0.0/16", "via", "10.1.0.1", ns=tb.node)
+    ip("route", "add", "10.70.0.0/16", "via", "10.1.0.1", "table", "100", ns=tb.node)
+    ip("rule", "add", "from", "10.1.0.0/24", "table", "100", "priority", "1000", ns=tb.node)
+    before = full_view(tb, "tnrg0")
+    pod = tb.add_netns()
+    worker.attach("pod-g", f"/run/netns/{pod}", [{"device": "g0", "ifname": "tnrg0", "config": {}}])
+    count = _incomplete()
+    hook.fail = "restore-rules"
+    assert worker.detach("pod-g") == {"released": ["g0"]}
+    # Everything but the rules is back: up, addresses, routes.
+    assert full_view(tb, "tnrg0") == before
+    assert worker.attachments() == {"attachments": []}
+    last = worker.events[-1]  # type: ignore[attr-defined]
+    assert last["state"] == "restore_incomplete" and last["error"]["code"] == "restore_incomplete"
+    assert "restore-rules" in last["error"]["message"] and "back on the host" in last["error"]["message"]
+    assert _incomplete() == count + 1
+    # The device is not blocked: the next claim of it proceeds.
+    hook.fail = None
+    pod2 = tb.add_netns()
+    worker.attach("pod-g2", f"/run/netns/{pod2}", [{"device": "g0", "ifname": "tnrg0", "config": {}}])
+    worker.detach("pod-g2")
+
+
+def test_a_sibling_with_the_same_mac_is_never_touched(tb: Testbed, tmp_path: Path) -> None:
+    """VLAN siblings share their parent's MAC (no VLAN here: two veths with one MAC). The attached
+    one dies with its pod netns while no worker runs; reconcile must not take the other for it."""
+    tb.add_nic("tnrm0", addresses=("10.1.0.2/24",), mtu=1450)
+    tb.add_nic("tnrm1", addresses=("10.2.0.2/24",))
+    mac = tb.link("tnrm0")["address"]  # type: ignore[index]
+    ip("link", "set", "tnrm1", "address", mac, ns=tb.node)
+    sibling = full_view(tb, "tnrm1")
+    pod = tb.add_netns()
+    w = NetnsWorker(tmp_path, host_netns=tb.node_path)
+    try:
+        w.attach(
+            "pod-m",
+            f"/run/netns/{pod}",
+            [{"device": "m0", "ifname": "tnrm0", "config": {"interface": {"name": "eth0", "mtu": 1300}}}],
+        )
+    finally:
+        w.close()
+    tb.del_netns(pod)  # the veth dies with it
+    w = NetnsWorker(tmp_path, host_netns=tb.node_path)
+    try:
+        w.start(watch_interval=0)
+        assert full_view(tb, "tnrm1") == sibling
+        assert w.attachments() == {"attachments": []}
+    finally:
+        w.close()
+
+
+def test_name_clash_in_the_pod_is_refused_before_the_move(tb: Testbed, worker: NetnsWorker) -> None:
+    tb.add_nic("tnrc0", addresses=("10.4.0.2/24",))
+    before = full_view(tb, "tnrc0")
+    pod = tb.add_netns()
+    ip("link", "add", "eth0", "type", "veth", "peer", "name", "cni0", ns=pod)  # the CNI's eth0
+    with pytest.raises(BusError) as err:
+        worker.attach(
+            "pod-c",
+            f"/run/netns/{pod}",
+            [{"device": "c0", "ifname": "tnrc0", "config": {"interface": {"name": "eth0"}}}],
+        )
+    assert err.value.code == "invalid_config"
+    assert "interface.name" in err.value.message and "eth0" in err.value.message
+    assert full_view(tb, "tnrc0") == before
+    assert tb.link("cni0", ns=pod) is not None and tb.link("eth0", ns=pod) is not None
+    assert worker.attachments() == {"attachments": []}
+
+
+def test_rollback_finds_the_device_by_identity(tb: Testbed, worker: NetnsWorker, hook: Hook) -> None:
+    """After the move the device is not where the worker assumed (another name, another index):
+    rollback still finds it in the pod netns and brings it back."""
+    tb.add_nic("tnri0", addresses=("10.5.0.2/24",))
+    before = full_view(tb, "tnri0")
+    index = tb.link("tnri0")["ifindex"]  # type: ignore[index]
+    pod = tb.add_netns()
+    # Something else holds the host index in the pod netns, so the NIC gets a new index there.
+    ip("link", "add", "other0", "index", str(index), "type", "veth", "peer", "name", "other1", ns=pod)
+    hook.at, hook.fail = "lookup", "lookup"
+    hook.action = lambda: ip("link", "set", "net1", "name", "zz9", ns=pod)
+    with pytest.raises(BusError):
+        worker.attach(
+            "pod-i",
+            f"/run/netns/{pod}",
+            [{"device": "i0", "ifname": "tnri0", "config": {"interface": {"name": "net1"}}}],
+        )
+    assert full_view(tb, "tnri0") == before
+    assert tb.link("zz9", ns=pod) is None and tb.link("other0", ns=pod) is not None
+    assert worker.attachments() == {"attachments": []}
+
+
+def test_a_device_that_cannot_leave_the_pod_names_the_release_command(
+    tb: Testbed, worker: NetnsWorker, hook: Hook
+) -> None:
+    tb.add_nic("tnrx0", addresses=("10.6.0.2/24",))
+    before = full_view(tb, "tnrx0")
+    pod, pod2 = tb.add_netns(), tb.add_netns()
+    req = [{"device": "x0", "ifname": "tnrx0", "config": {"interface": {"name": "net1"}}}]
+    worker.attach("pod-x", f"/run/netns/{pod}", req)
+    hook.fail = "move-back"
+    with pytest.raises(BusError) as err:
+        worker.detach("pod-x")
+    assert err.value.code == "kernel_error" and "move-back" in err.value.message
+    hook.fail = None
+    with pytest.raises(BusError) as err:
+        worker.attach("pod-y", f"/run/netns/{pod2}", req)
+    assert err.value.code == "conflict"
+    assert "dranet netns-release --pod-uid pod-x --device x0" in err.value.message
+    # The operator puts the interface back by hand, then releases it; the next claim proceeds.
+    ip("link", "set", "net1", "netns", tb.node, "name", "tnrx0", ns=pod)
+    assert "release" in worker.handlers()
+    assert worker.release("pod-x", "x0") == {"released": ["x0"]}
+    assert worker.release("pod-x", "x0") == {"released": []}
+    assert worker.events[-1]["state"] == "detached"  # type: ignore[attr-defined]
+    worker.attach("pod-y", f"/run/netns/{pod2}", req)
+    worker.detach("pod-y")
+    after = full_view(tb, "tnrx0")  # as the operator left it (the hand-made move dropped its address)
+    assert (after["mtu"], after["mac"]) == (before["mtu"], before["mac"])
