@@ -178,13 +178,28 @@ def check_host_link(
         )
     if link.kind == "vrf" or link.index == 1 or ifname == "lo":
         raise BusError("not_allowed", f"{path}.ifname: {ifname!r} cannot be moved into a pod")
-    if cfg.interface.forwarding is not None and not proc_sys_writable():
-        raise BusError(
-            "not_allowed",
-            f"{path}.config.interface.forwarding: IPv6 forwarding is set through "
-            f"/proc/sys/net/ipv6/conf/{pod_ifname}/forwarding, and {READ_ONLY_PROC_SYS}",
-        )
+    check_proc_sys(path, cfg, pod_ifname)
     return link
+
+
+def check_proc_sys(path: str, cfg: NetworkConfig, pod_ifname: str) -> None:
+    """Refuse, before any change, what only /proc/sys can set when it is read-only here."""
+    needs: list[tuple[str, str]] = []
+    if cfg.interface.forwarding is not None:
+        needs.append(
+            ("forwarding", f"IPv6 forwarding is set through /proc/sys/net/ipv6/conf/{pod_ifname}/forwarding")
+        )
+    if cfg.interface.vrf is not None:
+        needs.append(
+            (
+                "vrf",
+                "a VRF needs net.ipv4.tcp_l3mdev_accept and udp_l3mdev_accept set in the pod's netns "
+                "(sockets outside the VRF would not reach it otherwise), through /proc/sys",
+            )
+        )
+    if needs and not proc_sys_writable():
+        field, why = needs[0]
+        raise BusError("not_allowed", f"{path}.config.interface.{field}: {why}, and {READ_ONLY_PROC_SYS}")
 
 
 def check_config(path: str, cfg: NetworkConfig, host_addresses: Sequence[Address]) -> None:

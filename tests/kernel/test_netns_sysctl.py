@@ -1,5 +1,5 @@
 """Per-device IPv4 settings over netlink, and a read-only /proc/sys (as containerd mounts it in a
-non-privileged container): IPv4 settings still apply, IPv6 forwarding is refused with the reason."""
+non-privileged container): IPv4 settings still apply; IPv6 forwarding and VRF are refused with the reason."""
 
 from __future__ import annotations
 
@@ -113,6 +113,16 @@ def test_read_only_proc_sys(tb: Testbed, tmp_path: Path) -> None:
                 }
             ],
         ),
+        (
+            "pod-vrf",
+            [
+                {
+                    "device": "s1",
+                    "ifname": "tnws1",
+                    "config": {"interface": {"name": "net1", "vrf": {"name": "blue", "table": 100}}},
+                }
+            ],
+        ),
     ]
     script = (
         "mount --make-rprivate / && mount --bind /proc/sys /proc/sys && "
@@ -138,7 +148,7 @@ def test_read_only_proc_sys(tb: Testbed, tmp_path: Path) -> None:
         timeout=60,
     )
     lines = [json.loads(x) for x in res.stdout.splitlines() if x.startswith("{")]
-    assert res.returncode == 0 and len(lines) == 3, res.stderr
+    assert res.returncode == 0 and len(lines) == 4, res.stderr
     assert lines[0] == {"read_only": True}, "the child's /proc/sys should be read-only"
     # IPv4 settings went over netlink: in place in the pod netns.
     assert lines[1] == {"ok": "pod-v4"}
@@ -146,5 +156,9 @@ def test_read_only_proc_sys(tb: Testbed, tmp_path: Path) -> None:
     # IPv6 forwarding needs /proc/sys: refused before any change, saying why and what to do.
     assert lines[2]["error"] == "not_allowed"
     assert "read-only" in lines[2]["message"] and "troubleshooting" in lines[2]["message"]
+    # A VRF needs the pod netns's l3mdev_accept sysctls (no netlink setter either): refused up
+    # front, never half-way through the attach (this kernel has no VRF: the refusal comes first).
+    assert lines[3]["error"] == "not_allowed"
+    assert "interface.vrf" in lines[3]["message"] and "read-only" in lines[3]["message"]
     assert (tb.link("tnws1"), tb.addresses("tnws1")) == before
-    assert tb.link("net1", ns=pod) is None
+    assert tb.link("net1", ns=pod) is None and tb.link("blue", ns=pod) is None
