@@ -70,7 +70,7 @@ class Ledger:
         """An entry of another pod for this device or host interface."""
         with self._lock:
             for e in self._entries.values():
-                if e.pod_uid != pod_uid and (e.host.link.name == ifname or e.device == device):
+                if e.pod_uid != pod_uid and ((ifname and e.host.link.name == ifname) or e.device == device):
                     return e
         return None
 

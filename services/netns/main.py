@@ -51,8 +51,11 @@ class Inventory:
         self._lock = threading.Lock()
 
     def update(self, body: dict[str, Any]) -> None:
+        # A device is allowed by its interface name, or by its RDMA device when it has no netdev.
         names = {
-            str(d.get("ifname")) for d in body.get("devices", []) if d.get("allocatable") and d.get("ifname")
+            str(d.get("ifname") or d.get("rdma_device"))
+            for d in body.get("devices", [])
+            if d.get("allocatable") and (d.get("ifname") or d.get("rdma_device"))
         }
         with self._lock:
             self._names = frozenset(names)

@@ -32,6 +32,7 @@ from dranet.config import (
     check_supported,
     effective_interface_name,
     parse_network_config,
+    validate_rdma_only,
 )
 
 Allowed = Callable[[str], bool] | Collection[str] | None
@@ -53,6 +54,15 @@ class Plan:
     addresses: tuple[Address, ...] = ()  # the host's, as snapshotted
     routes: tuple[Route, ...] = ()  # through the link, as snapshotted
     master_name: str = ""  # the link's bridge or bond on the host
+    rdma_device: str = ""  # set, with no link (NO_LINK), for a device without a netdev
+
+    @property
+    def rdma_only(self) -> bool:
+        return not self.ifname
+
+
+# The "link" of a device without a netdev (RDMA-only): nothing to move, rename or restore.
+NO_LINK = Link(index=0, name="", mtu=0, mac="", up=False)
 
 
 @dataclass(frozen=True)
@@ -92,8 +102,13 @@ def check_request(devices: Sequence[Mapping[str, Any]]) -> None:
     seen: set[str] = set()
     for i, d in enumerate(devices):
         check_device_name(d.get("device"), f"devices[{i}].device")  # type: ignore[arg-type]
-        check_ifname(d.get("ifname"), f"devices[{i}].ifname")  # type: ignore[arg-type]
-        for key in (str(d["device"]), "if:" + str(d["ifname"])):
+        if d.get("ifname") == "" and d.get("rdma_device"):  # RDMA-only: no netdev
+            check_device_name(d.get("rdma_device"), f"devices[{i}].rdma_device")  # type: ignore[arg-type]
+            keys = (str(d["device"]), "rdma:" + str(d["rdma_device"]))
+        else:
+            check_ifname(d.get("ifname"), f"devices[{i}].ifname")  # type: ignore[arg-type]
+            keys = (str(d["device"]), "if:" + str(d["ifname"]))
+        for key in keys:
             if key in seen:
                 raise RequestError("invalid_config", f"devices[{i}]", f"{key} appears twice")
             seen.add(key)
@@ -110,9 +125,11 @@ def plan(
     existing: Existing,
     addresses_of: Callable[[int], Sequence[Address]],
     pod_names: Collection[str] = (),
+    rdma_present: Callable[[str], bool] = lambda _name: False,
 ) -> list[Plan]:
     """One Plan per device, in order; BusError on the first problem, before any change.
-    pod_names: the names of the links in the pod netns now."""
+    pod_names: the names of the links in the pod netns now. rdma_present: whether the node has
+    this RDMA device (sysfs)."""
     plans: list[Plan] = []
     taken: set[str] = set()
     for i, d in enumerate(devices):
@@ -123,12 +140,15 @@ def plan(
         except ConfigError as err:
             raise _config_error(path, err) from None
         entry = existing(device, ifname, d)
+        claim_uid = str(d.get("claim_uid") or "")
+        raw = d.get("config") or {}
+        if not ifname:
+            plans.append(entry_plan(entry) if entry else rdma_plan(path, d, cfg, allowed, rdma_present))
+            continue
         pod_ifname = effective_interface_name(cfg, ifname)
         if pod_ifname in taken:
             raise BusError("invalid_config", f"{path}: pod interface name {pod_ifname!r} is used twice")
         taken.add(pod_ifname)
-        claim_uid = str(d.get("claim_uid") or "")
-        raw = d.get("config") or {}
         if entry is not None:
             plans.append(Plan(device, ifname, claim_uid, raw, cfg, pod_ifname, entry.host.link, entry))
             continue
@@ -158,6 +178,48 @@ def plan(
             )
         )
     return plans
+
+
+def rdma_plan(
+    path: str, d: Mapping[str, Any], cfg: NetworkConfig, allowed: Allowed, rdma_present: Callable[[str], bool]
+) -> Plan:
+    """The plan of a device without a netdev: only its RDMA device moves."""
+    name = str(d["rdma_device"])
+    if not rdma_present(name):
+        raise BusError("not_found", f"{path}.rdma_device: no RDMA device {name!r} on the node")
+    if not is_allowed(allowed, name):
+        raise BusError(
+            "not_allowed", f"{path}.rdma_device: {name!r} is not in the inventory of allocatable devices"
+        )
+    try:
+        validate_rdma_only(cfg)
+    except ConfigError as err:
+        raise _config_error(path, err) from None
+    return Plan(
+        str(d["device"]),
+        "",
+        str(d.get("claim_uid") or ""),
+        d.get("config") or {},
+        cfg,
+        "",
+        NO_LINK,
+        rdma_device=name,
+    )
+
+
+def entry_plan(entry: JournalEntry) -> Plan:
+    """The plan of a device already attached as asked (nothing to do)."""
+    cfg = parse_network_config(entry.config)
+    return Plan(
+        entry.device,
+        entry.host.link.name,
+        entry.claim_uid,
+        entry.config,
+        cfg,
+        entry.pod_ifname,
+        entry.host.link,
+        entry,
+    )
 
 
 def check_host_link(

@@ -27,6 +27,11 @@ NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 1, 4, 0x300
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 
 
+def present(name: str, sysfs_root: str | Path = "/sys") -> bool:
+    """Whether the node has RDMA device `name` (<sysfs>/class/infiniband/<name>)."""
+    return (Path(sysfs_root) / "class" / "infiniband" / name).is_dir()
+
+
 def rdma_device_of(ifname: str, sysfs_root: str | Path = "/sys") -> str:
     """The RDMA device (e.g. mlx5_0) of a netdev, from <sysfs>/class/net/<if>/device/infiniband/."""
     d = Path(sysfs_root) / "class" / "net" / ifname / "device" / "infiniband"
@@ -97,7 +102,12 @@ def _attrs(data: bytes) -> dict[int, bytes]:
 
 class RdmaNetlink:
     def __init__(self) -> None:
-        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_RDMA)
+        try:
+            self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_RDMA)
+        except OSError as exc:
+            if exc.errno == errno.EPROTONOSUPPORT:
+                raise NetlinkError(exc.errno, "this kernel has no RDMA netlink (no RDMA support)") from None
+            raise
         self._sock.bind((0, 0))
         self._seq = 0
 

@@ -55,6 +55,19 @@ def restore(
     """Put the device of `entry` back on the host. pod: its netns, when it still exists. known:
     the pod's link indexes before a failed attach (a rollback may search the others). Raises
     StepError when the device is in the pod netns and cannot be moved out."""
+    if not entry.host.link.name:  # RDMA-only: its RDMA device is all there is
+        if pod is not None:
+            try:
+                run_step(
+                    "move-back",
+                    entry.device,
+                    lambda: rdma.move_if_exclusive(entry.rdma_device, host.fd),
+                    hook,
+                )
+            except StepError as err:
+                if err.errno != errno.EPROTONOSUPPORT:
+                    raise  # (a kernel without RDMA netlink has moved nothing)
+        return Outcome(found=True)
     if entry.rdma_device and pod is not None:
         with suppress(OSError):  # best effort: the RDMA device follows its netns back on teardown
             rdma.move_if_exclusive(entry.rdma_device, host.fd)

@@ -48,6 +48,8 @@ from dranet.config import NetworkConfig
 def snapshot(host: Netns, plan: Plan) -> HostSnapshot:
     """The host side of plan.link as it is now (what restore puts back). Also resolves the claim's
     ethtool feature names into plan.features. RequestError when the device lacks a feature or flag."""
+    if plan.rdma_only:
+        return HostSnapshot(link=plan.link)
     link = plan.link
     routes = plan.routes
     tables = {r.table for r in routes}
@@ -123,6 +125,12 @@ def configure(
 
     def run(step: str, fn: Callable[[], Any]) -> Any:
         return run_step(step, dev, fn, hook)
+
+    if plan.rdma_only:
+        run("rdma", lambda: rdma.move_if_exclusive(entry.rdma_device, pod.fd))
+        return entry.with_phase(
+            ATTACHED, char_devices=tuple(rdma.char_devices(entry.rdma_device, sysfs_root, dev_root))
+        )
 
     if snap.link.up:
         # Down first, as its own request: the kernel moves a down link without the teardown

@@ -151,7 +151,7 @@ class NetnsWorker:
         out = []
         for e in entries:
             item = e.attachment()
-            if live and e.phase == ATTACHED:
+            if live and e.phase == ATTACHED and e.pod_ifname:
                 item.update(_live_state(e, pods[e.key]))
             out.append(item)
         return {"attachments": out}
@@ -177,7 +177,7 @@ class NetnsWorker:
             except RequestError as err:
                 raise as_bus_error(err) from None
             pod = self.ledger.pod_for(handle, use=True)
-            names = [str(d["ifname"]) for d in devices]
+            names = [str(d["ifname"]) or "rdma:" + str(d.get("rdma_device")) for d in devices]
             try:
                 with self.ledger.reserve(names):
                     return self._attach_locked(pod_uid, pod, devices, deadline)
@@ -198,6 +198,7 @@ class NetnsWorker:
             lambda device, ifname, d: self._existing(pod_uid, device, ifname, pod, d),
             self.hostns.rtnl.addresses,
             pod_names={n for link in pod_links for n in (link.name, *link.alt_names)},
+            rdma_present=lambda name: rdma.present(name, self.sysfs_root),
         )
         todo = [p for p in plans if p.existing is None]
         # Every snapshot is taken and journaled (one durable write for the pod) before the first
@@ -282,7 +283,7 @@ class NetnsWorker:
             and entry.phase == ATTACHED
             and config_digest(entry.config) == config_digest(d.get("config") or {})
         ):
-            if pod.rtnl.get_link(name=entry.pod_ifname) is not None:
+            if not entry.pod_ifname or pod.rtnl.get_link(name=entry.pod_ifname) is not None:
                 return entry
         if not same_ns and netns_id(entry.netns) == entry.netns_id:
             raise BusError(
@@ -311,7 +312,7 @@ class NetnsWorker:
                         host=snapshot(self.hostns, p),
                         pod_ifname=p.pod_ifname,
                         config=dict(p.raw),
-                        rdma_device=rdma.rdma_device_of(p.link.name, self.sysfs_root),
+                        rdma_device=p.rdma_device or rdma.rdma_device_of(p.link.name, self.sysfs_root),
                     )
                 )
             step = "journal"
@@ -462,7 +463,7 @@ class NetnsWorker:
                 self.ledger.adopt(entry)
                 pod = self._reopen(entry)
                 if entry.phase == ATTACHED and pod is not None:
-                    if pod.rtnl.get_link(name=entry.pod_ifname) is not None:
+                    if not entry.pod_ifname or pod.rtnl.get_link(name=entry.pod_ifname) is not None:
                         log.info("kept", extra={"pod_uid": entry.pod_uid, "device": entry.device})
                         continue
                 # Interrupted attach or detach, a vanished netns, or a missing device: restore.

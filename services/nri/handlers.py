@@ -582,6 +582,8 @@ def _attach_request(pod: PodInfo, devices: list[dict[str, Any]]) -> dict[str, An
                 "ifname": d.get("ifname", ""),
                 "config": d.get("config") or {},
                 "claim_uid": d.get("claim_uid", ""),
+                # an RDMA-only device (no netdev) is named by its RDMA device
+                **({"rdma_device": d["rdma_device"]} if d.get("rdma_device") and not d.get("ifname") else {}),
             }
             for d in devices
         ],

@@ -522,3 +522,12 @@ def wait_until(cond: Any, timeout: float = 10.0) -> bool:
             return True
         time.sleep(0.01)
     return bool(cond())
+
+
+def test_rdma_only_device_is_named_by_its_rdma_device_in_the_attach() -> None:
+    """A device without a netdev (InfiniBand without IPoIB) reaches the worker with its RDMA name."""
+    netns = FakeNetns()
+    h, _ = make(FakeDra({"u1": [dev("ib0", ifname="", rdma_device="mlx5_3", config={})]}), netns)
+    h.run_pod_sandbox(POD)
+    body = netns.calls[0][1]
+    assert body["devices"][0]["ifname"] == "" and body["devices"][0]["rdma_device"] == "mlx5_3"
