@@ -35,6 +35,7 @@ POD_EVENTS_TOPIC = "pod_events"
 REASON_ATTACH_FAILED = "NetworkDeviceAttachFailed"
 REASON_LATE_ATTACHED = "NetworkDeviceLateAttached"
 REASON_PREPARE_FAILED = "ClaimPrepareFailed"
+REASON_RESTORE_INCOMPLETE = "NetworkDeviceRestoreIncomplete"
 WARNING = "Warning"
 NORMAL = "Normal"
 COMPONENT = "dranet"
@@ -99,9 +100,24 @@ def from_pod_event(body: Mapping[str, Any]) -> EventSpec | None:
 
 def claim_prepare_failed(namespace: str, name: str, uid: str, message: str) -> EventSpec:
     """The Warning on a ResourceClaim that prepare failed for (pure)."""
+    return claim_warning(namespace, name, uid, REASON_PREPARE_FAILED, message, "prepare")
+
+
+def from_attachment(body: Mapping[str, Any], claim: tuple[str, str, str] | None) -> EventSpec | None:
+    """The Warning for one netns worker `attachments` notification worth one, on its claim
+    (namespace, name, uid): a device given back without all of its settings (pure)."""
+    if claim is None or str(body.get("state") or "") != "restore_incomplete":
+        return None
+    error = body.get("error")
+    message = str(error.get("message") if isinstance(error, Mapping) else error or "restore incomplete")
+    return claim_warning(*claim, REASON_RESTORE_INCOMPLETE, message, "restore")
+
+
+def claim_warning(namespace: str, name: str, uid: str, reason: str, message: str, kind: str) -> EventSpec:
+    """A Warning on a ResourceClaim, one per (claim, message) (pure)."""
     digest = hashlib.sha256(f"{uid}\0{message}".encode()).hexdigest()[:20]
     return EventSpec(
-        key=f"prepare/{digest}",
+        key=f"{kind}/{digest}",
         namespace=namespace,
         involved={
             "kind": "ResourceClaim",
@@ -111,7 +127,7 @@ def claim_prepare_failed(namespace: str, name: str, uid: str, message: str) -> E
             "uid": uid,
         },
         type=WARNING,
-        reason=REASON_PREPARE_FAILED,
+        reason=reason,
         message=message,
         time=time.time(),
     )

@@ -23,7 +23,7 @@ from dranet.settings import kube_api_client
 
 from .checkpoint import Checkpoint
 from .driver import Driver
-from .events import POD_EVENTS_TOPIC, EventRecorder
+from .events import POD_EVENTS_TOPIC, EventRecorder, from_attachment
 from .health import DEFAULT_TIMEOUT as DEFAULT_HEALTH_TIMEOUT
 from .health import HealthMonitor, HealthServicer, Where
 from .inventory import InventoryCache
@@ -183,6 +183,15 @@ class DraService:
         self.attachments.on_message(topic, body)
         self.status.on_message(topic, body)
         self.health.kick()
+        if topic == "attachments" and body.get("state") == "restore_incomplete":
+            claim = self._claim_of(
+                str(body.get("claim_uid") or ""),
+                str(body.get("pod_uid") or ""),
+                str(body.get("device") or ""),
+            )
+            spec = from_attachment(body, (claim.namespace, claim.name, claim.uid) if claim else None)
+            if spec is not None:
+                self.events.record(spec)
 
     def _health_devices(self) -> dict[tuple[str, str], Where]:
         claims = self.driver.prepared()

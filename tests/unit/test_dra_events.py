@@ -240,3 +240,26 @@ def test_dra_writes_pod_events_from_nri_and_claim_prepare_failures() -> None:
     finally:
         h.close()
         nri.close()
+
+
+def test_restore_incomplete_is_a_warning_on_the_claim() -> None:
+    """The worker gave a device back without all of its settings: a Warning on the claim."""
+    from dranet.services.dra.events import REASON_RESTORE_INCOMPLETE, from_attachment
+
+    body = {
+        "pod_uid": "p1",
+        "device": "eth1",
+        "claim_uid": "c1",
+        "state": "restore_incomplete",
+        "error": {
+            "code": "restore_incomplete",
+            "message": "eth1 is back on the host ... 'restore-rules' failed",
+        },
+    }
+    spec = from_attachment(body, ("default", "claim-1", "c1"))
+    assert spec is not None and spec.type == "Warning" and spec.reason == REASON_RESTORE_INCOMPLETE
+    assert spec.involved["kind"] == "ResourceClaim" and spec.involved["name"] == "claim-1"
+    assert "restore-rules" in spec.message
+    assert from_attachment(body, ("default", "claim-1", "c1")).key == spec.key  # type: ignore[union-attr]
+    assert from_attachment({**body, "state": "detached"}, ("default", "claim-1", "c1")) is None
+    assert from_attachment(body, None) is None
