@@ -27,7 +27,7 @@ from dranet.observability.metrics import gauge, histogram
 from .devices import NetdevSysfs, ScanOptions, build_devices
 from .model import Device
 from .netlinkscan import scan
-from .rtnl import EVENT_GROUPS, NetlinkError, RtnlSocket, open_in_netns
+from dranet.netlink.rtnl import EVENT_GROUPS, NetlinkError, RtnlSocket, open_in_netns
 from .sysfs import Sysfs
 
 log = logging.getLogger(__name__)

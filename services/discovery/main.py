@@ -18,7 +18,7 @@ from .filter import DEFAULT_FILTER, DeviceFilter
 from .inventory import Inventory, InventoryConfig
 from .model import Device
 from .publisher import SlicePublisher
-from .rtnl import EVENT_GROUPS, open_in_netns
+from dranet.netlink.rtnl import EVENT_GROUPS, open_in_netns
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from .model import Address, LinkInfo, RouteInfo
-from .rtnl import RawLink, RtnlSocket
+from dranet.netlink.rtnl import RawLink, RtnlSocket
 
 # ARPHRD_* values worth a word (include/uapi/linux/if_arp.h); others are published as "arphrd-<n>".
 ARPHRD_NAMES = {

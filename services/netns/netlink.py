@@ -1,7 +1,10 @@
-"""The worker's only door to the kernel: rtnetlink, sysctls and ethtool, through pyroute2.
+"""The worker's only door to the kernel: rtnetlink, sysctls and ethtool.
 
-pyroute2 supplies the message classes (encoding and decoding); the I/O is a plain blocking netlink
-socket per network namespace. Why not pyroute2's IPRoute: in pyroute2 0.9 it opens one socket per
+pyroute2 supplies the message classes for what the worker writes; what it reads (link, address and
+route dumps, single links) is parsed by the project's read-only reader, dranet.netlink.rtnl, which
+decodes only the attributes used (pyroute2 decodes every attribute into objects: several
+milliseconds per attach on the start path). The I/O is a plain blocking netlink socket per network
+namespace. Why not pyroute2's IPRoute: in pyroute2 0.9 it opens one socket per
 calling thread, lazily, in whatever netns that thread is in (so a socket cannot be "opened in the pod
 netns" and used elsewhere), and its NetNS forks a process. A socket created by a thread that setns()
 into the pod netns stays bound to that netns for its life, so one short helper thread per attach is
@@ -49,6 +52,8 @@ from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 from pyroute2.netlink.rtnl.ndmsg import ndmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
+
+from dranet.netlink import rtnl as reader
 
 CLONE_NEWNET = 0x40000000
 NS_GET_NSTYPE = 0xB703
@@ -366,9 +371,27 @@ class Rtnl:
                     return out
 
     # ------------------------------------------------------------ links
+    def _read(self, mtype: int, body: bytes, *, one: bool = False) -> list[memoryview]:
+        """A dump (or, one: a get) whose replies the shared reader parses: no pyroute2 decoding."""
+        with self._lock:
+            self._seq = (self._seq + 1) & 0xFFFFFFFF or 1
+            try:
+                return reader.dump(self._sock, self._seq, mtype, body, one=one)
+            except OSError as exc:
+                raise NetlinkError(exc.errno or errno.EIO, exc.strerror or str(exc)) from None
+
+    def _raw_link(self, index: int = 0, name: str | None = None) -> reader.RawLink | None:
+        try:
+            replies = self._read(RTM_GETLINK, reader.link_request(index, name), one=True)
+        except NetlinkError as exc:
+            if exc.errno in (errno.ENODEV, errno.ENOENT, errno.EINVAL):
+                return None
+            raise
+        return reader.parse_link(replies[0]) if replies else None
+
     def get_link(self, *, index: int = 0, name: str | None = None) -> Link | None:
-        m = self._get_link(index, name)
-        return _link(m) if m is not None else None
+        raw = self._raw_link(index, name)
+        return _link(raw) if raw is not None else None
 
     def _get_link(self, index: int = 0, name: str | None = None) -> Any:
         """One RTM_GETLINK by index (or name): the message, or None when there is no such link."""
@@ -388,12 +411,12 @@ class Rtnl:
 
     def link_state(self, name: str) -> LinkState | None:
         """One RTM_GETLINK by name: the link's live state, or None when there is no such link."""
-        m = self._get_link(name=name)
-        if m is None:
+        raw = self._raw_link(name=name)
+        if raw is None:
             return None
-        admin_up = bool(m["flags"] & IFF_UP)
-        carrier = bool(m.get_attr("IFLA_CARRIER"))
-        operstate = str(m.get_attr("IFLA_OPERSTATE") or "UNKNOWN").upper()
+        admin_up = bool(raw.flags & IFF_UP)
+        carrier = raw.carrier
+        operstate = (raw.operstate or "UNKNOWN").upper()
         # Drivers that do not track operstate report UNKNOWN; then carrier decides.
         oper_up = operstate == "UP" or (operstate == "UNKNOWN" and admin_up and carrier)
         return LinkState(admin_up=admin_up, oper_up=oper_up, carrier=carrier, operstate=operstate)
@@ -425,9 +448,7 @@ class Rtnl:
         return DevConf(ipv4=ipv4, ipv6=ipv6)
 
     def links(self) -> list[Link]:
-        msg = _ifinfmsg()
-        msg["attrs"] = [["IFLA_EXT_MASK", RTEXT_FILTER_SKIP_STATS]]
-        return [_link(m) for m in self.request(msg, RTM_GETLINK, NLM_F_DUMP)]
+        return [_link(reader.parse_link(m)) for m in self._read(RTM_GETLINK, reader.LINK_DUMP)]
 
     def set_link(self, index: int, change: LinkChange) -> None:
         """Apply every set attribute of `change` in one RTM_NEWLINK.
@@ -491,28 +512,23 @@ class Rtnl:
 
     # ------------------------------------------------------------ addresses
     def addresses(self, index: int) -> list[Address]:
-        msg = ifaddrmsg()
-        msg["index"] = index
-        out = []
+        """The link's addresses (strict checking: the kernel dumps only that link's)."""
         now = time.time()
-        for m in self.request(msg, RTM_GETADDR, NLM_F_DUMP):
-            if m["index"] != index:
+        out = []
+        for m in self._read(RTM_GETADDR, reader.addr_request(index)):
+            a = reader.parse_addr(m)
+            if a is None or a.index != index:
                 continue
-            local, address = m.get_attr("IFA_LOCAL"), m.get_attr("IFA_ADDRESS")
-            cache = m.get_attr("IFA_CACHEINFO")
-            valid = cache["ifa_valid"] if cache else INFINITY_LIFE_TIME
-            preferred = cache["ifa_preferred"] if cache else INFINITY_LIFE_TIME
-            flags = m.get_attr("IFA_FLAGS")
             out.append(
                 Address(
-                    f"{local or address}/{m['prefixlen']}",
-                    m["scope"],
-                    broadcast=m.get_attr("IFA_BROADCAST") or "",
-                    label=m.get_attr("IFA_LABEL") or "",
-                    peer=address if local and address and address != local else "",
-                    flags=(m["flags"] if flags is None else flags) & IFA_F_SETTABLE,
-                    valid_until=0.0 if valid == INFINITY_LIFE_TIME else now + valid,
-                    preferred_until=0.0 if preferred == INFINITY_LIFE_TIME else now + preferred,
+                    f"{a.address}/{a.prefixlen}",
+                    a.scope,
+                    broadcast=a.broadcast,
+                    label=a.label,
+                    peer=a.peer,
+                    flags=a.flags & IFA_F_SETTABLE,
+                    valid_until=0.0 if a.valid == INFINITY_LIFE_TIME else now + a.valid,
+                    preferred_until=0.0 if a.preferred == INFINITY_LIFE_TIME else now + a.preferred,
                 )
             )
         return out
@@ -562,18 +578,15 @@ class Rtnl:
 
     # ------------------------------------------------------------ routes
     def routes(self, *, oif: int | None = None) -> list[Route]:
-        """Unicast routes of every table (one dump per family), optionally only those through oif."""
+        """IPv4 and IPv6 unicast routes of every table (one dump), optionally only those through oif."""
         out: list[Route] = []
-        for family in (socket.AF_INET, socket.AF_INET6):
-            msg = rtmsg()
-            msg["family"] = family
-            for m in self.request(msg, RTM_GETROUTE, NLM_F_DUMP):
-                r = _route(m)
-                if r is None:
-                    continue
-                if oif is not None and r.oif != oif and oif not in r.multipath_oifs:
-                    continue
-                out.append(r)
+        for m in self._read(RTM_GETROUTE, reader.ROUTE_DUMP):
+            r = _route(reader.parse_route(m))
+            if r is None:
+                continue
+            if oif is not None and r.oif != oif and oif not in r.multipath_oifs:
+                continue
+            out.append(r)
         return out
 
     def add_route(self, route: Route) -> None:
@@ -694,51 +707,42 @@ def _nla(kind: int, payload: bytes) -> bytes:
     return struct.pack("=HH", length, kind) + payload + b"\0" * (-length % 4)
 
 
-def _link(m: Any) -> Link:
-    info = m.get_attr("IFLA_LINKINFO")
-    kind = (info.get_attr("IFLA_INFO_KIND") if info else None) or ""
-    props = m.get_attr("IFLA_PROP_LIST")
-    alt = tuple(props.get_attrs("IFLA_ALT_IFNAME")) if props else ()
+def _link(r: reader.RawLink) -> Link:
     return Link(
-        index=m["index"],
-        name=m.get_attr("IFLA_IFNAME"),
-        mtu=m.get_attr("IFLA_MTU") or 0,
-        mac=(m.get_attr("IFLA_ADDRESS") or "").lower(),
-        up=bool(m["flags"] & IFF_UP),
-        kind=kind,
-        master=m.get_attr("IFLA_MASTER") or 0,
-        parent=m.get_attr("IFLA_LINK") or 0,
-        perm_mac=(m.get_attr("IFLA_PERM_ADDRESS") or "").lower(),
-        gso_max_size=m.get_attr("IFLA_GSO_MAX_SIZE"),
-        gro_max_size=m.get_attr("IFLA_GRO_MAX_SIZE"),
-        gso_ipv4_max_size=m.get_attr("IFLA_GSO_IPV4_MAX_SIZE"),
-        gro_ipv4_max_size=m.get_attr("IFLA_GRO_IPV4_MAX_SIZE"),
-        alt_names=alt,
+        index=r.index,
+        name=r.name,
+        mtu=r.mtu,
+        mac=r.mac,
+        up=bool(r.flags & IFF_UP),
+        kind=r.kind,
+        master=r.master,
+        parent=r.link,
+        perm_mac=r.perm_mac,
+        gso_max_size=r.gso_max_size,
+        gro_max_size=r.gro_max_size,
+        gso_ipv4_max_size=r.gso_ipv4_max_size,
+        gro_ipv4_max_size=r.gro_ipv4_max_size,
+        alt_names=r.alt_names,
     )
 
 
-def _route(m: Any) -> Route | None:
-    if m["type"] != RTN_UNICAST:
+def _route(r: reader.RawRoute) -> Route | None:
+    if r.type != RTN_UNICAST or r.family not in (socket.AF_INET, socket.AF_INET6):
         return None
-    table = m.get_attr("RTA_TABLE") or m["table"]
-    family = m["family"]
-    dst = m.get_attr("RTA_DST") or ("::" if family == socket.AF_INET6 else "0.0.0.0")
-    mp = m.get_attr("RTA_MULTIPATH")
-    oifs = tuple(nh["oif"] for nh in mp) if mp else ()
-    metrics = m.get_attr("RTA_METRICS")
+    dst = r.dst or ("::" if r.family == socket.AF_INET6 else "0.0.0.0")
     return Route(
-        destination=f"{dst}/{m['dst_len']}",
-        gateway=m.get_attr("RTA_GATEWAY"),
-        source=m.get_attr("RTA_PREFSRC"),
-        oif=m.get_attr("RTA_OIF") or 0,
-        table=table,
-        scope=m["scope"],
-        protocol=m["proto"],
-        type=m["type"],
-        priority=m.get_attr("RTA_PRIORITY"),
-        multipath_oifs=oifs,
-        flags=m["flags"] & RTNH_F_ONLINK,
-        metrics=tuple((str(k), int(v)) for k, v in metrics["attrs"]) if metrics else (),
+        destination=f"{dst}/{r.dst_len}",
+        gateway=r.gateway or None,
+        source=r.prefsrc or None,
+        oif=0 if r.multipath or not r.oifs else r.oifs[0],
+        table=r.table,
+        scope=r.scope,
+        protocol=r.protocol,
+        type=r.type,
+        priority=r.priority,
+        multipath_oifs=r.oifs if r.multipath else (),
+        flags=r.flags & RTNH_F_ONLINK,
+        metrics=r.metrics,
     )
 
 

@@ -22,7 +22,7 @@ from typing import Any
 from dranet.services.discovery.devices import ScanOptions, build_devices
 from dranet.services.discovery.filter import DeviceFilter
 from dranet.services.discovery.netlinkscan import scan
-from dranet.services.discovery.rtnl import open_in_netns
+from dranet.netlink.rtnl import open_in_netns
 from dranet.services.discovery.sysfs import Sysfs
 from kubernetes import client, config
 

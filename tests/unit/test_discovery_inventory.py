@@ -1,7 +1,7 @@
 import socket
 import struct
 
-from dranet.services.discovery import rtnl
+from dranet.netlink import rtnl
 from dranet.services.discovery.inventory import merge_kept
 from dranet.services.discovery.model import Device
 
