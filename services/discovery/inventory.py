@@ -22,12 +22,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from dranet.netlink.rtnl import EVENT_GROUPS, NetlinkError, RtnlSocket, open_in_netns
 from dranet.observability.metrics import gauge, histogram
 
 from .devices import NetdevSysfs, ScanOptions, build_devices
 from .model import Device
 from .netlinkscan import scan
-from dranet.netlink.rtnl import EVENT_GROUPS, NetlinkError, RtnlSocket, open_in_netns
 from .sysfs import Sysfs
 
 log = logging.getLogger(__name__)

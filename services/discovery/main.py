@@ -10,6 +10,7 @@ import logging
 from typing import Any
 
 from dranet.bus import BusClient, RequestContext, Subscriber
+from dranet.netlink.rtnl import EVENT_GROUPS, open_in_netns
 from dranet.service import ServiceHost
 from dranet.settings import Settings, kube_api_client
 
@@ -18,7 +19,6 @@ from .filter import DEFAULT_FILTER, DeviceFilter
 from .inventory import Inventory, InventoryConfig
 from .model import Device
 from .publisher import SlicePublisher
-from dranet.netlink.rtnl import EVENT_GROUPS, open_in_netns
 
 log = logging.getLogger(__name__)
 

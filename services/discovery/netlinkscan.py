@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from .model import Address, LinkInfo, RouteInfo
 from dranet.netlink.rtnl import RawLink, RtnlSocket
+
+from .model import Address, LinkInfo, RouteInfo
 
 # ARPHRD_* values worth a word (include/uapi/linux/if_arp.h); others are published as "arphrd-<n>".
 ARPHRD_NAMES = {

@@ -22,11 +22,11 @@ from typing import Any
 from dranet.services.discovery.devices import ScanOptions, build_devices
 from dranet.services.discovery.filter import DeviceFilter
 from dranet.services.discovery.netlinkscan import scan
-from dranet.netlink.rtnl import open_in_netns
 from dranet.services.discovery.sysfs import Sysfs
 from kubernetes import client, config
 
 from dranet.localcluster.apiserver import LocalAPIServer
+from dranet.netlink.rtnl import open_in_netns
 
 N = int(os.environ.get("BENCH_DISCOVERY_LINKS", "1000"))
 CHANGES = 10

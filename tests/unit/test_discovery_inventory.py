@@ -1,9 +1,10 @@
 import socket
 import struct
 
-from dranet.netlink import rtnl
 from dranet.services.discovery.inventory import merge_kept
 from dranet.services.discovery.model import Device
+
+from dranet.netlink import rtnl
 
 
 def test_attached_device_that_left_the_host_is_kept_with_last_attributes() -> None:
