@@ -6,7 +6,7 @@ VPY := $(VENV)/bin/python
 GEN := dranet/_generated
 PROTOS := $(wildcard proto/*.proto)
 
-.PHONY: conformance-protos deploy-config all venv proto test lint unit kernel e2e bench demo clean system-deps
+.PHONY: conformance-protos deploy-config all venv proto test lint unit kernel e2e bench demo clean system-deps image
 
 all: venv proto
 
@@ -18,23 +18,27 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 venv: $(VENV)/.installed
 
-# Python modules generated from proto/ (flat, self-contained .proto files). The generated gRPC
-# modules import their siblings as top-level modules; rewrite that to package-relative imports.
-$(GEN)/.stamp: $(PROTOS) $(VENV)/.installed
-	find $(GEN) -name '*_pb2*.py*' -delete
-	if [ -n "$(PROTOS)" ]; then \
-	  $(VPY) -m grpc_tools.protoc -I proto --python_out=$(GEN) --pyi_out=$(GEN) --grpc_python_out=$(GEN) $(PROTOS) && \
-	  sed -i -E 's/^import ([a-z0-9_]+_pb2) as /from . import \1 as /' $(GEN)/*_pb2_grpc.py $(GEN)/*_pb2.py; \
-	fi
+# Python modules generated from proto/ (flat, self-contained .proto files) into the dev tree, by the
+# same generator the build backend runs for every wheel (setup.py -> proto/generate.py).
+$(GEN)/.stamp: $(PROTOS) proto/generate.py $(VENV)/.installed
+	$(VPY) proto/generate.py $(GEN)
 	touch $@
 proto: $(GEN)/.stamp
 
-# Debian tools the tests and the demo use (iproute2 for `ip netns`, gcc for the pause image).
+# Debian tools the tests and the demo use (iproute2 for `ip netns`, gcc for the pause image,
+# mmdebstrap for the driver image's base).
 system-deps:
-	@missing=""; for c in ip gcc nsenter; do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
+	@missing=""; for c in ip gcc nsenter mmdebstrap; do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
 	if [ -n "$$missing" ]; then \
-	  echo "installing:$$missing"; apt-get update -qq && apt-get install -y -qq iproute2 gcc libc6-dev util-linux >/dev/null; \
+	  echo "installing:$$missing"; apt-get update -qq && \
+	  apt-get install -y -qq --no-install-recommends iproute2 gcc libc6-dev util-linux mmdebstrap >/dev/null; \
 	fi
+
+# The driver image, built here from Debian packages and the project's wheels, no registry: an OCI
+# layout tar under /var/cache/dranet-image/out (cached layers: a code change rebuilds in seconds).
+# CTR=<ctr> CTR_ADDRESS=<containerd socket> also imports it. deploy/image/build.sh says more.
+image: system-deps venv
+	deploy/image/build.sh
 
 lint: venv proto
 	$(VPY) -m ruff check dranet services tests

@@ -1,0 +1,37 @@
+#!/bin/sh
+# Installs dranet into an image's root filesystem. Run as root inside that filesystem, offline:
+# deploy/Dockerfile's final stage runs it, and so does `make image` (deploy/image/build.sh, in a
+# chroot of its Debian base), so both images hold the same install.
+#
+#   install.sh deps WHEELS   /opt/dranet: a venv with the dependencies of WHEELS/dranet-*.whl
+#   install.sh app WHEELS    the dranet wheel alone into that venv, /usr/local/bin/dranet, a smoke test
+#
+# Two steps so an image build can cache the dependencies and redo only the small app part.
+set -eu
+step=${1:?deps|app}
+wheels=${2:?directory with the dranet wheel and its dependency wheels}
+VENV=/opt/dranet
+# pip runs from its own wheel (Debian's python3-pip-whl, or the copy python.org's ensurepip
+# bundles): it installs into the venv without ending up in it.
+bundled=$(python3 -c 'import ensurepip, os; print(os.path.dirname(ensurepip.__file__))' 2>/dev/null || true)
+pipwhl=$(ls /usr/share/python-wheels/pip-*.whl "$bundled"/_bundled/pip-*.whl 2>/dev/null | head -n 1)
+[ -n "$pipwhl" ] || { echo "install.sh: no pip wheel in this python (Debian: install python3-venv)" >&2; exit 1; }
+pip() { "$VENV/bin/python" "$pipwhl/pip" --disable-pip-version-check -q "$@"; }
+app=$(ls "$wheels"/dranet-*.whl)
+
+case $step in
+deps)
+    python3 -m venv --without-pip "$VENV"
+    pip install --no-index --no-cache-dir --find-links "$wheels" "$app"   # the app with its dependencies,
+    pip uninstall -y dranet                                               # then the app out again
+    ;;
+app)
+    pip install --no-index --no-cache-dir --no-deps "$app"
+    ln -sf "$VENV/bin/dranet" /usr/local/bin/dranet
+    # the modules a missing build step would leave out, and the supervisor `dranet run` execs
+    "$VENV/bin/dranet" --help >/dev/null
+    "$VENV/bin/python" -c 'import dranet._generated.dra_v1_pb2_grpc, supervisor'
+    ;;
+*)
+    echo "install.sh: unknown step $step (deps|app)" >&2; exit 2 ;;
+esac
