@@ -156,12 +156,55 @@ class CriClient:
         )
         return str(r.container_id)
 
+    def run_sandbox(self, config: cri_pb2.PodSandboxConfig) -> str:
+        """RunPodSandbox with a config the caller built (the DaemonSet pod's, daemonpod.py)."""
+        r = self._call("RunPodSandbox", cri_pb2.RunPodSandboxRequest(config=config))
+        self._configs[r.pod_sandbox_id] = config
+        return str(r.pod_sandbox_id)
+
+    def create(self, sandbox_id: str, config: cri_pb2.ContainerConfig) -> str:
+        """CreateContainer with a full config in a sandbox this client ran. Raises CriError."""
+        sandbox_config = self._configs.get(sandbox_id, cri_pb2.PodSandboxConfig())
+        r = self._call(
+            "CreateContainer",
+            cri_pb2.CreateContainerRequest(
+                pod_sandbox_id=sandbox_id, config=config, sandbox_config=sandbox_config
+            ),
+        )
+        return str(r.container_id)
+
     def start_container(self, container_id: str) -> None:
         self._call("StartContainer", cri_pb2.StartContainerRequest(container_id=container_id))
 
-    def remove_container(self, container_id: str) -> None:
-        self._call("StopContainer", cri_pb2.StopContainerRequest(container_id=container_id, timeout=2))
+    def stop_container(self, container_id: str, grace: int = 2) -> None:
+        """SIGTERM, then SIGKILL after grace seconds (the pod's terminationGracePeriodSeconds)."""
+        req = cri_pb2.StopContainerRequest(container_id=container_id, timeout=grace)
+        self._call("StopContainer", req, timeout=grace + self.timeout)
+
+    def remove_container(self, container_id: str, grace: int = 2) -> None:
+        self.stop_container(container_id, grace)
         self._call("RemoveContainer", cri_pb2.RemoveContainerRequest(container_id=container_id))
+
+    def container_status(self, container_id: str) -> cri_pb2.ContainerStatus:
+        r = self._call("ContainerStatus", cri_pb2.ContainerStatusRequest(container_id=container_id))
+        return r.status
+
+    def container_pid(self, container_id: str) -> int:
+        """The container's init process on this machine (from the verbose status)."""
+        req = cri_pb2.ContainerStatusRequest(container_id=container_id, verbose=True)
+        info = json.loads(self._call("ContainerStatus", req).info.get("info", "") or "{}")
+        return int(info.get("pid") or 0)
+
+    def exec_sync(self, container_id: str, cmd: list[str], timeout: int) -> tuple[int, str, str]:
+        """ExecSync, what exec probes use: (exit code, stdout, stderr). A timeout is exit code -1."""
+        req = cri_pb2.ExecSyncRequest(container_id=container_id, cmd=cmd, timeout=timeout)
+        try:
+            r = self._call("ExecSync", req, timeout=timeout + 10)
+        except CriError as exc:
+            if exc.code == "DEADLINE_EXCEEDED":
+                return -1, "", f"timed out after {timeout}s"
+            raise
+        return int(r.exit_code), r.stdout.decode(errors="replace"), r.stderr.decode(errors="replace")
 
     def cleanup(self) -> list[str]:
         """Stop and remove every container and pod sandbox; returns what failed."""

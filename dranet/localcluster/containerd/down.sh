@@ -30,8 +30,11 @@ for root in "$RUN"/runc/*/; do
         "$RUNC_BIN" --root "$root" delete -f "$id" >/dev/null 2>&1
     done
 done
+# Only the shims of this containerd (their command line holds `-address $SOCK`): other instances
+# on the machine (parallel test sessions, a node stand-in) run the same shim binary.
 for p in /proc/[0-9]*; do
-    [[ $(readlink "$p/exe" 2>/dev/null) == "$SHIM_BIN" ]] && kill -TERM "${p#/proc/}" 2>/dev/null
+    [[ $(readlink "$p/exe" 2>/dev/null) == "$SHIM_BIN" ]] || continue
+    tr '\0' '\n' < "$p/cmdline" 2>/dev/null | grep -qxF -- "$SOCK" && kill -TERM "${p#/proc/}" 2>/dev/null
 done
 if [[ -f $RUN/netns.before ]]; then
     for ns in /var/run/netns/cni-*; do
