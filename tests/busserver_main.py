@@ -31,10 +31,10 @@ def main() -> None:
             f.write(f"{os.getpid()} {ctx.request_id}\n")
         if "set" in body:
             state["value"] = int(body["set"])
-            pub.publish("state", dict(state))
+            pub.publish("echo", dict(state))
         return body
 
-    pub = Publisher(args.runtime_dir, args.service, {"state": lambda: dict(state)})
+    pub = Publisher(args.runtime_dir, args.service, {"echo": lambda: dict(state)})
     server = BusServer(
         args.runtime_dir, args.service, {"echo": echo, "snapshot": lambda b, c: pub.snapshot(b["topic"])}
     )

@@ -4,15 +4,19 @@ Pure: encoding, decoding and shape checks, no sockets. docs/bus.md documents the
 people; tests/unit/test_bus_messages.py keeps the two in step.
 
 Wire format (msgpack maps):
-  request: {"v": 1, "id": str, "op": str, "deadline": float (absolute unix time), "body": map}
-  reply:   {"v": 1, "id": str, "ok": true, "result": map}
-         | {"v": 1, "id": str, "ok": false, "error": {"code": str, "message": str}}
+  request: {"v": 2, "id": str, "op": str, "deadline": float (CLOCK_MONOTONIC seconds), "body": map}
+  reply:   {"v": 2, "id": str, "ok": true, "result": map}
+         | {"v": 2, "id": str, "ok": false, "error": {"code": str, "message": str}}
   notification (PUB/SUB, two frames): topic, {"epoch": str, "seq": int, "body": map}
+
+The deadline is on CLOCK_MONOTONIC: the bus is ipc:// only, so both ends share one kernel and one
+monotonic clock, which no NTP step moves (docs/bus.md, "Deadlines").
 """
 
 from __future__ import annotations
 
 import enum
+import math
 import time
 import uuid
 from collections.abc import Mapping
@@ -21,11 +25,16 @@ from typing import Any
 
 import msgpack
 
-PROTOCOL_VERSION = 1
+# 2: the deadline moved from unix time to CLOCK_MONOTONIC; a v1 peer gets unsupported_version.
+PROTOCOL_VERSION = 2
 # Application limit on one message; larger requests get a too_large error reply. ZeroMQ itself
 # drops anything over MAX_WIRE_BYTES (the peer is disconnected), so a flood cannot exhaust memory.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 MAX_WIRE_BYTES = 16 * 1024 * 1024
+MAX_ID_LENGTH = 64  # ours are 32 hex digits; a bound keeps the replay cache's keys small
+# A deadline further ahead than this is not on our monotonic clock (a unix time, or a sender in
+# another time namespace): refused, rather than running a call with no real bound.
+MAX_TIMEOUT = 3600.0
 
 
 class ErrorCode(enum.StrEnum):
@@ -140,10 +149,17 @@ class Op:
     # and device); the flag exists so that a future non-idempotent op is sent once.
     idempotent: bool = True
     doc: str = ""
+    # Changes nothing: a resend may simply run again, so its reply is not kept in the server's
+    # replay cache (which holds only replies of mutating ops). Declare it for every pure read.
+    read_only: bool = False
 
 
 def _s(struct_name: str, **fields: Any) -> Struct:
     return Struct(struct_name, fields)
+
+
+def _open(struct_name: str, **fields: Any) -> Struct:
+    return Struct(struct_name, fields, strict=False)
 
 
 _EMPTY = _s("Empty")
@@ -214,23 +230,33 @@ ATTACHMENT = Struct(
 
 OPS: dict[str, Op] = {
     # every service
-    "ping": Op("*", _EMPTY, PING_RESULT, doc="answers while alive; whether healthy and ready, with details"),
+    "ping": Op(
+        "*",
+        _EMPTY,
+        PING_RESULT,
+        read_only=True,
+        doc="answers while alive; whether healthy and ready, with details",
+    ),
     "snapshot": Op(
         "*",
         _s("SnapshotRequest", topic=str),
         _s("Snapshot", epoch=str, seq=int, body=AnyMap),
+        read_only=True,
         doc="current state of a notification topic; subscribers ask for it on join",
     ),
     # discovery
-    "get_inventory": Op("discovery", _EMPTY, INVENTORY, doc="the node's devices and their host interfaces"),
+    "get_inventory": Op(
+        "discovery", _EMPTY, INVENTORY, read_only=True, doc="the node's devices and their host interfaces"
+    ),
     # dra
     "pod_devices": Op(
         "dra",
         _s("PodDevicesRequest", pod_uid=str),
         _s("PodDevices", devices=[PREPARED_DEVICE]),
+        read_only=True,
         doc="the prepared devices of a pod, with their host interface and validated config",
     ),
-    "claims": Op("dra", _EMPTY, _s("Claims", claims=[AnyMap]), doc="every prepared claim"),
+    "claims": Op("dra", _EMPTY, _s("Claims", claims=[AnyMap]), read_only=True, doc="every prepared claim"),
     # netns
     "attach": Op(
         "netns",
@@ -253,11 +279,18 @@ OPS: dict[str, Op] = {
         _s("DetachResult", released=[str]),
         doc="give a pod's devices (all when devices is empty) back to the host, restored",
     ),
-    "list": Op("netns", _EMPTY, _s("AttachmentList", attachments=[ATTACHMENT]), doc="current attachments"),
+    "list": Op(
+        "netns",
+        _EMPTY,
+        _s("AttachmentList", attachments=[ATTACHMENT]),
+        read_only=True,
+        doc="current attachments",
+    ),
     "netns_alive": Op(
         "netns",
         _s("NetnsAliveRequest", netns=[str]),
         _s("NetnsAlive", alive=[_s("AliveNetns", netns=str, id=str)]),
+        read_only=True,
         doc="which of these netns paths name a live network namespace, with its identity",
     ),
     "release": Op(
@@ -266,19 +299,58 @@ OPS: dict[str, Op] = {
         _s("ReleaseResult", released=[str]),
         doc="operator: forget an attachment whose restore keeps failing, without touching the kernel",
     ),
-    # test and benchmark op served only when a test registers it
-    "echo": Op(
-        "*", Struct("Echo", {}, strict=False), Struct("Echo", {}, strict=False), doc="returns its body"
-    ),
+    # test and benchmark op served only when a test registers it (mutating: the tests count runs)
+    "echo": Op("*", _open("Echo"), _open("Echo"), doc="returns its body"),
 }
 
-TOPICS: dict[str, str] = {
-    "inventory": "discovery: the inventory changed (body = get_inventory result)",
-    "attachments": "netns: an attach or detach finished "
-    "(pod_uid, device, claim_uid, state, error?, network_data?)",
-    "pod_events": "nri: what happened to a pod's devices "
-    "(event, pod_uid, pod, devices, code?, reason?, time)",
+
+@dataclass(frozen=True)
+class Topic:
+    """A notification topic: the shape of each notification's body and of its snapshot's body.
+
+    Bodies are open (unknown fields pass) so that a publisher can add a field without breaking a
+    subscriber of the previous version; the declared fields are required and typed."""
+
+    service: str
+    event: Struct
+    snapshot: Struct
+    doc: str = ""
+
+
+ATTACHMENT_EVENT = _open(
+    "AttachmentEvent", pod_uid=str, device=str, state=str, claim_uid=Opt(str), network_data=Opt(AnyMap)
+)
+POD_EVENT = _open("PodEvent", id=str, event=str, pod_uid=str, time=float, devices=Opt([str]))
+
+TOPICS: dict[str, Topic] = {
+    "inventory": Topic(
+        "discovery", INVENTORY, INVENTORY, doc="the inventory changed (body = get_inventory result)"
+    ),
+    "attachments": Topic(
+        "netns",
+        ATTACHMENT_EVENT,
+        _open("Attachments", attachments=[ATTACHMENT_EVENT]),
+        doc="an attach or detach finished (pod_uid, device, claim_uid, state, error?, network_data?)",
+    ),
+    "pod_events": Topic(
+        "nri",
+        POD_EVENT,
+        _open("PodEvents", events=[POD_EVENT]),
+        doc="what happened to a pod's devices (event, pod_uid, pod, devices, code?, reason?, time)",
+    ),
+    # test topic published only by tests/busserver_main.py
+    "echo": Topic("*", _open("Echo"), _open("Echo"), doc="any body"),
 }
+
+
+def check_notification(topic: str, body: Any, *, snapshot: bool = False) -> None:
+    """Raise BusError(bad_request) if `topic` is undeclared or `body` does not fit its shape."""
+    spec = TOPICS.get(topic)
+    if spec is None:
+        raise BusError(
+            ErrorCode.BAD_REQUEST, f"topic {topic!r} is not declared in dranet.bus.messages.TOPICS"
+        )
+    check(spec.snapshot if snapshot else spec.event, body, f"{topic}{' snapshot' if snapshot else ''}")
 
 
 # ---------------------------------------------------------------- envelope
@@ -288,13 +360,13 @@ TOPICS: dict[str, str] = {
 class Request:
     id: str
     op: str
-    deadline: float
+    deadline: float  # time.monotonic() seconds
     body: dict[str, Any] = field(default_factory=dict)
     v: int = PROTOCOL_VERSION
 
 
 def new_request(op: str, body: Mapping[str, Any] | None, timeout: float) -> Request:
-    return Request(id=uuid.uuid4().hex, op=op, deadline=time.time() + timeout, body=dict(body or {}))
+    return Request(id=uuid.uuid4().hex, op=op, deadline=time.monotonic() + timeout, body=dict(body or {}))
 
 
 def pack(obj: Any) -> bytes:
@@ -317,7 +389,9 @@ def decode_request(data: bytes) -> Request:
     try:
         raw = unpack(data)
     except Exception as exc:  # msgpack raises several unrelated types on garbage
-        raise BusError(ErrorCode.BAD_REQUEST, f"not a msgpack message: {exc}") from None
+        raise BusError(
+            ErrorCode.BAD_REQUEST, f"not a msgpack message ({type(exc).__name__}: {exc})"
+        ) from None
     if not isinstance(raw, dict):
         raise BusError(ErrorCode.BAD_REQUEST, f"envelope must be a map, got {_kind(raw)}")
     if raw.get("v") != PROTOCOL_VERSION:
@@ -326,16 +400,33 @@ def decode_request(data: bytes) -> Request:
             f"protocol version {raw.get('v')!r} is not supported (this side speaks {PROTOCOL_VERSION})",
         )
     check(_s("Envelope", v=int, id=str, op=str, deadline=float, body=AnyMap), raw, "envelope")
-    return Request(id=raw["id"], op=raw["op"], deadline=float(raw["deadline"]), body=raw["body"])
+    if len(raw["id"]) > MAX_ID_LENGTH:
+        raise BusError(ErrorCode.BAD_REQUEST, f"envelope.id: longer than {MAX_ID_LENGTH} characters")
+    deadline = float(raw["deadline"])
+    if not math.isfinite(deadline):
+        raise BusError(ErrorCode.BAD_REQUEST, f"envelope.deadline: {deadline} is not a time")
+    ahead = deadline - time.monotonic()
+    if ahead > MAX_TIMEOUT:
+        raise BusError(
+            ErrorCode.BAD_REQUEST,
+            f"envelope.deadline is {ahead:.0f}s ahead of this host's monotonic clock (limit "
+            f"{MAX_TIMEOUT:.0f}s): the sender must use time.monotonic() on this host",
+        )
+    return Request(id=raw["id"], op=raw["op"], deadline=deadline, body=raw["body"])
 
 
 def request_id_of(data: bytes) -> str:
-    """Best effort: the id of a request we could not fully decode, so the reply still routes."""
+    """Best effort: the id of a request we could not fully decode, so its sender can match the
+    error reply. Reads the envelope map entry by entry, so bytes broken after the id still give it."""
+    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=max(len(data), 1))
     try:
-        raw = unpack(data)
-        if isinstance(raw, dict) and isinstance(raw.get("id"), str):
-            return str(raw["id"])
-    except Exception:
+        unpacker.feed(data)
+        for _ in range(min(unpacker.read_map_header(), 8)):
+            key = unpacker.unpack()
+            value = unpacker.unpack()
+            if key == "id":
+                return value if isinstance(value, str) and len(value) <= MAX_ID_LENGTH else ""
+    except Exception:  # msgpack raises several unrelated types on garbage
         pass
     return ""
 

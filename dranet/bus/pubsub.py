@@ -5,6 +5,10 @@ number and the publisher an epoch (new at every start). A heartbeat every second
 and every topic's latest sequence number, so a subscriber that joined late, missed a message, or
 whose publisher restarted notices and asks for a fresh snapshot over the publisher's `snapshot` op.
 Nobody depends on having been up when something happened.
+
+Topics are declared in dranet.bus.messages.TOPICS with the shape of a notification's body and of a
+snapshot's, and checked like ops: a publisher refuses to send a body that does not fit (our own
+bug: BusError internal), a subscriber drops one that does not fit (logged) and resyncs.
 """
 
 from __future__ import annotations
@@ -20,7 +24,15 @@ import zmq
 
 from dranet.bus import endpoints
 from dranet.bus.client import BusClient
-from dranet.bus.messages import MAX_WIRE_BYTES, BusError, ErrorCode, pack, unpack
+from dranet.bus.messages import (
+    MAX_WIRE_BYTES,
+    TOPICS,
+    BusError,
+    ErrorCode,
+    check_notification,
+    pack,
+    unpack,
+)
 
 log = logging.getLogger(__name__)
 HEARTBEAT_TOPIC = "_hb"
@@ -36,6 +48,7 @@ class Publisher:
         *,
         context: zmq.Context[Any] | None = None,
     ) -> None:
+        _check_declared(snapshots or {})
         self.service = service
         self.epoch = uuid.uuid4().hex
         self.path = endpoints.events_path(runtime_dir, service)
@@ -53,6 +66,8 @@ class Publisher:
         self._hb.start()
 
     def publish(self, topic: str, body: Mapping[str, Any]) -> None:
+        """Send a notification; raises BusError(internal) if the body does not fit the topic."""
+        _check_ours(topic, dict(body), snapshot=False)
         with self._lock:
             seq = self._seq.get(topic, 0) + 1
             self._seq[topic] = seq
@@ -65,7 +80,9 @@ class Publisher:
         if fn is None:
             raise BusError(ErrorCode.NOT_FOUND, f"{self.service} publishes no topic {topic!r}")
         with self._lock:  # seq and body read together: no event can slip between them
-            return {"epoch": self.epoch, "seq": self._seq.get(topic, 0), "body": dict(fn())}
+            snap = {"epoch": self.epoch, "seq": self._seq.get(topic, 0), "body": dict(fn())}
+        _check_ours(topic, snap["body"], snapshot=True)
+        return snap
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(HEARTBEAT_INTERVAL):
@@ -81,6 +98,19 @@ class Publisher:
         endpoints.remove_stale(self.path)
 
 
+def _check_declared(topics: Mapping[str, Any] | list[str]) -> None:
+    for topic in topics:
+        if topic not in TOPICS:
+            raise ValueError(f"topic {topic!r} is not declared in dranet.bus.messages.TOPICS")
+
+
+def _check_ours(topic: str, body: Any, *, snapshot: bool) -> None:
+    try:
+        check_notification(topic, body, snapshot=snapshot)
+    except BusError as err:  # the publisher's own bug, not a subscriber's
+        raise BusError(ErrorCode.INTERNAL, f"refused to publish: {err.message}") from None
+
+
 class Subscriber:
     """Delivers on_message(topic, body) for the snapshot on join and for every notification after."""
 
@@ -93,6 +123,7 @@ class Subscriber:
         *,
         context: zmq.Context[Any] | None = None,
     ) -> None:
+        _check_declared(topics)
         self.service = service
         self.topics = list(topics)
         self.on_message = on_message
@@ -158,8 +189,15 @@ class Subscriber:
         if seq > self._seq.get(topic, 0) + 1:
             self._stale.add(topic)
             return
+        body: dict[str, Any] = msg.get("body")  # type: ignore[assignment]  # checked just below
+        try:
+            check_notification(topic, body)
+        except BusError as err:
+            log.warning("subscriber: dropped a malformed notification from %s: %s", self.service, err.message)
+            self._stale.add(topic)  # we did not apply it: the next snapshot brings its state
+            return
         self._seq[topic] = seq
-        self.on_message(topic, msg.get("body") or {})
+        self.on_message(topic, body)
 
     def _resync(self) -> None:
         for topic in sorted(self._stale):
@@ -169,12 +207,17 @@ class Subscriber:
                 if err.code != ErrorCode.TIMEOUT:
                     log.warning("subscriber: snapshot of %s/%s failed: %s", self.service, topic, err.message)
                 return  # the publisher is not there yet; retry on the next loop
+            try:
+                check_notification(topic, snap["body"], snapshot=True)
+            except BusError as err:
+                log.warning("subscriber: malformed snapshot from %s: %s", self.service, err.message)
+                return  # retried on the next loop
             if snap["epoch"] != self._epoch:
                 self._epoch = snap["epoch"]
                 self._stale.update(self.topics)
                 self._seq = {}
             self._seq[topic] = int(snap["seq"])
             self._stale.discard(topic)
-            self.on_message(topic, snap.get("body") or {})
+            self.on_message(topic, snap["body"])
         if not self._stale:
             self.synced.set()

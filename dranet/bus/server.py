@@ -2,7 +2,9 @@
 
 Requests are checked (envelope, version, size, deadline, body shape) before a handler runs; every
 failure becomes an error reply and the server keeps serving. Duplicates of a request still in flight
-are ignored and duplicates of a finished one get the same reply again, so a client may resend freely.
+are ignored and duplicates of a finished mutating one get the same reply again from the replay cache,
+so a client may resend freely. The cache is bounded in entries and in bytes; a read-only op's reply is
+not kept (running it again is harmless). Deadlines are on time.monotonic() (see messages.py).
 """
 
 from __future__ import annotations
@@ -46,7 +48,33 @@ LATENCY = metrics.histogram(
 )
 # Ops cheap enough to answer on the dispatcher thread (no hop to the pool).
 INLINE_OPS = frozenset({"ping", "snapshot", "echo"})
-_REPLAY_CACHE = 2048
+
+
+class ReplayCache:
+    """Replies of finished mutating requests by id, oldest evicted first, at most `max_entries`
+    and `max_bytes` (ids and replies counted); a reply bigger than the byte bound is not kept."""
+
+    def __init__(self, max_entries: int = 2048, max_bytes: int = 8 * 1024 * 1024) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._replies: OrderedDict[str, bytes] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._replies)
+
+    def get(self, req_id: str) -> bytes | None:
+        return self._replies.get(req_id)
+
+    def put(self, req_id: str, reply: bytes) -> None:
+        size = len(req_id) + len(reply)
+        if size > self.max_bytes or req_id in self._replies:
+            return
+        self._replies[req_id] = reply
+        self.bytes += size
+        while len(self._replies) > self.max_entries or self.bytes > self.max_bytes:
+            old_id, old = self._replies.popitem(last=False)
+            self.bytes -= len(old_id) + len(old)
 
 
 @dataclass
@@ -56,7 +84,7 @@ class RequestContext:
     deadline: float
 
     def remaining(self) -> float:
-        return self.deadline - time.time()
+        return self.deadline - time.monotonic()
 
 
 Handler = Callable[[dict[str, Any], RequestContext], Mapping[str, Any]]
@@ -81,7 +109,7 @@ class BusServer:
         self._ctx = context or zmq.Context.instance()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"bus-{service}")
         self._inflight: set[str] = set()
-        self._done: OrderedDict[str, bytes] = OrderedDict()
+        self.replay_cache = ReplayCache()
         self._replies_addr = f"inproc://bus-replies-{service}-{id(self)}"
         self._local = threading.local()
         self._stop = threading.Event()
@@ -131,8 +159,8 @@ class BusServer:
                     if sock is router:
                         self._receive(router)
                     else:
-                        ident, req_id, data = replies.recv_multipart()
-                        self._finish(req_id.decode(), data)
+                        ident, req_id, op, data = replies.recv_multipart()
+                        self._finish(req_id.decode(), op.decode(), data)
                         router.send_multipart([ident, data])
         finally:
             router.close(0)
@@ -152,23 +180,23 @@ class BusServer:
             REQUESTS.labels(service=self.service, op="?", outcome=err.code).inc()
             router.send_multipart([ident, encode_reply(request_id_of(data), error=err)])
             return
-        if req.id in self._done:  # a resend of something answered: same answer, no new work
-            router.send_multipart([ident, self._done[req.id]])
+        cached = self.replay_cache.get(req.id)
+        if cached is not None:  # a resend of something answered: same answer, no new work
+            router.send_multipart([ident, cached])
             return
         if req.id in self._inflight:  # a resend while we work on it: the reply is coming
             return
         if req.op in INLINE_OPS:
-            router.send_multipart([ident, self._finish(req.id, self._handle(req, received))])
+            router.send_multipart([ident, self._finish(req.id, req.op, self._handle(req, received))])
             return
         self._inflight.add(req.id)
         self._pool.submit(self._work, ident, req, received)
 
-    def _finish(self, req_id: str, data: bytes) -> bytes:
+    def _finish(self, req_id: str, op: str, data: bytes) -> bytes:
         self._inflight.discard(req_id)
-        if req_id:
-            self._done[req_id] = data
-            while len(self._done) > _REPLAY_CACHE:
-                self._done.popitem(last=False)
+        spec = OPS.get(op)
+        if spec is not None and not spec.read_only:
+            self.replay_cache.put(req_id, data)
         return data
 
     def _work(self, ident: bytes, req: Request, received: float) -> None:
@@ -179,7 +207,7 @@ class BusServer:
             push.setsockopt(zmq.LINGER, 0)
             push.connect(self._replies_addr)
             self._local.push = push
-        push.send_multipart([ident, req.id.encode(), data])
+        push.send_multipart([ident, req.id.encode(), req.op.encode(), data])
 
     def _handle(self, req: Request, received: float) -> bytes:
         outcome = "ok"

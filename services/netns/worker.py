@@ -208,11 +208,12 @@ class NetnsWorker:
         started: set[str] = set()
         try:
             for p, entry in zip(todo, entries, strict=True):
-                if deadline is not None and deadline - time.time() < self._per_device:
+                if deadline is not None and deadline - time.monotonic() < self._per_device:
                     raise BusError(
                         "deadline_exceeded",
                         f"{len(todo) - len(done)} device(s) left and "
-                        f"{max(0.0, deadline - time.time()):.3f}s to go, about {self._per_device:.3f}s each: "
+                        f"{max(0.0, deadline - time.monotonic()):.3f}s to go, "
+                        f"about {self._per_device:.3f}s each: "
                         "not starting what cannot finish",
                     )
                 began = time.monotonic()
@@ -233,7 +234,7 @@ class NetnsWorker:
                 elapsed = time.monotonic() - began
                 self._per_device = 0.8 * self._per_device + 0.2 * elapsed
                 ATTACH_SECONDS.labels(outcome="ok").observe(elapsed)
-            if deadline is not None and time.time() > deadline:
+            if deadline is not None and time.monotonic() > deadline:
                 raise BusError("deadline_exceeded", "the attach finished after its deadline; rolled back")
             if done:
                 # One write marks every device attached; the hook sees each device at this step.

@@ -1,10 +1,18 @@
 """One NRI connection: the socket I/O around framing.py.
 
-A reader thread splits the trunk into mux frames. Requests on the plugin conn (1) are each handled
-in their own thread, because the runtime may call Configure before our RegisterPlugin call has its
-reply, and a slow handler must not hold up the others. Our own calls go out on the runtime conn
-(2) with odd, increasing stream ids and wait for their response. All writes go through one lock,
-so the frames of one message are never interleaved with another's (not required, but simple).
+A reader thread splits the trunk into mux frames. Requests on the plugin conn (1) are handled by a
+bounded pool of threads, never on the reader: the runtime calls Configure before it answers our
+RegisterPlugin (that call waits in the plugin's own thread, so the pool is free to answer), and a
+slow handler must not hold up the others. Our own calls go out on the runtime conn (2) with odd,
+increasing stream ids and wait for their response. All writes go through one lock, so the frames of
+one message are never interleaved with another's (not required, but simple).
+
+Pool size: the runtime sends one request per sandbox or container operation in flight, each from
+its own CRI call, so our concurrency is the number of pods the node starts or stops at once. Every
+handler returns within the runtime's request timeout (handlers.py budgets it), so REQUEST_WORKERS
+threads answer at least REQUEST_WORKERS requests per request timeout even when every one of them
+is slow, and a request only queues when that many are in flight. Threads start on demand and stay
+(at most REQUEST_WORKERS per connection); the pool is shut down with its connection.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import logging
 import socket
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from dranet.services.nri import framing
 from dranet.services.nri.framing import TtrpcError
@@ -21,6 +30,7 @@ log = logging.getLogger(__name__)
 
 # (service, method, payload) -> response payload; raise TtrpcError for an error status.
 RequestHandler = Callable[[str, str, bytes], bytes]
+REQUEST_WORKERS = 32
 
 
 class ConnectionClosed(Exception):
@@ -41,6 +51,7 @@ class Connection:
         *,
         max_frame_payload: int = framing.MAX_FRAME_PAYLOAD,
         name: str = "nri",
+        workers: int = REQUEST_WORKERS,
     ) -> None:
         self._sock = sock
         self._handler = handler
@@ -53,6 +64,7 @@ class Connection:
         self.closed = threading.Event()
         self.close_reason = ""
         self._reader = threading.Thread(target=self._read_loop, name=f"{name}-reader", daemon=True)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"{name}-req")
 
     def start(self) -> None:
         self._reader.start()
@@ -129,9 +141,10 @@ class Connection:
                 pending.done.set()
             return
         if conn_id == framing.PLUGIN_CONN and msg.type == framing.MSG_REQUEST:
-            threading.Thread(
-                target=self._serve, args=(msg,), name=f"{self._name}-req-{msg.stream_id}", daemon=True
-            ).start()
+            try:
+                self._pool.submit(self._serve, msg)
+            except RuntimeError:  # the pool is shut down: we are closing, the runtime sees it
+                pass
             return
         log.warning("ignoring unexpected ttrpc message", extra={"conn": conn_id, "type": msg.type})
 
@@ -169,6 +182,9 @@ class Connection:
             pending = list(self._pending.values())
         for p in pending:
             p.done.set()  # body stays None: the caller raises ConnectionClosed
+        # Requests in progress finish on their own (their reply finds the socket closed); queued
+        # ones are dropped: the runtime has lost the connection and will not read their replies.
+        self._pool.shutdown(wait=False, cancel_futures=True)
         try:
             self._sock.shutdown(socket.SHUT_RDWR)
         except OSError:

@@ -16,8 +16,24 @@ import msgpack
 import pytest
 import zmq
 
-from dranet.bus import BusClient, BusError, BusServer, ErrorCode, Subscriber, endpoints
-from dranet.bus.messages import MAX_MESSAGE_BYTES, encode_request, new_request
+from dranet.bus import (
+    BusClient,
+    BusError,
+    BusServer,
+    ErrorCode,
+    Publisher,
+    RequestContext,
+    Subscriber,
+    endpoints,
+)
+from dranet.bus.messages import (
+    MAX_MESSAGE_BYTES,
+    check_notification,
+    decode_request,
+    encode_request,
+    new_request,
+)
+from dranet.bus.server import ReplayCache
 
 HERE = Path(__file__).parent.parent
 
@@ -73,11 +89,13 @@ def test_client_gives_up_at_its_deadline(server: Any) -> None:
     assert time.monotonic() - start < 1.9  # it did not wait for the handler
 
 
-def _raw(rd: Path, payload: bytes | list[bytes], timeout_ms: int = 2000) -> dict[str, Any] | None:
+def _raw(
+    rd: Path, payload: bytes | list[bytes], timeout_ms: int = 2000, service: str = "t"
+) -> dict[str, Any] | None:
     ctx = zmq.Context.instance()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(endpoints.ipc(endpoints.rpc_path(rd, "t")))
+    sock.connect(endpoints.ipc(endpoints.rpc_path(rd, service)))
     if isinstance(payload, list):
         sock.send_multipart(payload)
     else:
@@ -104,30 +122,30 @@ def test_server_refuses_work_past_its_deadline(server: Any) -> None:
     [
         (b"\xc1\xff garbage", "bad_request"),
         (msgpack.packb([1, 2, 3]), "bad_request"),
-        (msgpack.packb({"v": 1, "id": "a", "op": "echo", "deadline": "soon", "body": {}}), "bad_request"),
+        (msgpack.packb({"v": 2, "id": "a", "op": "echo", "deadline": "soon", "body": {}}), "bad_request"),
         (
-            msgpack.packb({"v": 1, "id": "a", "op": "echo", "deadline": time.time() + 5, "body": [1]}),
+            msgpack.packb({"v": 2, "id": "a", "op": "echo", "deadline": time.monotonic() + 5, "body": [1]}),
             "bad_request",
         ),
         (
-            msgpack.packb({"v": 1, "id": 7, "op": "echo", "deadline": time.time() + 5, "body": {}}),
+            msgpack.packb({"v": 2, "id": 7, "op": "echo", "deadline": time.monotonic() + 5, "body": {}}),
             "bad_request",
         ),
         (
-            msgpack.packb({"v": 99, "id": "a", "op": "echo", "deadline": time.time() + 5, "body": {}}),
+            msgpack.packb({"v": 99, "id": "a", "op": "echo", "deadline": time.monotonic() + 5, "body": {}}),
             "unsupported_version",
         ),
         (
-            msgpack.packb({"v": 1, "id": "a", "op": "rm -rf", "deadline": time.time() + 5, "body": {}}),
+            msgpack.packb({"v": 2, "id": "a", "op": "rm -rf", "deadline": time.monotonic() + 5, "body": {}}),
             "unknown_op",
         ),
         (
             msgpack.packb(
                 {
-                    "v": 1,
+                    "v": 2,
                     "id": "a",
                     "op": "echo",
-                    "deadline": time.time() + 5,
+                    "deadline": time.monotonic() + 5,
                     "body": {"x": "y" * (MAX_MESSAGE_BYTES + 10)},
                 }
             ),
@@ -209,7 +227,7 @@ def test_subscriber_gets_snapshot_on_join_then_updates_and_survives_publisher_re
     client = BusClient(rd, "t", timeout=5)
     client.call("echo", {"set": 5})  # happened before the subscriber existed
     seen: list[dict[str, Any]] = []
-    sub = Subscriber(rd, "t", ["state"], lambda topic, body: seen.append(body))
+    sub = Subscriber(rd, "t", ["echo"], lambda topic, body: seen.append(body))
     sub.start()
     assert sub.synced.wait(5)
     assert seen[-1] == {"value": 5}
@@ -255,3 +273,129 @@ def test_concurrent_clients(server: Any) -> None:
         t.join()
     assert all(v == list(range(20)) for v in out.values()) and len(out) == 8
     assert os.path.exists(endpoints.rpc_path(rd, "t"))
+
+
+# ---------------------------------------------------------------- robustness (issue 10/12)
+
+
+def test_a_request_broken_after_its_id_gets_an_error_reply_with_that_id(server: Any) -> None:
+    rd = server[0]
+    head = b"\x85" + msgpack.packb("v") + msgpack.packb(2) + msgpack.packb("id") + msgpack.packb("req-7")
+    reply = _raw(rd, head + b"\xc1\xc1 the rest is garbage")
+    assert reply is not None and reply["ok"] is False and reply["error"]["code"] == "bad_request"
+    assert reply["id"] == "req-7"
+
+
+def test_a_wall_clock_step_neither_expires_nor_extends_a_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = time.time
+    data = encode_request(new_request("echo", {}, timeout=5))
+    for step in (3600.0, -3600.0):  # NTP steps the clock forward, then back
+        monkeypatch.setattr(time, "time", lambda step=step: real() + step)
+        ctx = RequestContext("r", "echo", decode_request(data).deadline)
+        assert 4.0 < ctx.remaining() <= 5.0
+
+
+def test_a_deadline_not_on_this_hosts_monotonic_clock_is_refused() -> None:
+    raw = {"v": 2, "id": "a", "op": "echo", "deadline": time.time() + 5, "body": {}}  # unix time
+    with pytest.raises(BusError) as err:
+        decode_request(msgpack.packb(raw))
+    assert err.value.code == "bad_request" and "monotonic" in err.value.message
+
+
+def test_only_mutating_ops_are_replayed_from_the_cache(tmp_path: Path) -> None:
+    runs: Counter[str] = Counter()
+
+    def handler(body: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
+        runs[ctx.op] += 1
+        return {"devices": []} if ctx.op == "pod_devices" else {"released": []}
+
+    srv = BusServer(tmp_path, "t", {"pod_devices": handler, "detach": handler})
+    srv.start()
+    try:
+        for op, body in (("pod_devices", {"pod_uid": "p"}), ("detach", {"pod_uid": "p"})):
+            data = encode_request(new_request(op, body, timeout=5))
+            for _ in range(2):  # the same request (same id) twice: a resend after a lost reply
+                reply = _raw(tmp_path, data, service="t")
+                assert reply is not None and reply["ok"] is True, reply
+        assert runs == {"pod_devices": 2, "detach": 1}
+    finally:
+        srv.stop()
+
+
+def test_the_replay_cache_is_bounded_in_bytes(tmp_path: Path) -> None:
+    srv = BusServer(tmp_path, "t", {"echo": lambda body, ctx: body})
+    srv.start()
+    client = BusClient(tmp_path, "t", timeout=10)
+    try:
+        for i in range(24):  # 24 replies of 1 MiB each
+            assert client.call("echo", {"i": i, "pad": "x" * (1 << 20)})["i"] == i
+        cache = srv.replay_cache
+        assert 0 < len(cache) and cache.bytes <= cache.max_bytes < 24 << 20
+    finally:
+        client.close()
+        srv.stop()
+
+
+def test_replay_cache_evicts_oldest_and_skips_what_cannot_fit() -> None:
+    cache = ReplayCache(max_entries=3, max_bytes=100)
+    for i in range(5):
+        cache.put(f"id{i}", b"x" * 10)
+    assert len(cache) == 3 and cache.get("id0") is None and cache.get("id4") == b"x" * 10
+    cache.put("big", b"y" * 200)
+    assert cache.get("big") is None
+    cache.put("mid", b"z" * 90)
+    assert cache.get("mid") is not None and cache.bytes <= 100 and len(cache) == 1
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_client_sockets_do_not_grow_with_calling_threads(server: Any) -> None:
+    client = BusClient(server[0], "t", timeout=5)
+    client.call("echo", {})
+    before = _open_fds()
+    for i in range(300):  # one short-lived thread per call, as a request-per-thread server does
+        t = threading.Thread(target=client.call, args=("echo", {"i": i}))
+        t.start()
+        t.join()
+    assert _open_fds() - before <= 4
+    client.close()
+
+
+def test_a_timed_out_call_closes_its_socket(server: Any) -> None:
+    client = BusClient(server[0], "t", timeout=5)
+    client.call("echo", {})
+    assert client.open_sockets() == 1
+    with pytest.raises(BusError):
+        client.call("echo", {"sleep": 1}, timeout=0.2)
+    assert client.open_sockets() == 0  # its late reply cannot reach a later call
+    assert client.call("echo", {"n": 2}) == {"n": 2}
+    client.close()
+
+
+def test_topics_are_declared_and_checked() -> None:
+    with pytest.raises(ValueError, match="not declared"):
+        Subscriber("/nonexistent", "t", ["no_such_topic"], lambda topic, body: None)
+    with pytest.raises(BusError, match="not declared"):
+        check_notification("no_such_topic", {})
+    with pytest.raises(BusError, match=r"attachments\.device: expected str"):
+        check_notification("attachments", {"pod_uid": "p", "device": 1, "state": "attached"})
+    with pytest.raises(BusError, match=r"pod_events snapshot\.events"):
+        check_notification("pod_events", {"events": {}}, snapshot=True)
+    check_notification("attachments", {"pod_uid": "p", "device": "d", "state": "attached", "new": 1})
+
+
+def test_a_publisher_refuses_a_body_that_does_not_fit_its_topic(tmp_path: Path) -> None:
+    pub = Publisher(tmp_path, "t", {"echo": dict})
+    try:
+        with pytest.raises(BusError) as err:
+            pub.publish("attachments", {"pod_uid": "p"})
+        assert err.value.code == "internal" and "attachments.device: required" in err.value.message
+        with pytest.raises(BusError):
+            pub.publish("nope", {})
+        pub.publish("echo", {"anything": 1})
+    finally:
+        pub.close()
+    with pytest.raises(ValueError, match="not declared"):
+        Publisher(tmp_path, "t", {"nope": dict})

@@ -1,13 +1,8 @@
-"""The plugin's lifecycle and wire behaviour against a fake runtime on a unix socket in tmp_path.
-
-The fake runtime does what containerd does and what makes it hard: it calls Configure before it
-answers RegisterPlugin, splits Synchronize, and records every frame the plugin sends so that we
-can check none is over 4096 bytes of payload.
-"""
+"""The plugin's lifecycle and wire behaviour against a fake runtime on a unix socket in tmp_path
+(tests/fake_nri_runtime.py: Configure before the RegisterPlugin reply, the largest frame recorded)."""
 
 from __future__ import annotations
 
-import socket
 import struct
 import threading
 from pathlib import Path
@@ -16,98 +11,13 @@ from typing import Any
 import pytest
 from dranet.services.nri import framing
 from dranet.services.nri.handlers import PodHandlers
-from dranet.services.nri.plugin import EVENT_MASK, PLUGIN_SERVICE, NriPlugin, PluginOptions
+from dranet.services.nri.plugin import EVENT_MASK, NriPlugin, PluginOptions
 
 from dranet._generated import nri_pb2
 from dranet.bus.messages import BusError
 
+from ..fake_nri_runtime import FakeRuntime, pod
 from .test_nri_handlers import FakeDra, FakeNetns, dev
-
-
-class FakeRuntime:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.srv.bind(str(path))
-        self.srv.listen(4)
-        self.registrations: list[nri_pb2.RegisterPluginRequest] = []
-        self.frame_sizes: list[int] = []
-        self.sock: socket.socket | None = None
-        self._responses: dict[int, framing.Message] = {}
-        self._cond = threading.Condition()
-        self._next = 1
-
-    def accept_and_register(
-        self, timeout: float = 10.0, request_timeout_ms: int = 2000
-    ) -> nri_pb2.ConfigureResponse:
-        self.srv.settimeout(timeout)
-        sock, _ = self.srv.accept()
-        sock.settimeout(None)
-        self.sock = sock
-        self._responses = {}
-        self._next = 1
-        self._reg = threading.Event()
-        self._reg_stream = 0
-        threading.Thread(target=self._read, args=(sock,), daemon=True).start()
-        assert self._reg.wait(timeout), "no RegisterPlugin"
-        # like containerd: Configure before the RegisterPlugin reply
-        conf = nri_pb2.ConfigureRequest(
-            runtime_name="fake",
-            runtime_version="9.9",
-            registration_timeout=5000,
-            request_timeout=request_timeout_ms,
-        )
-        resp = nri_pb2.ConfigureResponse.FromString(self.call("Configure", conf.SerializeToString()))
-        self._send(
-            framing.RUNTIME_CONN,
-            framing.encode_response(self._reg_stream, nri_pb2.Empty().SerializeToString()),
-        )
-        return resp
-
-    def _send(self, conn: int, msg: bytes) -> None:
-        assert self.sock is not None
-        self.sock.sendall(framing.mux_frames(conn, msg, max_payload=1 << 20))
-
-    def _read(self, sock: socket.socket) -> None:
-        mux, decoders = framing.MuxDecoder(), {1: framing.MessageDecoder(), 2: framing.MessageDecoder()}
-        while True:
-            try:
-                data = sock.recv(65536)
-            except OSError:
-                return
-            if not data:
-                return
-            for conn, payload in mux.feed(data):
-                self.frame_sizes.append(len(payload))
-                for msg in decoders[conn].feed(payload):
-                    if conn == framing.RUNTIME_CONN:
-                        req = framing.decode_request(msg.body)
-                        assert req.method == "RegisterPlugin"
-                        self.registrations.append(nri_pb2.RegisterPluginRequest.FromString(req.payload))
-                        self._reg_stream = msg.stream_id
-                        self._reg.set()
-                    else:
-                        with self._cond:
-                            self._responses[msg.stream_id] = msg
-                            self._cond.notify_all()
-
-    def call(self, method: str, payload: bytes, timeout: float = 10.0) -> bytes:
-        with self._cond:
-            stream = self._next
-            self._next += 2
-        self._send(framing.PLUGIN_CONN, framing.encode_request(stream, PLUGIN_SERVICE, method, payload))
-        with self._cond:
-            assert self._cond.wait_for(lambda: stream in self._responses, timeout), f"no reply to {method}"
-            msg = self._responses.pop(stream)
-        return framing.decode_response(msg.body)
-
-    def drop(self) -> None:
-        assert self.sock is not None
-        self.sock.shutdown(socket.SHUT_RDWR)
-        self.sock.close()
-
-    def close(self) -> None:
-        self.srv.close()
 
 
 def wait_for(cond: Any, timeout: float = 10.0) -> bool:
@@ -117,14 +27,6 @@ def wait_for(cond: Any, timeout: float = 10.0) -> bool:
             return True
         ev.wait(0.01)
     return bool(cond())
-
-
-def pod(uid: str, netns: str = "/var/run/netns/cni-x", **annotations: str) -> nri_pb2.PodSandbox:
-    p = nri_pb2.PodSandbox(id="sb-" + uid, uid=uid, name="p-" + uid, namespace="ns", annotations=annotations)
-    if netns:
-        p.linux.namespaces.add(type="ipc", path="/proc/1/ns/ipc")
-        p.linux.namespaces.add(type="network", path=netns)
-    return p
 
 
 def state_change(event: int, p: nri_pb2.PodSandbox) -> bytes:
@@ -221,7 +123,7 @@ def test_large_responses_are_split_into_4096_byte_frames(runtime: FakeRuntime) -
         assert d.HasField("file_mode") and d.file_mode.value == 0o666
         assert d.HasField("uid") and d.uid.value == 0 and d.HasField("gid") and d.gid.value == 0
         assert len(resp.SerializeToString()) > 4096
-        assert max(runtime.frame_sizes) == 4096
+        assert runtime.max_frame == 4096
     finally:
         plugin.stop()
 
