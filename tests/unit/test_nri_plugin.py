@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from dranet.services.nri import framing
+from dranet.services.nri.connection import REQUEST_WORKERS
 from dranet.services.nri.handlers import PodHandlers
 from dranet.services.nri.plugin import EVENT_MASK, NriPlugin, PluginOptions
 
@@ -173,4 +174,60 @@ def test_protocol_error_closes_the_connection(runtime: FakeRuntime) -> None:
         runtime.accept_and_register()  # closed, then reconnected
         assert wait_for(lambda: plugin.connections == 2)
     finally:
+        plugin.stop()
+
+
+class BlockingDra(FakeDra):
+    """pod_devices waits until released, for the pods whose uid starts with "slow"."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.waiting = 0
+        self._lock = threading.Lock()
+
+    def pod_devices(self, pod_uid: str, timeout: float) -> list[dict[str, Any]]:
+        if pod_uid.startswith("slow"):
+            with self._lock:
+                self.waiting += 1
+            self.release.wait(10)
+        return super().pod_devices(pod_uid, timeout)
+
+
+def run_request(uid: str) -> bytes:
+    return nri_pb2.RunPodSandboxRequest(pod=pod(uid)).SerializeToString()
+
+
+def test_a_slow_handler_does_not_hold_up_the_others(runtime: FakeRuntime) -> None:
+    dra = BlockingDra()
+    plugin, _ = start(runtime, dra, FakeNetns())
+    try:
+        runtime.accept_and_register()
+        slow = runtime.send_request("RunPodSandbox", run_request("slow-1"))
+        assert wait_for(lambda: dra.waiting == 1)
+        runtime.call("RunPodSandbox", run_request("fast-1"), timeout=5)  # answered while slow-1 waits
+        dra.release.set()
+        runtime.wait_response(slow)
+    finally:
+        dra.release.set()
+        plugin.stop()
+
+
+def test_requests_are_served_by_a_bounded_pool(runtime: FakeRuntime) -> None:
+    dra = BlockingDra()
+    plugin, _ = start(runtime, dra, FakeNetns())
+    try:
+        runtime.accept_and_register()
+        before = threading.active_count()
+        streams = [runtime.send_request("RunPodSandbox", run_request(f"slow-{i}")) for i in range(200)]
+        assert wait_for(lambda: dra.waiting >= REQUEST_WORKERS)
+        threading.Event().wait(0.2)  # time for any further thread to start
+        peak = threading.active_count()
+        dra.release.set()
+        for s in streams:
+            runtime.wait_response(s)
+        assert dra.waiting == 200
+        assert peak - before <= REQUEST_WORKERS, f"{peak - before} threads for 200 requests in flight"
+    finally:
+        dra.release.set()
         plugin.stop()
