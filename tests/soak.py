@@ -106,7 +106,8 @@ class Soak:
                     f"services did not come up (exited: {dead}; answers: {res}); see {self.logs}"
                 )
             time.sleep(0.1)
-        self.runtime.accept_and_register(timeout=30)
+        # a long request timeout: this measures growth, not time, and must not fail on a busy machine
+        self.runtime.accept_and_register(timeout=30, request_timeout_ms=30000)
         self.runtime.call("Synchronize", nri_pb2.SynchronizeRequest().SerializeToString())
 
     def pids(self) -> dict[str, int]:
@@ -118,7 +119,7 @@ class Soak:
     def _call(self, method: str, payload: bytes) -> None:
         self.requests += 1
         try:
-            self.runtime.call(method, payload, timeout=10)
+            self.runtime.call(method, payload, timeout=60)
         except Exception as exc:  # counted: the test fails on any, the benchmark reports them
             self.failed += 1
             if len(self.errors) < 5:
