@@ -40,6 +40,40 @@ IFLA_CARRIER, IFLA_GSO_MAX_SIZE, IFLA_PROP_LIST, IFLA_ALT_IFNAME, IFLA_PERM_ADDR
 IFLA_PARENT_DEV_NAME, IFLA_PARENT_DEV_BUS_NAME, IFLA_GRO_MAX_SIZE = 56, 57, 58
 IFLA_GSO_IPV4_MAX_SIZE, IFLA_GRO_IPV4_MAX_SIZE = 63, 64
 IFLA_INFO_KIND = 1
+IFLA_AF_SPEC, IFLA_INET_CONF, IFLA_INET6_CONF = 26, 1, 2
+# IPv6 per-device settings by DEVCONF_* index (linux/ipv6.h), as /proc/sys/net/ipv6/conf/<if>/ names.
+IPV6_DEVCONF_NAMES = (
+    "forwarding",
+    "hop_limit",
+    "mtu",
+    "accept_ra",
+    "accept_redirects",
+    "autoconf",
+    "dad_transmits",
+    "router_solicitations",
+    "router_solicitation_interval",
+    "router_solicitation_delay",
+    "use_tempaddr",
+    "temp_valid_lft",
+    "temp_prefered_lft",
+    "regen_max_retry",
+    "max_desync_factor",
+    "max_addresses",
+    "force_mld_version",
+    "accept_ra_defrtr",
+    "accept_ra_pinfo",
+    "accept_ra_rtr_pref",
+    "router_probe_interval",
+    "accept_ra_rt_info_max_plen",
+    "proxy_ndp",
+    "optimistic_dad",
+    "accept_source_route",
+    "mc_forwarding",
+    "disable_ipv6",
+    "accept_dad",
+    "force_tllao",
+    "ndisc_notify",
+)
 RTEXT_FILTER_SKIP_STATS = 1 << 3
 IFA_ADDRESS, IFA_LOCAL, IFA_LABEL, IFA_BROADCAST, IFA_CACHEINFO, IFA_FLAGS = 1, 2, 3, 4, 6, 8
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_PREFSRC, RTA_METRICS = 1, 4, 5, 6, 7, 8
@@ -232,6 +266,25 @@ def parse_link(msg: memoryview) -> RawLink:
         gso_ipv4_max_size=sizes.get(IFLA_GSO_IPV4_MAX_SIZE),
         gro_ipv4_max_size=sizes.get(IFLA_GRO_IPV4_MAX_SIZE),
     )
+
+
+def parse_devconf(msg: memoryview) -> tuple[dict[int, int], dict[str, int]]:
+    """A link message's per-device settings: IPv4 by IPV4_DEVCONF_* number (1-based), IPv6 by
+    /proc/sys name (the kernel's arrays in IFLA_AF_SPEC; IPv6 values are signed)."""
+    ipv4: dict[int, int] = {}
+    ipv6: dict[str, int] = {}
+    for kind_id, spec in _attrs(msg, _IFINFOMSG.size, len(msg)):
+        if kind_id != IFLA_AF_SPEC:
+            continue
+        for family, conf in _attrs(spec, 0, len(spec)):
+            for sub, array in _attrs(conf, 0, len(conf)):
+                if family == socket.AF_INET and sub == IFLA_INET_CONF:
+                    values = struct.unpack_from(f"={len(array) // 4}I", array)
+                    ipv4.update((n + 1, v) for n, v in enumerate(values))
+                elif family == socket.AF_INET6 and sub == IFLA_INET6_CONF:
+                    values6 = struct.unpack_from(f"={len(array) // 4}i", array)
+                    ipv6.update(zip(IPV6_DEVCONF_NAMES, values6, strict=False))
+    return ipv4, ipv6
 
 
 def parse_addr(msg: memoryview) -> RawAddr | None:

@@ -88,6 +88,7 @@ NLA_F_NESTED = 1 << 15
 # Per-device IPv4 settings (linux/ip.h, enum IPV4_DEVCONF_*): the attribute type inside
 # IFLA_INET_CONF when setting, 1-based (the kernel stores value N at data[N - 1]).
 IPV4_DEVCONF_FORWARDING = 1
+IPV4_DEVCONF_MC_FORWARDING = 2
 IPV4_DEVCONF_ARP_ANNOUNCE = 18
 IPV4_DEVCONF_ARP_IGNORE = 19
 
@@ -208,12 +209,6 @@ class DevConf:
 
     ipv4: Mapping[int, int] = field(default_factory=dict)
     ipv6: Mapping[str, int] = field(default_factory=dict)
-
-
-# Settings only the kernel writes (mc_forwarding is read-only in /proc/sys too).
-_DEVCONF_KERNEL_OWNED = frozenset({"mc_forwarding"})
-# pyroute2's IPv6 field names that differ from the /proc/sys names.
-_IPV6_SYSCTL_NAMES = {"temp_preferred_lft": "temp_prefered_lft"}
 
 
 @dataclass(frozen=True)
@@ -380,34 +375,23 @@ class Rtnl:
             except OSError as exc:
                 raise NetlinkError(exc.errno or errno.EIO, exc.strerror or str(exc)) from None
 
-    def _raw_link(self, index: int = 0, name: str | None = None) -> reader.RawLink | None:
+    def _link_message(self, index: int = 0, name: str | None = None) -> memoryview | None:
+        """One RTM_GETLINK by index (or name): the reply, or None when there is no such link."""
         try:
             replies = self._read(RTM_GETLINK, reader.link_request(index, name), one=True)
         except NetlinkError as exc:
             if exc.errno in (errno.ENODEV, errno.ENOENT, errno.EINVAL):
                 return None
             raise
-        return reader.parse_link(replies[0]) if replies else None
+        return replies[0] if replies else None
+
+    def _raw_link(self, index: int = 0, name: str | None = None) -> reader.RawLink | None:
+        m = self._link_message(index, name)
+        return reader.parse_link(m) if m is not None else None
 
     def get_link(self, *, index: int = 0, name: str | None = None) -> Link | None:
         raw = self._raw_link(index, name)
         return _link(raw) if raw is not None else None
-
-    def _get_link(self, index: int = 0, name: str | None = None) -> Any:
-        """One RTM_GETLINK by index (or name): the message, or None when there is no such link."""
-        msg = _ifinfmsg()
-        msg["index"] = index
-        attrs: list[list[Any]] = [["IFLA_EXT_MASK", RTEXT_FILTER_SKIP_STATS]]
-        if name is not None and not index:
-            attrs.append(["IFLA_IFNAME", name])
-        msg["attrs"] = attrs
-        try:
-            replies = self.request(msg, RTM_GETLINK, 0)
-        except NetlinkError as exc:
-            if exc.errno in (errno.ENODEV, errno.ENOENT, errno.EINVAL):
-                return None
-            raise
-        return replies[0] if replies else None
 
     def link_state(self, name: str) -> LinkState | None:
         """One RTM_GETLINK by name: the link's live state, or None when there is no such link."""
@@ -424,27 +408,13 @@ class Rtnl:
     def devconf(self, index: int) -> DevConf | None:
         """The link's per-device IPv4 and IPv6 settings (what /proc/sys/net/ipv{4,6}/conf/<if>/
         shows), from one RTM_GETLINK; None when there is no such link."""
-        m = self._get_link(index)
+        m = self._link_message(index)
         if m is None:
             return None
-        spec = m.get_attr("IFLA_AF_SPEC")
-        if spec is None:
-            return DevConf()
-        ipv4: dict[int, int] = {}
-        ipv6: dict[str, int] = {}
-        inet = spec.get_attr("AF_INET")
-        if inet:
-            # pyroute2 decodes IFLA_INET_CONF as a struct whose first field is the attribute
-            # header: field N is then IPV4_DEVCONF_N (the kernel's 1-based index).
-            for n, (name, value) in enumerate(inet.items()):
-                if n and name not in _DEVCONF_KERNEL_OWNED:
-                    ipv4[n] = int(value)
-        inet6 = spec.get_attr("AF_INET6")
-        conf6 = inet6.get_attr("IFLA_INET6_CONF") if inet6 else None
-        if conf6:
-            for name, value in conf6.items():
-                if name not in _DEVCONF_KERNEL_OWNED:  # /proc/sys shows them as signed ints
-                    ipv6[_IPV6_SYSCTL_NAMES.get(name, name)] = int(value) - (int(value) >> 31 << 32)
+        ipv4, ipv6 = reader.parse_devconf(m)
+        # mc_forwarding is the kernel's own (read-only in /proc/sys too): never restored.
+        ipv4.pop(IPV4_DEVCONF_MC_FORWARDING, None)
+        ipv6.pop("mc_forwarding", None)
         return DevConf(ipv4=ipv4, ipv6=ipv6)
 
     def links(self) -> list[Link]:
