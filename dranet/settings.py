@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+
+from dranet.uplinks import UplinkPolicy, endpoint_host
+
+log = logging.getLogger(__name__)
 
 DEFAULT_RUNTIME_DIR = "/run/dranet"
 DEFAULT_STATE_DIR = "/var/lib/dranet"
@@ -69,3 +74,45 @@ def kube_api_client(settings: Settings):  # type: ignore[no-untyped-def]
         return client.ApiClient()
     except config.ConfigException:
         return config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"))
+
+
+def add_uplink_flags(group: argparse._ArgumentGroup, endpoint_default: str) -> None:
+    """The uplink rule's flags (dranet/uplinks.py), for the services that apply it."""
+    group.add_argument(
+        "--uplink-interfaces",
+        default="",
+        help="comma-separated interface name patterns (fnmatch) that are always uplinks of the node, "
+        "on top of those the routing decides: never offered nor attached, nor their masters and ports",
+    )
+    group.add_argument(
+        "--apiserver-endpoint",
+        default=None,
+        help="the API server's address, URL or host name; the interface the node reaches it through "
+        f"is an uplink (default: {endpoint_default})",
+    )
+
+
+def uplink_policy(args: argparse.Namespace, default_endpoint: str = "") -> UplinkPolicy:
+    """The uplink rule's inputs from the flags; the endpoint falls back to `default_endpoint`, then
+    to $KUBERNETES_SERVICE_HOST (which the kubelet gives every pod). A host name is resolved here,
+    once: a lookup that fails is logged and leaves the rule to the routes alone."""
+    endpoint = (
+        getattr(args, "apiserver_endpoint", None)
+        or default_endpoint
+        or os.environ.get("KUBERNETES_SERVICE_HOST", "")
+    )
+    patterns = tuple(
+        p.strip() for p in (getattr(args, "uplink_interfaces", "") or "").split(",") if p.strip()
+    )
+    host = endpoint_host(endpoint)
+    addresses: tuple[str, ...] = ()
+    if host:
+        try:
+            infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+            addresses = tuple(dict.fromkeys(str(i[4][0]) for i in infos))
+        except OSError as exc:
+            log.warning(
+                "cannot resolve the API server's endpoint; its interface is not checked",
+                extra={"endpoint": endpoint, "error": str(exc)},
+            )
+    return UplinkPolicy(apiserver=addresses, always=patterns)

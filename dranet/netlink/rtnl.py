@@ -1,10 +1,12 @@
-"""The project's read-only rtnetlink reader: dump links, addresses and routes; receive events.
+"""The project's read-only rtnetlink reader: dump links, addresses and routes, look a route up;
+receive events.
 
 Discovery and the netns worker read a few attributes per message. pyroute2 decodes every
 attribute of every message into Python objects, which for 1,000 links costs ~0.3 s and ~50 MiB
 (and ~2 ms per pod on the worker's start path); this parser keeps only what is needed (and asks
 the kernel to leave out link statistics), so a full dump of 1,000 links takes a few milliseconds.
-It never sends anything but dump requests; `dump` also serves a socket opened elsewhere (the
+It never sends anything but dump requests and route lookups (which change nothing and send no
+packet); `dump` also serves a socket opened elsewhere (the
 worker's, which writes with pyroute2's message classes).
 """
 
@@ -32,13 +34,25 @@ ROUTE_EVENTS = frozenset({RTM_NEWROUTE, RTM_DELROUTE})
 
 RTMGRP_LINK, RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE = 0x1, 0x10, 0x40
 RTMGRP_IPV6_IFADDR, RTMGRP_IPV6_ROUTE = 0x100, 0x400
-EVENT_GROUPS = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_IFADDR | RTMGRP_IPV6_ROUTE
+# Policy rules decide which table the node's traffic uses, so they change which links are uplinks.
+# RTNLGRP_IPV4_RULE = 8 and RTNLGRP_IPV6_RULE = 19, as bind() bits (group n is bit n - 1).
+RTMGRP_IPV4_RULE, RTMGRP_IPV6_RULE = 1 << 7, 1 << 18
+EVENT_GROUPS = (
+    RTMGRP_LINK
+    | RTMGRP_IPV4_IFADDR
+    | RTMGRP_IPV4_ROUTE
+    | RTMGRP_IPV6_IFADDR
+    | RTMGRP_IPV6_ROUTE
+    | RTMGRP_IPV4_RULE
+    | RTMGRP_IPV6_RULE
+)
 
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER = 1, 3, 4, 5, 10
 IFLA_OPERSTATE, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_EXT_MASK = 16, 18, 20, 29
 IFLA_CARRIER, IFLA_GSO_MAX_SIZE, IFLA_PROP_LIST, IFLA_ALT_IFNAME, IFLA_PERM_ADDRESS = 33, 41, 52, 53, 54
 IFLA_PARENT_DEV_NAME, IFLA_PARENT_DEV_BUS_NAME, IFLA_GRO_MAX_SIZE = 56, 57, 58
 IFLA_GSO_IPV4_MAX_SIZE, IFLA_GRO_IPV4_MAX_SIZE = 63, 64
+IFLA_LINK_NETNSID = 37
 IFLA_INFO_KIND = 1
 IFLA_AF_SPEC, IFLA_INET_CONF, IFLA_INET6_CONF = 26, 1, 2
 # IPv6 per-device settings by DEVCONF_* index (linux/ipv6.h), as /proc/sys/net/ipv6/conf/<if>/ names.
@@ -78,6 +92,7 @@ RTEXT_FILTER_SKIP_STATS = 1 << 3
 IFA_ADDRESS, IFA_LOCAL, IFA_LABEL, IFA_BROADCAST, IFA_CACHEINFO, IFA_FLAGS = 1, 2, 3, 4, 6, 8
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_PREFSRC, RTA_METRICS = 1, 4, 5, 6, 7, 8
 RTA_MULTIPATH, RTA_TABLE = 9, 15
+RTM_F_FIB_MATCH = 0x2000  # answer a lookup with the matched FIB entry (every nexthop), not one path
 # RTAX_* (linux/rtnetlink.h), by number; the names are what pyroute2 encodes.
 RTAX_NAMES = (
     "RTAX_UNSPEC",
@@ -126,7 +141,7 @@ class RawLink:
     mtu: int
     operstate: str
     master: int
-    link: int
+    link: int  # IFLA_LINK when it is an index of this netns; 0 when none or in another netns
     alias: str
     parent_bus: str
     parent_dev: str
@@ -205,6 +220,7 @@ def parse_link(msg: memoryview) -> RawLink:
     mtu = master = link = 0
     operstate = ""
     carrier = False
+    foreign_link = False
     alt: list[str] = []
     sizes: dict[int, int] = {}
     for kind_id, value in _attrs(msg, _IFINFOMSG.size, len(msg)):
@@ -218,6 +234,8 @@ def parse_link(msg: memoryview) -> RawLink:
             master = _U32.unpack_from(value)[0]
         elif kind_id == IFLA_LINK:
             link = _U32.unpack_from(value)[0]
+        elif kind_id == IFLA_LINK_NETNSID:
+            foreign_link = True  # IFLA_LINK is an index in that other netns, never one of ours
         elif kind_id == IFLA_OPERSTATE:
             state = value[0]
             operstate = OPERSTATES[state] if state < len(OPERSTATES) else str(state)
@@ -253,7 +271,7 @@ def parse_link(msg: memoryview) -> RawLink:
         mtu,
         operstate,
         master,
-        link,
+        0 if foreign_link else link,
         alias,
         parent_bus,
         parent_dev,
@@ -437,6 +455,15 @@ def link_request(index: int = 0, name: str | None = None) -> bytes:
     return body
 
 
+def lookup_request(family: int, destination: str) -> bytes:
+    """The body of an RTM_GETROUTE (a get, not a dump) asking which route the kernel picks for
+    this netns's own traffic to `destination`, the policy rules applied as for a socket that has
+    not chosen a source: the matched entry with every nexthop (RTM_F_FIB_MATCH)."""
+    dst = socket.inet_pton(family, destination)
+    head = _RTMSG.pack(family, len(dst) * 8, 0, 0, 0, 0, 0, 0, RTM_F_FIB_MATCH)
+    return head + _RTATTR.pack(4 + len(dst), RTA_DST) + dst
+
+
 def addr_request(index: int = 0) -> bytes:
     """The body of an RTM_GETADDR dump, of one link's addresses when index is set (strict
     checking filters by the header's index)."""
@@ -459,10 +486,10 @@ class RtnlSocket:
     def close(self) -> None:
         self.sock.close()
 
-    def _dump(self, mtype: int, body: bytes) -> list[memoryview]:
+    def _dump(self, mtype: int, body: bytes, *, one: bool = False) -> list[memoryview]:
         with self._lock:
             self._seq += 1
-            return dump(self.sock, self._seq, mtype, body)
+            return dump(self.sock, self._seq, mtype, body, one=one)
 
     def links(self) -> list[RawLink]:
         return [parse_link(m) for m in self._dump(RTM_GETLINK, LINK_DUMP)]
@@ -473,6 +500,15 @@ class RtnlSocket:
 
     def routes(self) -> list[RawRoute]:
         return [parse_route(m) for m in self._dump(RTM_GETROUTE, ROUTE_DUMP)]
+
+    def lookup(self, family: int, destination: str) -> RawRoute | None:
+        """The route the kernel picks for this netns's traffic to `destination` (lookup_request),
+        or None when there is none."""
+        try:
+            replies = self._dump(RTM_GETROUTE, lookup_request(family, destination), one=True)
+        except NetlinkError:  # ENETUNREACH, EHOSTUNREACH, EAFNOSUPPORT (no IPv6): no route
+            return None
+        return parse_route(replies[0]) if replies else None
 
     def read_events(self) -> list[int] | None:
         """Message types of one datagram of events, or None when the kernel dropped events."""

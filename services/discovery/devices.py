@@ -11,13 +11,14 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from dranet.uplinks import UplinkPolicy
+
 from .attributes import LinkFacts, enforce_limits, link_attributes, pci_attributes, rdma_attributes
 from .filter import DeviceFilter
 from .model import AttrValue, Device, LinkInfo, PciInfo
 from .naming import is_pci_address, netdev_device_name, pci_device_name
 from .netlinkscan import NetSnapshot
 from .sysfs import Sysfs
-from .uplinks import excluded_links
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ DEFAULT_EXCLUDE = (
 class ScanOptions:
     exclude: tuple[str, ...] = DEFAULT_EXCLUDE  # fnmatch patterns on interface names
     filter: DeviceFilter = field(default_factory=DeviceFilter)
+    uplink_policy: UplinkPolicy = field(default_factory=UplinkPolicy)  # the API server, --uplink-interfaces
 
 
 @dataclass(frozen=True)
@@ -82,12 +84,13 @@ def build_devices(
     options: ScanOptions,
     facts_cache: dict[tuple[int, str], NetdevSysfs] | None = None,
 ) -> list[Device]:
-    """Every device of the node; `allocatable` is False for uplinks, excluded names and filtered ones.
+    """Every device of the node; `allocatable` is False for uplinks (`snap.uplinks`), excluded names
+    and filtered ones.
 
     `facts_cache` keeps per-netdev sysfs facts between scans (keyed by ifindex and name, so a
     renamed or re-created link is read again); entries of vanished links are dropped.
     """
-    uplinks = excluded_links(snap.links, snap.routes)
+    uplinks = snap.uplinks
     cache = facts_cache if facts_cache is not None else {}
     live = {(lk.index, lk.name) for lk in snap.links}
     for key in [k for k in cache if k not in live]:

@@ -5,7 +5,8 @@
 - A rescan re-dumps netlink (a few ms for 1,000 links) and reads sysfs only for links it has not
   seen (cache keyed by ifindex + name); the periodic full resync (default 60 s) re-reads sysfs for
   everything, for facts that change without a netlink event (sriov_numvfs, numa, RDMA devices).
-- Uplinks are re-evaluated on every rescan, so a default route that moves takes effect at once.
+- Uplinks are re-evaluated on every rescan (route, rule, link and address events all wake it), so a
+  default route that moves takes effect at once; links that become or stop being uplinks are logged.
 - A device whose interface moved into a pod vanishes from the host; while the netns worker
   reports it attached, it stays in the inventory (and so in the slices) with its last attributes
   (live values win when part of it is still visible, e.g. the PCI function).
@@ -29,6 +30,7 @@ from .devices import NetdevSysfs, ScanOptions, build_devices
 from .model import Device
 from .netlinkscan import scan
 from .sysfs import Sysfs
+from .uplinks import UplinkReporter
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,7 @@ class Inventory:
         self._facts: dict[tuple[int, str], NetdevSysfs] = {}
         self._last_seen: dict[str, Device] = {}
         self._devices: list[Device] = []
+        self._uplinks = UplinkReporter()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._kick = threading.Event()
@@ -129,7 +132,8 @@ class Inventory:
         started = time.perf_counter()
         if full:
             self._facts.clear()
-        snap = scan(sock)
+        snap = scan(sock, self.options.uplink_policy)
+        self._uplinks.report(snap.uplinks)
         live = build_devices(snap, self.sysfs, self.options, self._facts)
         live_names = {d.name for d in live}
         vanished = [n for n in self._last_seen if n not in live_names]

@@ -12,7 +12,7 @@ from typing import Any
 from dranet.bus import BusClient, RequestContext, Subscriber
 from dranet.netlink.rtnl import EVENT_GROUPS, open_in_netns
 from dranet.service import ServiceHost
-from dranet.settings import Settings, kube_api_client
+from dranet.settings import Settings, add_uplink_flags, kube_api_client, uplink_policy
 
 from .devices import DEFAULT_EXCLUDE, ScanOptions
 from .filter import DEFAULT_FILTER, DeviceFilter
@@ -43,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--coalesce-ms", type=float, default=50.0, help="netlink event burst window (default 50)")
     g.add_argument("--no-publish", action="store_true", help="do not publish ResourceSlices (bus only)")
+    add_uplink_flags(g, "the server of discovery's kubeconfig, then $KUBERNETES_SERVICE_HOST")
     g.add_argument("--netns", default=None, help=argparse.SUPPRESS)  # tests/benchmarks: scan another netns
 
 
@@ -60,9 +61,21 @@ def _attached_provider(runtime_dir: Any) -> Any:
     return attached
 
 
+def _kubeconfig_server(settings: Settings) -> str:
+    """The API server discovery's kubeconfig names, or "" when there is no usable kubeconfig."""
+    try:
+        return str(kube_api_client(settings).configuration.host or "")
+    except Exception as exc:
+        log.warning("no kubeconfig to take the API server's endpoint from", extra={"error": str(exc)})
+        return ""
+
+
 def build(args: argparse.Namespace, settings: Settings) -> tuple[Inventory, SlicePublisher | None]:
     exclude = tuple(p.strip() for p in (args.exclude_interfaces or "").split(",") if p.strip())
-    options = ScanOptions(exclude=exclude, filter=DeviceFilter(args.filter))
+    endpoint = "" if getattr(args, "apiserver_endpoint", None) else _kubeconfig_server(settings)
+    options = ScanOptions(
+        exclude=exclude, filter=DeviceFilter(args.filter), uplink_policy=uplink_policy(args, endpoint)
+    )
     publisher = None
     if not args.no_publish:
         publisher = SlicePublisher(

@@ -27,20 +27,11 @@ class LinkInfo:
     operstate: str = ""  # "UP", "DOWN", "UNKNOWN", ...
     link_type: str = ""  # ARPHRD as a word: "ether", "infiniband", "loopback", "none", ...
     master: int = 0  # IFLA_MASTER (bridge/bond/VRF the link is enslaved to), 0 = none
-    parent: int = 0  # IFLA_LINK (macvlan lower device, veth peer index), 0 = none
+    parent: int = 0  # IFLA_LINK of this netns (macvlan lower device, local veth peer), 0 = none
     alias: str = ""
     parent_bus: str = ""  # IFLA_PARENT_DEV_BUS_NAME ("pci"), "" when the kernel does not say
     parent_dev: str = ""  # IFLA_PARENT_DEV_NAME ("0000:8a:00.0")
     addresses: tuple[Address, ...] = ()
-
-
-@dataclass(frozen=True)
-class RouteInfo:
-    table: int
-    family: int
-    dst_len: int  # 0 with no destination = default route
-    oifs: tuple[int, ...]  # output interface, or every nexthop of a multipath route
-    type: int = 1  # RTN_UNICAST
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,14 @@
-"""Links, addresses and routes of a network namespace -> the plain records of model.py (read-only)."""
+"""Links, addresses, routes and uplinks of a network namespace -> plain records (read-only)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from dranet.netlink.rtnl import RawLink, RtnlSocket
+from dranet.netlink.rtnl import RawLink, RawRoute, RtnlSocket
+from dranet.uplinks import RouteFacts, Uplink, UplinkPolicy, node_uplinks
 
-from .model import Address, LinkInfo, RouteInfo
+from .model import Address, LinkInfo
 
 # ARPHRD_* values worth a word (include/uapi/linux/if_arp.h); others are published as "arphrd-<n>".
 ARPHRD_NAMES = {
@@ -28,7 +29,8 @@ ARPHRD_NAMES = {
 @dataclass
 class NetSnapshot:
     links: list[LinkInfo] = field(default_factory=list)
-    routes: list[RouteInfo] = field(default_factory=list)
+    routes: list[RouteFacts] = field(default_factory=list)
+    uplinks: dict[int, Uplink] = field(default_factory=dict)  # by ifindex
 
 
 def to_link(raw: RawLink, addresses: tuple[Address, ...] = ()) -> LinkInfo:
@@ -49,11 +51,21 @@ def to_link(raw: RawLink, addresses: tuple[Address, ...] = ()) -> LinkInfo:
     )
 
 
-def scan(sock: RtnlSocket) -> NetSnapshot:
-    """One dump of links, addresses and routes (every table)."""
+def to_route(raw: RawRoute) -> RouteFacts:
+    return RouteFacts(raw.family, raw.table, raw.dst_len, raw.oifs, raw.priority or 0, raw.type)
+
+
+def scan(sock: RtnlSocket, policy: UplinkPolicy | None = None) -> NetSnapshot:
+    """One dump of links, addresses and routes (every table), and the uplinks they make."""
     by_link: dict[int, list[Address]] = defaultdict(list)
     for a in sock.addresses():
         by_link[a.index].append(Address(a.family, f"{a.address}/{a.prefixlen}", a.scope))
     links = [to_link(raw, tuple(by_link.get(raw.index, ()))) for raw in sock.links()]
-    routes = [RouteInfo(r.table, r.family, r.dst_len, r.oifs, r.type) for r in sock.routes()]
-    return NetSnapshot(links=links, routes=routes)
+    routes = [to_route(r) for r in sock.routes()]
+
+    def lookup(family: int, destination: str) -> RouteFacts | None:
+        found = sock.lookup(family, destination)
+        return to_route(found) if found is not None else None
+
+    uplinks = node_uplinks(links, routes, lookup, policy or UplinkPolicy())
+    return NetSnapshot(links=links, routes=routes, uplinks=uplinks)

@@ -13,6 +13,7 @@ from dranet.services.netns.worker import NetnsWorker
 
 from dranet.bus import Subscriber
 from dranet.service import ServiceHost
+from dranet.settings import add_uplink_flags, uplink_policy
 
 log = logging.getLogger(__name__)
 KEEP_CAPS = frozenset({"CAP_NET_ADMIN", "CAP_SYS_ADMIN"})
@@ -40,6 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1.0,
         help="seconds between checks for deleted pod netns (default 1)",
     )
+    # The worker holds no API credentials: the kubelet's env names the API server for it.
+    add_uplink_flags(g, "$KUBERNETES_SERVICE_HOST")
 
 
 class Inventory:
@@ -79,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         publish=host.publish,
         sysfs_root=getattr(args, "sysfs_root", "/sys"),
         dev_root=getattr(args, "dev_root", "/dev"),
+        uplink_policy=uplink_policy(args),
     )
     # Reconcile before serving: no request sees a half-done attachment from a previous life.
     worker.reconcile()

@@ -9,7 +9,7 @@ import hashlib
 import json
 import re
 import socket
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -26,6 +26,8 @@ from dranet.services.netns.netlink import (
     Route,
     Rule,
 )
+
+from dranet.uplinks import RouteFacts, Uplink, UplinkPolicy, node_uplinks
 
 JOURNAL_VERSION = 1
 MAX_DEVICES_PER_POD = 64
@@ -118,19 +120,31 @@ def expand_ethtool_features(wanted: Mapping[str, bool], available: Iterable[str]
     return out
 
 
-def uplinks(links: Sequence[Link], routes: Sequence[Route]) -> set[int]:
-    """Indexes of the node's uplinks: links carrying a default route in any table, their masters
-    (bond, bridge) and the masters' other members, and the lower devices of uplink vlans."""
-    by_index = {link.index: link for link in links}
-    up: set[int] = set()
-    for r in routes:
-        if r.destination in ("0.0.0.0/0", "::/0"):
-            up.update(i for i in (r.oif, *r.multipath_oifs) if i)
-    masters = {by_index[i].master for i in up if i in by_index and by_index[i].master}
-    up |= masters
-    up |= {link.index for link in links if link.master and link.master in up}
-    up |= {by_index[i].parent for i in list(up) if i in by_index and by_index[i].parent in by_index}
-    return up
+def route_facts(r: Route) -> RouteFacts:
+    return RouteFacts(
+        family=r.family,
+        table=r.table,
+        dst_len=int(r.destination.rsplit("/", 1)[1]),
+        oifs=(r.oif, *r.multipath_oifs) if r.oif else r.multipath_oifs,
+        metric=r.priority or 0,
+        type=r.type,
+    )
+
+
+def uplinks(
+    links: Sequence[Link],
+    routes: Sequence[Route],
+    lookup: Callable[[int, str], Route | None],
+    policy: UplinkPolicy,
+) -> dict[int, Uplink]:
+    """The node's uplinks by ifindex: dranet/uplinks.py's rule (the one discovery applies) over the
+    worker's records. lookup: the host netns's route lookup (Rtnl.route_lookup)."""
+
+    def facts(family: int, destination: str) -> RouteFacts | None:
+        found = lookup(family, destination)
+        return route_facts(found) if found is not None else None
+
+    return node_uplinks(links, [route_facts(r) for r in routes], facts, policy)
 
 
 # ---------------------------------------------------------------- snapshot and journal

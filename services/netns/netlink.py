@@ -175,7 +175,7 @@ class Link:
     up: bool
     kind: str = ""
     master: int = 0
-    parent: int = 0  # IFLA_LINK: the lower device of a vlan/macvlan
+    parent: int = 0  # IFLA_LINK of this netns (vlan/macvlan lower device, local veth peer); 0 = none
     perm_mac: str = ""
     gso_max_size: int | None = None
     gro_max_size: int | None = None
@@ -558,6 +558,16 @@ class Rtnl:
                 continue
             out.append(r)
         return out
+
+    def route_lookup(self, family: int, destination: str) -> Route | None:
+        """The route the kernel picks for this netns's own traffic to `destination`, policy rules
+        applied (RTM_F_FIB_MATCH: the matched entry with every nexthop; no packet is sent), or None
+        when there is none or it is not unicast."""
+        try:
+            replies = self._read(RTM_GETROUTE, reader.lookup_request(family, destination), one=True)
+        except NetlinkError:  # ENETUNREACH, EHOSTUNREACH, EAFNOSUPPORT: no route
+            return None
+        return _route(reader.parse_route(replies[0])) if replies else None
 
     def add_route(self, route: Route) -> None:
         self._route(RTM_NEWROUTE, route, NLM_F_CREATE | NLM_F_EXCL)

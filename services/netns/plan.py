@@ -20,7 +20,6 @@ from dranet.services.netns.model import (
     check_ifname,
     snapshot_addresses,
     snapshot_routes,
-    uplinks,
 )
 from dranet.services.netns.netlink import READ_ONLY_PROC_SYS, Address, Link, Route, proc_sys_writable
 
@@ -34,6 +33,7 @@ from dranet.config import (
     parse_network_config,
     validate_rdma_only,
 )
+from dranet.uplinks import Uplink
 
 Allowed = Callable[[str], bool] | Collection[str] | None
 # (device, ifname, request item) -> the entry when already attached as asked, else None
@@ -72,15 +72,15 @@ class HostView:
     links: Sequence[Link]
     routes: Sequence[Route]
     by_name: Mapping[str, Link]
-    uplinks: Collection[int]
+    uplinks: Mapping[int, Uplink]  # model.uplinks over these links and routes
 
     @classmethod
-    def of(cls, links: Sequence[Link], routes: Sequence[Route]) -> HostView:
+    def of(cls, links: Sequence[Link], routes: Sequence[Route], uplinks: Mapping[int, Uplink]) -> HostView:
         by_name = {link.name: link for link in links}
         for link in links:
             for alt in link.alt_names:
                 by_name.setdefault(alt, link)
-        return cls(links, routes, by_name, uplinks(links, routes))
+        return cls(links, routes, by_name, uplinks)
 
 
 def is_allowed(allowed: Allowed, ifname: str) -> bool:
@@ -236,7 +236,7 @@ def check_host_link(
     if link.index in host.uplinks:
         raise BusError(
             "not_allowed",
-            f"{path}.ifname: {ifname!r} is an uplink of the node (it carries a default route)",
+            f"{path}.ifname: {ifname!r} is an uplink of the node ({host.uplinks[link.index].detail})",
         )
     if link.kind == "vrf" or link.index == 1 or ifname == "lo":
         raise BusError("not_allowed", f"{path}.ifname: {ifname!r} cannot be moved into a pod")

@@ -11,7 +11,9 @@ Identity, never assumption: a device is the one at the index, or under the name,
 journal says it is, with the kind and MAC recorded (or the permanent MAC); a search by MAC alone
 is never trusted (VLAN siblings share their parent's MAC), except among the links that appeared
 in the pod netns during the failed attach being rolled back. Nothing on the host is renamed
-before the allowlist and the uplink rule are checked again.
+before the allowlist and the uplink rule are checked again, and a device found on the host
+without our moving it back (it never left, or came back by itself) is not renamed or re-addressed
+before the uplink rule is: the node may route through it by now.
 """
 
 from __future__ import annotations
@@ -25,11 +27,13 @@ from typing import Any
 
 from dranet.services.netns import rdma
 from dranet.services.netns.errors import Hook, StepError, run_step
-from dranet.services.netns.model import HostSnapshot, JournalEntry, sorted_routes, uplinks
+from dranet.services.netns.model import HostSnapshot, JournalEntry, sorted_routes
 from dranet.services.netns.netlink import Link, LinkChange, proc_sys_writable, write_sysctls
 from dranet.services.netns.plan import Allowed, is_allowed
 from dranet.services.netns.podns import Netns
 from dranet.services.netns.steps import add_all, moved_route
+
+from dranet.uplinks import Uplink
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +54,13 @@ def restore(
     *,
     known: Collection[int] = (),
     allowed: Allowed = None,
+    uplinks: Callable[[], Mapping[int, Uplink]],
     hook: Hook | None = None,
 ) -> Outcome:
     """Put the device of `entry` back on the host. pod: its netns, when it still exists. known:
-    the pod's link indexes before a failed attach (a rollback may search the others). Raises
+    the pod's link indexes before a failed attach (a rollback may search the others). uplinks:
+    the node's uplinks now (asked only when a device found on the host is to be renamed, or was
+    not moved back by us: one just taken out of a pod has no routes on the host). Raises
     StepError when the device is in the pod netns and cannot be moved out."""
     if not entry.host.link.name:  # RDMA-only: its RDMA device is all there is
         if pod is not None:
@@ -72,14 +79,14 @@ def restore(
         with suppress(OSError):  # best effort: the RDMA device follows its netns back on teardown
             rdma.move_if_exclusive(entry.rdma_device, host.fd)
     problems: list[str] = []
-    if pod is not None:
-        move_back(host, pod, entry, known, problems, hook)
+    moved = pod is not None and move_back(host, pod, entry, known, problems, hook)
     link = find_on_host(host, entry)
     if link is None:
         return Outcome(found=False)
     want = entry.host.link
-    if link.name != want.name:
-        refusal = _not_ours(host, link, want, allowed)
+    renaming = link.name != want.name
+    if renaming or not moved:
+        refusal = _not_ours(link, want, allowed if renaming else None, uplinks)
         if refusal:
             return Outcome(found=True, problems=[refusal])
     attempt = _attempts(entry.device, problems, hook)
@@ -110,15 +117,16 @@ def move_back(
     known: Collection[int],
     problems: list[str],
     hook: Hook | None = None,
-) -> None:
-    """Move the device out of the pod netns under its host name and attributes, in one request."""
+) -> bool:
+    """Move the device out of the pod netns under its host name and attributes, in one request.
+    False when it is not there."""
     want, dev = entry.host.link, entry.device
     try:
         in_pod = find_in_pod(pod, entry, known)
     except OSError:
         in_pod = None
     if in_pod is None:
-        return
+        return False
     index = in_pod.index
     change = restore_change(want, in_pod)
     change.netns_fd = host.fd
@@ -139,6 +147,7 @@ def move_back(
         problems.append(
             f"{dev}: the host name {want.name} was taken; the device came back under another name"
         )
+    return True
 
 
 def find_in_pod(pod: Netns, entry: JournalEntry, known: Collection[int] = ()) -> Link | None:
@@ -195,10 +204,13 @@ def _cfg_mac(entry: JournalEntry) -> str:
     return str(mac).lower() if mac else ""
 
 
-def _not_ours(host: Netns, link: Link, want: Link, allowed: Allowed) -> str:
-    """Why the link found on the host must not be renamed to want.name, or "" when it may."""
-    if link.index in uplinks(host.rtnl.links(), host.rtnl.routes()):
-        return f"{link.name} looks like {want.name} but is an uplink of the node: left alone"
+def _not_ours(link: Link, want: Link, allowed: Allowed, uplinks: Callable[[], Mapping[int, Uplink]]) -> str:
+    """Why the link found on the host must not be renamed to want.name or re-addressed, or "" when
+    it may."""
+    uplink = uplinks().get(link.index)
+    if uplink is not None:
+        why = f"is an uplink of the node now ({uplink.detail})"
+        return f"{link.name} looks like {want.name} but {why}: left alone"
     if not (is_allowed(allowed, want.name) or is_allowed(allowed, link.name)):
         return f"{link.name} looks like {want.name}, which is no longer in the inventory: left alone"
     return ""

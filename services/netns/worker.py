@@ -33,7 +33,9 @@ from dranet.services.netns.model import (
     check_pod_uid,
     config_digest,
     netns_ident,
+    uplinks,
 )
+from dranet.services.netns.netlink import Link, Route
 from dranet.services.netns.nspath import DEFAULT_ROOTS, alive, names_netns, netns_id, open_netns
 from dranet.services.netns.plan import Allowed, HostView, Plan, check_request, plan
 from dranet.services.netns.podns import Netns
@@ -42,6 +44,7 @@ from dranet.services.netns.steps import configure, snapshot
 
 from dranet.bus.messages import BusError
 from dranet.observability import metrics
+from dranet.uplinks import Uplink, UplinkPolicy
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +75,12 @@ class NetnsWorker:
         sysfs_root: str = "/sys",
         dev_root: str = "/dev",
         hook: Hook | None = None,
+        uplink_policy: UplinkPolicy | None = None,
     ) -> None:
         """allowed: host interface names the inventory allows (a set, or a predicate); None allows
-        every non-uplink interface. host_netns: the netns treated as the node's (default: ours)."""
+        every non-uplink interface. host_netns: the netns treated as the node's (default: ours).
+        uplink_policy: the API server and --uplink-interfaces, for the uplink rule (dranet/uplinks.py)."""
+        self.uplink_policy = uplink_policy or UplinkPolicy()
         self.roots = tuple(netns_roots)
         self.sysfs_root = sysfs_root
         self.dev_root = dev_root
@@ -97,6 +103,18 @@ class NetnsWorker:
     @property
     def journal(self) -> Journal:
         return self.ledger.journal
+
+    def uplinks(
+        self, links: Sequence[Link] | None = None, routes: Sequence[Route] | None = None
+    ) -> dict[int, Uplink]:
+        """The node's uplinks now (from the given dumps of the host, or fresh ones)."""
+        rtnl = self.hostns.rtnl
+        return uplinks(
+            rtnl.links() if links is None else links,
+            rtnl.routes() if routes is None else routes,
+            rtnl.route_lookup,
+            self.uplink_policy,
+        )
 
     # ------------------------------------------------------------ lifecycle
     def start(self, watch_interval: float = 1.0, *, reconcile: bool = True) -> None:
@@ -187,7 +205,8 @@ class NetnsWorker:
     def _attach_locked(
         self, pod_uid: str, pod: Netns, devices: Sequence[Mapping[str, Any]], deadline: float | None
     ) -> dict[str, Any]:
-        host = HostView.of(self.hostns.rtnl.links(), self.hostns.rtnl.routes())
+        links, routes = self.hostns.rtnl.links(), self.hostns.rtnl.routes()
+        host = HostView.of(links, routes, self.uplinks(links, routes))
         pod_links = pod.rtnl.links()
         # The pod's links before the attach: a rollback may search only the others for ours.
         known = frozenset(link.index for link in pod_links)
@@ -396,6 +415,7 @@ class NetnsWorker:
                 pod or self._reopen(entry),
                 known=known,
                 allowed=self._allowed,
+                uplinks=self.uplinks,
                 hook=self._hook,
             )
         except Exception as exc:

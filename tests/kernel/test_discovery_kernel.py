@@ -33,7 +33,8 @@ def ip(*args: str, ns: str | None = None) -> None:
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[str]:
     """A "node" netns: uplink bridge br-up (default route) with port upl0, a macvlan on the bridge,
-    eth-a (free), eth-b (default route in table 100); the veth peers live in a "wire" netns."""
+    eth-a (free), eth-b (a default route in table 100, which no rule sends the node's traffic to:
+    offered); the veth peers live in a "wire" netns."""
     name = f"tdi-{secrets.token_hex(3)}"
     wire = name + "w"
     ip("netns", "add", name)
@@ -90,8 +91,8 @@ def test_scan_matches_namespace_and_excludes_uplinks(inventory: Inventory) -> No
     devs = by_ifname(inventory)
     assert set(devs) == {"br-up", "upl0", "eth-a", "eth-b", "mv0"}
     allowed = {n for n, d in devs.items() if d.allocatable}
-    # br-up carries the main default route, upl0 is its port, eth-b has a default route in table 100
-    assert allowed == {"eth-a", "mv0"}
+    # br-up carries the node's default route and upl0 is its port
+    assert allowed == {"eth-a", "eth-b", "mv0"}
     a = devs["eth-a"].attributes
     assert a["dra.net/type"] == "veth" and a["dra.net/virtual"] is True and a["dra.net/ifName"] == "eth-a"
     assert devs["eth-a"].name == "eth-a"
@@ -115,11 +116,15 @@ def test_add_rename_readdress_remove_are_reflected(inventory: Inventory, node: s
 
 
 def test_route_changes_reevaluate_uplinks(inventory: Inventory, node: str) -> None:
-    assert not by_ifname(inventory)["eth-b"].allocatable
+    assert by_ifname(inventory)["eth-b"].allocatable
+    ip("rule", "add", "table", "100", "priority", "100", ns=node)
+    wait_until(lambda: not by_ifname(inventory)["eth-b"].allocatable, "eth-b an uplink through the rule")
+    ip("rule", "del", "table", "100", "priority", "100", ns=node)
     ip("route", "del", "default", "table", "100", ns=node)
     wait_until(lambda: by_ifname(inventory)["eth-b"].allocatable, "eth-b no longer an uplink")
-    ip("route", "add", "default", "dev", "eth-a", "table", "200", ns=node)
+    ip("route", "replace", "default", "dev", "eth-a", ns=node)
     wait_until(lambda: not by_ifname(inventory)["eth-a"].allocatable, "eth-a became an uplink")
+    assert by_ifname(inventory)["br-up"].allocatable
 
 
 def test_default_filter_hides_veth(node: str, tmp_path: Path) -> None:
@@ -179,7 +184,7 @@ def test_service_publishes_slices_and_serves_the_bus(node: str, tmp_path: Path) 
             raw: Any = res.list_resource_slice(field_selector=f"spec.nodeName={node}", _preload_content=False)
             return {d["name"] for o in json.loads(raw.data)["items"] for d in o["spec"]["devices"]}
 
-        wait_until(lambda: published() == {"eth-a", "mv0"}, "slices")
+        wait_until(lambda: published() == {"eth-a", "eth-b", "mv0"}, "slices")
         inv = bus.call("get_inventory")
         names = {d["ifname"]: d for d in inv["devices"]}
         assert names["eth-a"]["allocatable"] and not names["br-up"]["allocatable"]
@@ -188,7 +193,7 @@ def test_service_publishes_slices_and_serves_the_bus(node: str, tmp_path: Path) 
         raw: Any = res.list_resource_slice(field_selector=f"spec.nodeName={node}", _preload_content=False)
         (name,) = [o["metadata"]["name"] for o in json.loads(raw.data)["items"]]
         res.delete_resource_slice(name)
-        wait_until(lambda: published() == {"eth-a", "mv0", "eth-e"}, "the deleted slice back")
+        wait_until(lambda: published() == {"eth-a", "eth-b", "mv0", "eth-e"}, "the deleted slice back")
     finally:
         bus.close()
         proc.terminate()

@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 from dranet.services.discovery.devices import ScanOptions, build_devices
 from dranet.services.discovery.filter import DeviceFilter
-from dranet.services.discovery.model import Address, LinkInfo, RouteInfo
+from dranet.services.discovery.model import Address, LinkInfo
 from dranet.services.discovery.netlinkscan import NetSnapshot
 from dranet.services.discovery.sysfs import PciIds, Sysfs
+
+from dranet.uplinks import MAIN_DEFAULT, Uplink
 
 
 def _link(path: Path, target: Path) -> None:
@@ -139,7 +141,7 @@ def test_inventory_from_synthetic_tree(tree: Tree) -> None:
         LinkInfo(index=5, name="veth0", kind="veth", link_type="ether"),
         LinkInfo(index=6, name="mlx5_6", kind="macvlan", parent=3, link_type="ether"),
     ]
-    snap = NetSnapshot(links=links, routes=[RouteInfo(254, socket.AF_INET, 0, (2,))])
+    snap = NetSnapshot(links=links, uplinks={2: Uplink(2, "eth0", MAIN_DEFAULT, "the main default")})
     devices = {d.name: d for d in build_devices(snap, Sysfs(tree.root), ScanOptions())}
     assert sorted(devices) == sorted(
         [

@@ -25,12 +25,16 @@ from dranet.services.netns.model import (
 from dranet.services.netns.netlink import Address, Link, Neighbor, Route, Rule
 from dranet.services.netns.nspath import resolve
 
+from dranet.uplinks import UplinkPolicy
+
 
 def link(index: int, name: str, **kw: object) -> Link:
     return Link(index=index, name=name, mtu=1500, mac=f"02:00:00:00:00:{index:02x}", up=True, **kw)  # type: ignore[arg-type]
 
 
 def test_uplinks_cover_default_routes_masters_slaves_and_lower_devices() -> None:
+    """The shared rule over the worker's records: the main table's default (upstream's rule), the
+    kernel's IPv6 lookup (a rule sends IPv6 to table 100), masters, slaves and lower devices."""
     links = [
         link(2, "eth0", master=5),
         link(3, "eth1", master=5),
@@ -42,10 +46,15 @@ def test_uplinks_cover_default_routes_masters_slaves_and_lower_devices() -> None
     ]
     routes = [
         Route("0.0.0.0/0", gateway="10.0.0.1", oif=5, table=254),
-        Route("::/0", oif=8, table=100),
+        Route("0.0.0.0/0", gateway="10.9.0.1", oif=9, table=254, priority=500),
         Route("10.0.0.0/8", oif=9),
     ]
-    assert uplinks(links, routes) == {2, 3, 5, 7, 8}
+
+    def lookup(family: int, _destination: str) -> Route | None:
+        return Route("::/0", oif=8, table=100) if family == socket.AF_INET6 else None
+
+    assert set(uplinks(links, routes, lookup, UplinkPolicy())) == {2, 3, 5, 7, 8}
+    assert set(uplinks(links, routes, lambda _f, _d: None, UplinkPolicy(always=("eth2",)))) == {2, 3, 5, 6}
 
 
 @pytest.mark.parametrize("name", ["", "a/b", "a b", ".", "..", "x" * 16, "a:b"])
