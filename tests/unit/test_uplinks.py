@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pytest
 
+from dranet.settings import uplink_policy
 from dranet.uplinks import (
     APISERVER,
     DEFAULT_ROUTE,
@@ -172,3 +174,14 @@ def test_reasons_say_why() -> None:
 )
 def test_endpoint_host(endpoint: str, host: str) -> None:
     assert endpoint_host(endpoint) == host
+
+
+def test_flags_to_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    args = argparse.Namespace(apiserver_endpoint=None, uplink_interfaces=" eth9, bond* ,")
+    assert uplink_policy(args) == UplinkPolicy(apiserver=("10.96.0.1",), always=("eth9", "bond*"))
+    assert uplink_policy(args, "https://[fd00::7]:6443").apiserver == ("fd00::7",)
+    args.apiserver_endpoint = "https://127.0.0.1:6443"
+    assert uplink_policy(args, "https://10.0.0.9").apiserver == ("127.0.0.1",)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST")
+    assert uplink_policy(argparse.Namespace()) == UplinkPolicy()
