@@ -134,7 +134,7 @@ class Soak:
             n += 1
             uid = str(uuid.uuid4())
             if n % 4 == 0:
-                p = pod(uid, netns="")  # a pod nri has never seen: the worker is asked
+                p = pod(uid, netns=f"/var/run/netns/soak-{uid}")  # unknown to nri: it asks the worker
                 self._call("StopPodSandbox", nri_pb2.StopPodSandboxRequest(pod=p).SerializeToString())
                 self._call("RemovePodSandbox", nri_pb2.RemovePodSandboxRequest(pod=p).SerializeToString())
                 sent += 2

@@ -400,3 +400,35 @@ def test_a_publisher_refuses_a_body_that_does_not_fit_its_topic(tmp_path: Path) 
         pub.close()
     with pytest.raises(ValueError, match="not declared"):
         Publisher(tmp_path, "t", {"nope": dict})
+
+
+def test_a_subscriber_drops_a_notification_that_does_not_fit_its_topic(tmp_path: Path) -> None:
+    state = {"seq": 0, "snapshots": 0}
+
+    def snapshot(body: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
+        state["snapshots"] += 1
+        return {"epoch": "e1", "seq": state["seq"], "body": {"attachments": []}}
+
+    srv = BusServer(tmp_path, "t", {"snapshot": snapshot})
+    srv.start()
+    pub = zmq.Context.instance().socket(zmq.PUB)
+    pub.setsockopt(zmq.LINGER, 0)
+    pub.bind(endpoints.ipc(endpoints.events_path(tmp_path, "t")))
+    seen: list[dict[str, Any]] = []
+    sub = Subscriber(tmp_path, "t", ["attachments"], lambda topic, body: seen.append(body))
+    sub.start()
+    try:
+        assert sub.synced.wait(5) and seen == [{"attachments": []}]
+        state["seq"] = 1
+        bad = msgpack.packb({"epoch": "e1", "seq": 1, "body": {"pod_uid": "p", "device": 7}})
+        end = time.monotonic() + 5
+        while state["snapshots"] < 2 and time.monotonic() < end:  # until it arrives (slow joiner)
+            pub.send_multipart([b"attachments", bad])
+            time.sleep(0.05)
+        assert state["snapshots"] == 2  # dropped, and the state fetched again instead
+        _wait(lambda: len(seen) == 2)
+        assert all("pod_uid" not in body for body in seen)
+    finally:
+        sub.close()
+        pub.close()
+        srv.stop()
