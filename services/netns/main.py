@@ -54,12 +54,10 @@ class Inventory:
         self._lock = threading.Lock()
 
     def update(self, body: dict[str, Any]) -> None:
-        # A device is allowed by its interface name, or by its RDMA device when it has no netdev.
-        names = {
-            str(d.get("ifname") or d.get("rdma_device"))
-            for d in body.get("devices", [])
-            if d.get("allocatable") and (d.get("ifname") or d.get("rdma_device"))
-        }
+        # A device is allowed by its interface name (while it is in a pod, discovery keeps it with
+        # no interface and its last attributes: the name it had on the host), or by its RDMA
+        # device when it has no netdev.
+        names = {name for d in body.get("devices", []) if d.get("allocatable") for name in _names(d)}
         with self._lock:
             self._names = frozenset(names)
 
@@ -69,6 +67,13 @@ class Inventory:
         if names is not None:
             return ifname in names
         return bool(self._regex and self._regex.fullmatch(ifname))
+
+
+def _names(device: dict[str, Any]) -> set[str]:
+    attrs = device.get("attributes")
+    last = attrs.get("dra.net/ifName") if isinstance(attrs, dict) else None
+    name = device.get("ifname") or (last if isinstance(last, str) else None) or device.get("rdma_device")
+    return {str(name)} if name else set()
 
 
 def run(args: argparse.Namespace) -> int:

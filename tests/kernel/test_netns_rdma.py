@@ -121,3 +121,20 @@ def test_inventory_allows_an_rdma_only_device_by_its_rdma_name() -> None:
     )
     assert inv("mlx5_3") and inv("eth1")
     assert not inv("mlx5_4") and not inv("mlx5_5")
+
+
+def test_inventory_keeps_allowing_an_attached_device_by_its_host_name() -> None:
+    """While a device is in a pod, discovery keeps it with no host interface (ifname "") and its
+    last attributes; the worker's allowlist still knows its host name, so restore may rename a
+    device that came back as devN to it."""
+    from dranet.services.netns.main import Inventory
+
+    inv = Inventory(None)
+    inv.update(
+        {
+            "devices": [
+                {"name": "eth1", "ifname": "", "allocatable": True, "attributes": {"dra.net/ifName": "eth1"}},
+            ]
+        }
+    )
+    assert inv("eth1")

@@ -346,3 +346,25 @@ def test_a_device_that_cannot_leave_the_pod_names_the_release_command(
     worker.detach("pod-y")
     after = full_view(tb, "tnrx0")  # as the operator left it (the hand-made move dropped its address)
     assert (after["mtu"], after["mac"]) == (before["mtu"], before["mac"])
+
+
+def test_a_failing_restore_is_retried_with_a_growing_delay(
+    tb: Testbed, worker: NetnsWorker, hook: Hook
+) -> None:
+    """The watcher does not retry (and log) a restore that keeps failing on every pass."""
+    tb.add_nic("tnrw0", addresses=("10.6.0.2/24",))
+    pod = tb.add_netns()
+    worker.attach("pod-w", f"/run/netns/{pod}", [{"device": "w0", "ifname": "tnrw0", "config": {}}])
+    attempts: list[str] = []
+    hook.fail, hook.at = "move-back", "move-back"
+    hook.action = lambda: attempts.append("move-back")
+    tb.del_netns(pod)  # the worker's fd keeps it (and the NIC) alive: the restore is attempted
+    for _ in range(5):
+        worker.check_pods()
+    assert attempts == ["move-back"]
+    assert [a["device"] for a in worker.attachments()["attachments"]] == ["w0"]
+    hook.fail = None
+    worker._retry.clear()  # the delay has passed
+    worker.check_pods()
+    assert worker.attachments() == {"attachments": []}
+    assert tb.addresses("tnrw0") == ["10.6.0.2/24"]
