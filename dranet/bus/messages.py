@@ -257,6 +257,13 @@ OPS: dict[str, Op] = {
         doc="the prepared devices of a pod, with their host interface and validated config",
     ),
     "claims": Op("dra", _EMPTY, _s("Claims", claims=[AnyMap]), read_only=True, doc="every prepared claim"),
+    "plugin_state": Op(
+        "dra",
+        _EMPTY,
+        _s("PluginState", registered=bool, registered_at=float, serving=bool),
+        read_only=True,
+        doc="whether the kubelet registered the DRA plugin (and when): discovery publishes only then",
+    ),
     # netns
     "attach": Op(
         "netns",

@@ -145,7 +145,12 @@ class Cluster:
             str(self.containerd.cri_socket),
             driver_name=DRIVER,
             log_dir=str(self.workdir / "pods"),
+            api_client=self.api_client,
+            node_name=self.node_name,
         )
+        # The kubelet's start: it wipes the node's slices and registers the plugin; discovery
+        # publishes only once the plugin is registered.
+        self.agent.start()
         self.allocator = Allocator(self.api_client, self.node_name)
 
     def service_args(self) -> dict[str, list[str]]:

@@ -12,7 +12,11 @@ driver, over the same wire protocols the kubelet uses:
 4. on removal: StopPodSandbox, RemovePodSandbox, then NodeUnprepareResources for the claims no
    other pod of this agent uses;
 5. device health (watch_health): the DRAResourceHealth stream, with the kubelet's expiry rule
-   (DeviceHealthCache): a device whose last report is older than its timeout reads Unknown.
+   (DeviceHealthCache): a device whose last report is older than its timeout reads Unknown;
+6. start(): the kubelet's start and plugin watcher. It deletes all of the node's ResourceSlices
+   (every driver), registers the driver's plugin whenever its registration socket appears (again
+   after a plugin restart), and deletes the driver's slices on the node once no plugin has been
+   connected for `wipe_delay` (the kubelet's defaultWipingDelay, 30 s).
 
 Errors are typed (PrepareError, SandboxError) and carry the kubelet-like message.
 """
@@ -45,6 +49,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_REGISTRY_DIR = "/var/lib/kubelet/plugins_registry"
 PREPARE_TIMEOUT = 45.0  # the kubelet's DRA call timeout
+DEFAULT_WIPING_DELAY = 30.0  # the kubelet's defaultWipingDelay (cm/dra/plugin/dra_plugin_manager.go)
 DEFAULT_HEALTH_TIMEOUT = 30.0  # the kubelet's DefaultHealthTimeout (pkg/kubelet/cm/dra/healthinfo.go)
 HEALTH_SERVICE = "v1alpha1.DRAResourceHealth"
 UNKNOWN, HEALTHY, UNHEALTHY = "Unknown", "Healthy", "Unhealthy"
@@ -98,6 +103,8 @@ class PluginEndpoint:
     endpoint: str
     version: str  # e.g. "v1.DRAPlugin"
     supported: tuple[str, ...]
+    # (inode, mtime ns) of the registration socket: a new file is a new plugin, registered again
+    socket_id: tuple[int, int] = (0, 0)
 
 
 @dataclass
@@ -179,9 +186,19 @@ class NodeAgent:
         log_dir: str = "/tmp",
         prepare_timeout: float = PREPARE_TIMEOUT,
         health_timeout: float = DEFAULT_HEALTH_TIMEOUT,
+        api_client: Any = None,
+        node_name: str = "",
+        wipe_delay: float = DEFAULT_WIPING_DELAY,
     ) -> None:
-        """health_timeout: the kubelet's default device health timeout (tests shorten it)."""
+        """health_timeout, wipe_delay: the kubelet's timeouts (tests shorten them). api_client (a
+        kubernetes ApiClient) and node_name: for start()'s ResourceSlice wiping."""
         self.registry_dir = Path(registry_dir)
+        self.api_client = api_client
+        self.node_name = node_name
+        self.wipe_delay = wipe_delay
+        self.wipes: list[str] = []  # the field selectors of the wipes done, for tests
+        self._register_lock = threading.Lock()
+        self._watch_thread: threading.Thread | None = None
         self.health = DeviceHealthCache(health_timeout)
         self._health_stop = threading.Event()
         self._health_thread: threading.Thread | None = None
@@ -200,10 +217,28 @@ class NodeAgent:
     # ------------------------------------------------------------ plugin registration
 
     def register(self, timeout: float = 30.0) -> PluginEndpoint:
-        """Find the driver's registration socket, GetInfo, pick a version, notify; like the kubelet."""
+        """Find the driver's registration socket, GetInfo, pick a version, notify; like the kubelet.
+        Returns the plugin at once when it is registered and its socket is the same."""
         deadline = time.monotonic() + timeout
-        last = "no socket yet"
         while True:
+            found, last = self._scan()
+            if found is not None:
+                return found
+            if time.monotonic() >= deadline:
+                raise PluginNotFound(
+                    f"no DRA plugin {self.driver_name!r} registered in {self.registry_dir} "
+                    f"within {timeout:.0f}s "
+                    f"({last}); is the dra service running with --kubelet-registry-dir={self.registry_dir}?"
+                )
+            time.sleep(0.1)
+
+    def _scan(self) -> tuple[PluginEndpoint | None, str]:
+        """(the registered plugin, or None and why not): register the plugin when its socket is new."""
+        with self._register_lock:
+            current = self._plugin
+            if current is not None and _socket_id(Path(current.registration_socket)) == current.socket_id:
+                return current, ""
+            last = "no socket yet"
             for sock in sorted(self.registry_dir.glob("*.sock")) if self.registry_dir.is_dir() else []:
                 if sock.name.startswith("."):
                     continue
@@ -213,17 +248,12 @@ class NodeAgent:
                     last = f"{sock}: {exc.code().name} {exc.details()}"
                     continue
                 if found is not None:
-                    return found
+                    return found, ""
                 last = f"{sock}: not the {self.driver_name} DRA plugin"
-            if time.monotonic() >= deadline:
-                raise PluginNotFound(
-                    f"no DRA plugin {self.driver_name!r} registered in {self.registry_dir} "
-                    f"within {timeout:.0f}s "
-                    f"({last}); is the dra service running with --kubelet-registry-dir={self.registry_dir}?"
-                )
-            time.sleep(0.1)
+            return None, last
 
     def _try_register(self, sock: Path) -> PluginEndpoint | None:
+        socket_id = _socket_id(sock)
         with grpc.insecure_channel(f"unix://{sock}") as ch:
             stub = reg_grpc.RegistrationStub(ch)
             info = stub.GetInfo(reg_pb.InfoRequest(), timeout=1.0)  # the kubelet allows 1 s
@@ -240,7 +270,7 @@ class NodeAgent:
                 )
                 raise PluginNotFound(f"{sock}: no supported DRA version in {list(info.supported_versions)}")
             endpoint = info.endpoint or str(sock)
-            plugin = PluginEndpoint(str(sock), endpoint, version, tuple(info.supported_versions))
+            plugin = PluginEndpoint(str(sock), endpoint, version, tuple(info.supported_versions), socket_id)
             self._connect(plugin)
             stub.NotifyRegistrationStatus(reg_pb.RegistrationStatus(plugin_registered=True), timeout=5.0)
         log.info("DRA plugin registered", extra={"endpoint": endpoint, "version": version})
@@ -259,6 +289,63 @@ class NodeAgent:
     @property
     def plugin(self) -> PluginEndpoint | None:
         return self._plugin
+
+    # ------------------------------------------------------------ kubelet start, plugin watcher, wiping
+
+    def start(self) -> None:
+        """Start as the kubelet does: wipe the node's ResourceSlices, then watch for the plugin."""
+        if self._watch_thread is not None:
+            return
+        self.wipe_slices(all_drivers=True)
+        self._watch_thread = threading.Thread(target=self._watch_plugin, name="plugin-watch", daemon=True)
+        self._watch_thread.start()
+
+    def connected(self) -> bool:
+        """A plugin of the driver is registered and answers on its registration socket."""
+        plugin = self._plugin
+        if plugin is None or _socket_id(Path(plugin.registration_socket)) != plugin.socket_id:
+            return False
+        try:
+            with grpc.insecure_channel(f"unix://{plugin.registration_socket}") as ch:
+                reg_grpc.RegistrationStub(ch).GetInfo(reg_pb.InfoRequest(), timeout=1.0)
+        except grpc.RpcError:
+            return False
+        return True
+
+    def wipe_slices(self, *, all_drivers: bool = False) -> None:
+        """Delete the node's ResourceSlices: every driver's (kubelet start) or only ours."""
+        if self.api_client is None or not self.node_name:
+            return
+        from kubernetes import client  # only the start and the watcher need it
+
+        selector = f"spec.nodeName={self.node_name}"
+        if not all_drivers:
+            selector += f",spec.driver={self.driver_name}"
+        client.ResourceV1Api(self.api_client).delete_collection_resource_slice(field_selector=selector)
+        self.wipes.append(selector)
+        log.info("ResourceSlices wiped", extra={"field_selector": selector})
+
+    def _watch_plugin(self) -> None:
+        gone_since: float | None = None
+        wiped = False
+        while not self._health_stop.wait(0.2):
+            alive = self.connected()
+            if not alive:
+                try:
+                    alive = self._scan()[0] is not None and self.connected()
+                except NodeAgentError as exc:
+                    log.warning("plugin registration failed", extra={"error": str(exc)})
+            if alive:
+                gone_since, wiped = None, False
+                continue
+            now = time.monotonic()
+            gone_since = now if gone_since is None else gone_since
+            if not wiped and now - gone_since >= self.wipe_delay:
+                try:
+                    self.wipe_slices()
+                    wiped = True
+                except Exception as exc:  # the API server may be down: try again next round
+                    log.warning("wiping ResourceSlices failed", extra={"error": str(exc)})
 
     # ------------------------------------------------------------ DRA calls
 
@@ -435,7 +522,9 @@ class NodeAgent:
         run.timings["unprepare"] = time.monotonic() - t0
 
     def close(self) -> None:
-        self._health_stop.set()
+        self._health_stop.set()  # also stops the plugin watcher
+        if self._watch_thread is not None:
+            self._watch_thread.join(5)
         if self._health_stream is not None:
             self._health_stream.cancel()
         if self._health_thread is not None:
@@ -446,3 +535,11 @@ class NodeAgent:
                 self._channel = None
                 self._stub = None
         self.cri.close()
+
+
+def _socket_id(path: Path) -> tuple[int, int]:
+    try:
+        st = path.stat()
+    except OSError:
+        return (0, 0)
+    return (st.st_ino, st.st_mtime_ns)

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable
 from typing import Any
 
-from dranet.bus import BusClient, RequestContext, Subscriber
+from dranet.bus import BusClient, BusError, RequestContext, Subscriber
 from dranet.netlink.rtnl import EVENT_GROUPS, open_in_netns
 from dranet.service import ServiceHost
 from dranet.settings import Settings, add_uplink_flags, kube_api_client, uplink_policy
@@ -18,7 +19,7 @@ from .devices import DEFAULT_EXCLUDE, ScanOptions
 from .filter import DEFAULT_FILTER, DeviceFilter
 from .inventory import Inventory, InventoryConfig
 from .model import Device
-from .publisher import SlicePublisher
+from .publisher import PluginState, SlicePublisher
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--coalesce-ms", type=float, default=50.0, help="netlink event burst window (default 50)")
     g.add_argument("--no-publish", action="store_true", help="do not publish ResourceSlices (bus only)")
     add_uplink_flags(g, "the server of discovery's kubeconfig, then $KUBERNETES_SERVICE_HOST")
+    g.add_argument(
+        "--publish-without-plugin",
+        action="store_true",
+        help="publish ResourceSlices even when dra is not registered with the kubelet (development and "
+        "benchmarks only: a real kubelet wipes such slices, and pods scheduled on them stick at prepare)",
+    )
     g.add_argument("--netns", default=None, help=argparse.SUPPRESS)  # tests/benchmarks: scan another netns
 
 
@@ -70,6 +77,20 @@ def _kubeconfig_server(settings: Settings) -> str:
         return ""
 
 
+def plugin_state_of(runtime_dir: Any, context: Any = None) -> Callable[[], PluginState | None]:
+    """Ask dra whether the kubelet registered the plugin; None when dra does not answer."""
+    client = BusClient(runtime_dir, "dra", timeout=1.0, context=context)
+
+    def state() -> PluginState | None:
+        try:
+            r = client.call("plugin_state", {}, timeout=1.0)
+        except BusError:
+            return None
+        return PluginState(bool(r["registered"]), float(r["registered_at"]), bool(r["serving"]))
+
+    return state
+
+
 def build(args: argparse.Namespace, settings: Settings) -> tuple[Inventory, SlicePublisher | None]:
     exclude = tuple(p.strip() for p in (args.exclude_interfaces or "").split(",") if p.strip())
     endpoint = "" if getattr(args, "apiserver_endpoint", None) else _kubeconfig_server(settings)
@@ -79,7 +100,12 @@ def build(args: argparse.Namespace, settings: Settings) -> tuple[Inventory, Slic
     publisher = None
     if not args.no_publish:
         publisher = SlicePublisher(
-            lambda: kube_api_client(settings), settings.node_name, settings.driver_name
+            lambda: kube_api_client(settings),
+            settings.node_name,
+            settings.driver_name,
+            plugin_state=None
+            if getattr(args, "publish_without_plugin", False)
+            else plugin_state_of(settings.runtime_dir),
         )
     config = InventoryConfig(
         sysfs_root=args.sysfs_root,
@@ -122,7 +148,8 @@ def run(args: argparse.Namespace) -> int:
             out["pool_generation"] = publisher.generation
             out["publish_error"] = publisher.last_error
             if not publisher.healthy:
-                out["not_ready"] = f"ResourceSlices not published: {publisher.last_error or 'not yet'}"
+                why = publisher.waiting or publisher.last_error or "not yet"
+                out["not_ready"] = f"ResourceSlices not published: {why}"
         return out
 
     host.serve({"get_inventory": get_inventory}, health=health, snapshots={"inventory": inventory.snapshot})

@@ -8,6 +8,13 @@ Two threads:
 - watch: a watch on our slices; a slice deleted or changed behind our back (the kubelet deletes
   all of a node's slices when it restarts) wakes the sync at once. Events caused by our own writes
   are recognised by resourceVersion and ignored.
+
+Slices are written only while the kubelet can use the plugin (may_publish): the kubelet deletes a
+driver's slices when no plugin of it has been connected for 30 s, and all of the node's slices at
+its own start. Slices published meanwhile would advertise NICs nobody can prepare: pods would be
+scheduled here and stick at prepare. So the sync asks dra (`plugin_state`) before writing, writes
+nothing while the plugin is not registered, and after a wipe (our slices gone, not by us) waits for
+the kubelet to register the plugin again.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -41,6 +49,42 @@ POOL_GENERATION = gauge("dranet_discovery_pool_generation", "current pool genera
 ApiClientFactory = Callable[[], Any]
 BACKOFF_START, BACKOFF_MAX = 0.1, 10.0
 WATCH_SECONDS = 300
+GATE_POLL = 0.5  # seconds between asks while waiting for the plugin
+# A registration up to this long before we noticed a wipe counts as after it: the kubelet wipes at
+# its start and registers the plugin a moment later, possibly before our watch reports the deletes.
+WIPE_SLACK = 5.0
+# Slices deleted by someone else while the plugin stays registered come back after this long.
+WIPE_GIVE_UP = 300.0
+
+
+@dataclass(frozen=True)
+class PluginState:
+    """dra's answer to `plugin_state`."""
+
+    registered: bool
+    registered_at: float  # unix time of the kubelet's last registration of the plugin; 0: never
+    serving: bool = True
+
+
+def may_publish(state: PluginState | None, wiped_at: float, now: float) -> tuple[bool, str]:
+    """Whether slices may be written now, and if not why (pure; times are unix seconds).
+
+    state None: dra did not answer. wiped_at: when our slices were found deleted by someone else
+    (0: not since our last write)."""
+    if state is None:
+        return False, "dra does not answer: the kubelet plugin may be down"
+    if not (state.registered and state.serving):
+        return False, "the kubelet has not registered the DRA plugin"
+    if wiped_at and state.registered_at < wiped_at - WIPE_SLACK and now - wiped_at < WIPE_GIVE_UP:
+        return False, (
+            "the slices were deleted (the kubelet wipes them when the plugin is gone, and at its start); "
+            "waiting for the kubelet to register the plugin again"
+        )
+    return True, ""
+
+
+class Gated(Exception):
+    """Publishing waits for the plugin (the message says why)."""
 
 
 class SlicePublisher:
@@ -51,8 +95,15 @@ class SlicePublisher:
         driver: str,
         *,
         on_published: Callable[[int], None] | None = None,
+        plugin_state: Callable[[], PluginState | None] | None = None,
     ) -> None:
+        """plugin_state: asks dra whether the kubelet registered the plugin (None: no gate, for
+        development and benchmarks)."""
         self.node_name = node_name
+        self._plugin_state = plugin_state
+        self._published: set[str] = set()  # names of the slices we wrote last
+        self._wiped_at = 0.0
+        self.waiting = ""  # why nothing is published now (the gate), "" when not waiting
         self.driver = driver
         self._factory = api_client_factory
         self._on_published = on_published
@@ -115,6 +166,14 @@ class SlicePublisher:
                 if api is None:
                     api = self._factory()
                 self._sync_once(api, devices)
+            except Gated as gated:
+                if self.waiting != str(gated):
+                    log.warning("not publishing ResourceSlices", extra={"reason": str(gated)})
+                self.waiting = str(gated)
+                self.healthy = False
+                self._stop.wait(GATE_POLL)
+                self._dirty.set()
+                continue
             except Exception as exc:  # never let the thread die: log, back off, retry
                 reason = _reason(exc)
                 self.healthy = False
@@ -133,6 +192,7 @@ class SlicePublisher:
             backoff = BACKOFF_START
             self.healthy = True
             self.last_error = ""
+            self.waiting = ""
             PUBLISH_SECONDS.labels().observe(time.monotonic() - started)
             LAST_PUBLISHED.labels().set(time.time())
             with self.synced:
@@ -144,14 +204,24 @@ class SlicePublisher:
     def _sync_once(self, api: Any, devices: list[Device]) -> None:
         kube = KubeJSON(api)
         node = NodeRef(self.node_name, self._node_uid or self._lookup_node_uid(kube))
+        state = self._check_gate(None)  # before any API call: nothing to do while it is closed
         listing = kube.list_slices(self.field_selector())
         existing = {o["metadata"]["name"]: o for o in listing.get("items") or []}
+        if self._published - set(existing) and not self._wiped_at:
+            self._wiped_at = time.time()
+            log.warning(
+                "our ResourceSlices were deleted by someone else (the kubelet's wipe?)",
+                extra={"slices": sorted(self._published - set(existing))},
+            )
+            self._check_gate(state)
         desired = desired_contents(devices, self.node_name, self.driver)
         p = plan(desired, existing, node, self.driver, self.generation)
         self.generation = p.generation
         POOL_GENERATION.labels().set(p.generation)
         if not p.empty:
             self._apply(kube, p)
+        self._published, self._wiped_at = set(desired), 0.0
+        if not p.empty:
             log.info(
                 "ResourceSlices published",
                 extra={
@@ -162,6 +232,17 @@ class SlicePublisher:
                     "devices": sum(len(v) for v in desired.values()),
                 },
             )
+
+    def _check_gate(self, state: PluginState | None) -> PluginState | None:
+        """Raise Gated unless slices may be written now; returns dra's answer (asked when not given)."""
+        if self._plugin_state is None:
+            return None
+        if state is None:
+            state = self._plugin_state()
+        ok, why = may_publish(state, self._wiped_at, time.time())
+        if not ok:
+            raise Gated(why)
+        return state
 
     def _apply(self, kube: KubeJSON, p: Plan) -> None:
         for name in p.delete:

@@ -148,6 +148,7 @@ class DraService:
         interval = float(getattr(args, "health_interval", 2.0))
         self._list_timeout = min(2.0, max(interval, 0.5))
         self._list_error = ""
+        self._serving = False  # the DRA gRPC socket serves (set in start, cleared in stop)
         self.health = HealthMonitor(
             self._health_devices,
             interval=interval,
@@ -247,6 +248,14 @@ class DraService:
             details["api_client_error"] = self.kube.config_error
         return details
 
+    def _plugin_state(self, _body: Mapping[str, Any], _ctx: Any) -> dict[str, Any]:
+        state = self.registration.servicer.state
+        return {
+            "registered": state.registered,
+            "registered_at": state.registered_at,
+            "serving": self._serving,
+        }
+
     def start(self) -> None:
         self.driver.load()
         try:
@@ -256,7 +265,11 @@ class DraService:
                 "no API server access; prepare will fail until it is fixed", extra={"reason": exc.message}
             )
         self.host.serve(
-            {"pod_devices": self.driver.handle_pod_devices, "claims": self.driver.handle_claims},
+            {
+                "pod_devices": self.driver.handle_pod_devices,
+                "claims": self.driver.handle_claims,
+                "plugin_state": self._plugin_state,
+            },
             health=self._health_details,
         )
         for sub in self.subscribers:
@@ -265,10 +278,12 @@ class DraService:
         self.events.start()
         self.health.start()
         self.plugin.start()
+        self._serving = True
         self.registration.start()
 
     def stop(self) -> None:
         self.registration.stop()
+        self._serving = False
         self.plugin.stop()
         self.health.close()
         self.status.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from concurrent import futures
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ class RegistrationState:
     registered: bool = False
     error: str = ""
     notifications: int = 0
+    registered_at: float = 0.0  # unix time of the kubelet's last successful registration; 0: never
 
 
 class RegistrationServicer(pb_grpc.RegistrationServicer):
@@ -54,6 +56,8 @@ class RegistrationServicer(pb_grpc.RegistrationServicer):
             self.state.registered = request.plugin_registered
             self.state.error = request.error
             self.state.notifications += 1
+            if request.plugin_registered:
+                self.state.registered_at = time.time()
             self.changed.notify_all()
         if request.plugin_registered:
             log.info("registered with the kubelet", extra={"endpoint": self.info.endpoint})

@@ -118,6 +118,7 @@ def main() -> int:
                 "true",
                 "--netns",
                 ns,
+                "--publish-without-plugin",  # no dra and no kubelet here
             ],
             stdout=subprocess.DEVNULL,
             stderr=open(tmp / "discovery.log", "wb"),

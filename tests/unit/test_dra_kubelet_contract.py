@@ -9,9 +9,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from dranet.services.discovery.main import plugin_state_of
+from dranet.services.discovery.model import Device
+from dranet.services.discovery.publisher import WIPE_GIVE_UP, PluginState, SlicePublisher, may_publish
+from kubernetes import client
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "conformance"))
-from dra_kubelet import NODE, Harness, device, wait_for
+from dra_kubelet import DRIVER, NODE, Harness, device, wait_for
 
 from dranet._generated import dra_health_v1alpha1_pb2 as hpb
 from dranet.localcluster.nodeagent import HEALTHY, UNKNOWN, DeviceHealthCache, NodeAgent
@@ -87,4 +91,69 @@ def test_ready_only_once_the_kubelet_registered_it() -> None:
         ping = h.bus("ping")
         assert ping["healthy"] is True and ping["ready"] is True and "not_ready" not in ping["details"]
     finally:
+        h.close()
+
+
+# ------------------------------------------------------------------ slices and the kubelet's wipes
+
+
+def test_publishing_waits_for_the_plugin_pure() -> None:
+    registered = PluginState(registered=True, registered_at=1000.0)
+    assert may_publish(registered, 0.0, 2000.0) == (True, "")
+    assert not may_publish(None, 0.0, 2000.0)[0]  # dra does not answer
+    assert not may_publish(PluginState(False, 0.0), 0.0, 2000.0)[0]
+    assert not may_publish(PluginState(True, 1000.0, serving=False), 0.0, 2000.0)[0]
+    # wiped after the last registration: wait for the kubelet to register the plugin again
+    assert "register the plugin again" in may_publish(registered, 1500.0, 1600.0)[1]
+    assert may_publish(PluginState(True, 1501.0), 1500.0, 1600.0)[0]
+    assert may_publish(PluginState(True, 1498.0), 1500.0, 1600.0)[0]  # registered just before we saw it
+    assert may_publish(registered, 1500.0, 1500.0 + WIPE_GIVE_UP)[0]  # someone else deleted them
+
+
+def test_slices_only_while_the_kubelet_can_use_the_plugin() -> None:
+    h = Harness()
+    api = h.cluster.api_client
+    client.CoreV1Api(api).create_node(client.V1Node(metadata=client.V1ObjectMeta(name=NODE)))
+    resources = client.ResourceV1Api(api)
+
+    def slices() -> list[str]:
+        items = resources.list_resource_slice(field_selector=f"spec.nodeName={NODE}").items
+        return sorted(o.metadata.name for o in items)
+
+    publisher = SlicePublisher(lambda: api, NODE, DRIVER, plugin_state=plugin_state_of(h.root / "run"))
+    agent = NodeAgent(
+        h.root / "reg", str(h.root / "no-cri.sock"), api_client=api, node_name=NODE, wipe_delay=0.5
+    )
+    publisher.start()
+    publisher.set_devices([Device("eth1", "eth1")])
+    try:
+        h.start_dra()
+        # dra serves, but no kubelet has registered it: nothing may be published
+        wait_for(lambda: "not registered" in publisher.waiting, what="the publisher to wait for the plugin")
+        assert slices() == []
+        agent.start()  # the kubelet starts: wipes the node's slices, registers the plugin
+        wait_for(slices, what="slices once the plugin is registered")
+        assert agent.wipes == [f"spec.nodeName={NODE}"]
+
+        h.stop_dra()  # the plugin is gone: after the wiping delay the kubelet deletes our slices
+        wait_for(lambda: len(agent.wipes) == 2, what="the kubelet's wipe")
+        assert agent.wipes[1] == f"spec.nodeName={NODE},spec.driver={DRIVER}"
+        n = publisher.sync_count
+        wait_for(lambda: publisher.waiting, what="the publisher to wait")
+        time.sleep(1.0)  # discovery keeps polling dra meanwhile; it must not fight the wipe
+        assert slices() == [] and publisher.sync_count == n
+
+        h.start_dra()  # back: the kubelet registers it again, then the slices come back
+        wait_for(slices, what="slices after the plugin came back")
+        assert not publisher.waiting
+
+        agent.close()  # a kubelet restart: the new one wipes the node at its start and registers
+        agent = NodeAgent(
+            h.root / "reg", str(h.root / "no-cri.sock"), api_client=api, node_name=NODE, wipe_delay=0.5
+        )
+        agent.start()
+        wait_for(slices, what="slices after the kubelet restart")
+    finally:
+        agent.close()
+        publisher.stop()
         h.close()
