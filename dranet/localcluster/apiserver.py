@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from dranet.localcluster import apipatch, apiselectors
+from dranet.localcluster import apiapply, apipatch, apiselectors
 from dranet.localcluster.apistore import (
     RESOURCE_GROUP,
     RESOURCE_TYPES,
@@ -43,6 +43,7 @@ from dranet.localcluster.apistore import (
     ResourceType,
     StoreError,
     WatchEvent,
+    now_rfc3339,
 )
 
 log = logging.getLogger(__name__)
@@ -439,9 +440,16 @@ class _Handler(BaseHTTPRequestHandler):
                     self._send_json(201, self._out(route, obj))
                     return
                 raise
+            managed: list[dict[str, Any]] | None = None
             try:
                 if ctype == "application/json-patch+json":
                     new = apipatch.json_patch(current, patch)
+                elif ctype == "application/apply-patch+yaml" and status_update \
+                        and route.rt.plural == "resourceclaims":
+                    new = apiapply.apply_claim_status(
+                        current, patch, manager=query["fieldManager"], force=query.get("force") == "true",
+                        version=route.version, now=now_rfc3339())
+                    managed = new["metadata"].get("managedFields") or []
                 else:
                     new = apipatch.merge_patch(current, patch)
             except apipatch.PatchError as exc:
@@ -451,7 +459,7 @@ class _Handler(BaseHTTPRequestHandler):
             new = self._check_body(route, new, route.name)
             try:
                 obj = self.store.update(route.rt, ns, route.name, new, status_update=status_update,
-                                        dry_run=dry_run)
+                                        dry_run=dry_run, managed_fields=managed)
             except StoreError as err:
                 # Another writer won the race between our read and write: reapply, as the real server does.
                 if err.code == 409 and err.reason == "Conflict" and not pinned_rv and attempt < 9:

@@ -219,8 +219,12 @@ class APIStore:
             return self._store(rt, namespace, obj, "ADDED", None)
 
     def update(self, rt: ResourceType, namespace: str, name: str, obj: dict[str, Any], *,
-               status_update: bool = False, dry_run: bool = False) -> dict[str, Any]:
-        """Replace an object (PUT); a resourceVersion in obj must match the stored one (else 409)."""
+               status_update: bool = False, dry_run: bool = False,
+               managed_fields: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Replace an object (PUT); a resourceVersion in obj must match the stored one (else 409).
+
+        metadata.managedFields is the server's: kept as stored, or replaced by `managed_fields`
+        (a server-side apply)."""
         obj = copy.deepcopy(obj)
         meta = obj.get("metadata")
         if not isinstance(meta, dict):
@@ -251,10 +255,16 @@ class APIStore:
                     else:
                         new.pop("status", None)
                 new_meta = new["metadata"]
-                for key in ("uid", "creationTimestamp", "generation", "namespace"):
+                for key in ("uid", "creationTimestamp", "generation", "namespace", "managedFields"):
                     if key in old["metadata"]:
                         new_meta[key] = old["metadata"][key]
-                new_meta.pop("managedFields", None)
+                    else:
+                        new_meta.pop(key, None)
+            if managed_fields is not None:
+                if managed_fields:
+                    new["metadata"]["managedFields"] = copy.deepcopy(managed_fields)
+                else:
+                    new["metadata"].pop("managedFields", None)
             new["metadata"]["name"] = name
             causes = apivalidation.validate(rt.plural, new, old, status_update=status_update)
             if causes:

@@ -18,10 +18,6 @@ from urllib3.exceptions import HTTPError
 from .model import PrepareError
 
 
-class StatusConflict(Exception):
-    """The claim changed between our read and our write (409); read again and retry."""
-
-
 class KubeClaims:
     """`api_client` is an ApiClient or a function building one, called on first use: dra starts (and
     answers ping) even when the kubeconfig is missing; each call then fails with the reason."""
@@ -71,25 +67,32 @@ class KubeClaims:
                 retriable=True,
             ) from None
 
-    def get_claim_or_none(self, namespace: str, name: str) -> dict[str, Any] | None:
-        """For background work: None when the claim is gone; other failures raise."""
+    def apply_status(
+        self, namespace: str, name: str, uid: str, devices: list[dict[str, Any]], manager: str
+    ) -> bool:
+        """Server-side apply of status.devices (our entries only) as field manager `manager`, forced,
+        with the UID as a precondition. False when the claim is gone (404) or was re-created (409:
+        with force, the only conflict left is the UID precondition)."""
+        body: dict[str, Any] = {
+            "apiVersion": "resource.k8s.io/v1",
+            "kind": "ResourceClaim",
+            "metadata": {"name": name, "namespace": namespace, "uid": uid},
+        }
+        if devices:
+            body["status"] = {"devices": devices}
         try:
-            resp: Any = self.api.read_namespaced_resource_claim(
-                name, namespace, _preload_content=False, _request_timeout=self.timeout
-            )
-            return dict(json.loads(resp.data))
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-
-    def replace_status(self, namespace: str, name: str, claim: dict[str, Any]) -> None:
-        """PUT the status subresource with the claim's resourceVersion (optimistic concurrency)."""
-        try:
-            self.api.replace_namespaced_resource_claim_status(
-                name, namespace, cast(Any, claim), _preload_content=False, _request_timeout=self.timeout
+            self.api.patch_namespaced_resource_claim_status(
+                name,
+                namespace,
+                cast(Any, body),
+                field_manager=manager,
+                force=True,
+                _content_type="application/apply-patch+yaml",
+                _preload_content=False,
+                _request_timeout=self.timeout,
             )
         except ApiException as exc:
-            if exc.status == 409:
-                raise StatusConflict(str(exc.reason)) from None
+            if exc.status in (404, 409):
+                return False
             raise
+        return True

@@ -3,8 +3,12 @@
 Fed by the netns worker's "attachments" notifications: an attach that succeeded gives condition
 Ready=True (reason NetworkDeviceReady) and networkData; one that failed gives Ready=False with the
 reason and the error message; a detach removes the entry. Unprepare clears every entry of ours.
-Each claim's desired entries are kept in memory and written (read, replace our entries, PUT with
-resourceVersion) until the API server accepts them, with exponential backoff.
+Each claim's desired entries are kept in memory and written until the API server accepts them, with
+exponential backoff, by server-side apply as upstream does: field manager = the driver name, force,
+the claim's UID as a precondition. The apply holds all our entries and nothing else: the API server
+keeps other drivers' entries of the same claim and removes ours that we no longer apply, so there
+is no read-modify-write and no conflict with other drivers. A claim that is gone (404, or re-created
+with another UID) is forgotten with its pending update.
 """
 
 from __future__ import annotations
@@ -31,8 +35,11 @@ _FAILED_STATES = {"failed", "error", "attach_failed"}
 
 
 class StatusAPI(Protocol):
-    def get_claim_or_none(self, namespace: str, name: str) -> dict[str, Any] | None: ...
-    def replace_status(self, namespace: str, name: str, claim: dict[str, Any]) -> None: ...
+    def apply_status(
+        self, namespace: str, name: str, uid: str, devices: list[dict[str, Any]], manager: str
+    ) -> bool:
+        """Server-side apply of status.devices = devices (ours only); False when the claim is gone."""
+        ...
 
 
 def now_rfc3339() -> str:
@@ -72,27 +79,19 @@ def device_entry(
     return entry
 
 
-def merge_devices(
-    current: list[Mapping[str, Any]], driver: str, ours: Mapping[tuple[str, str], Mapping[str, Any]]
-) -> list[dict[str, Any]]:
-    """status.devices with our driver's entries replaced by `ours` (pure).
-
-    Other drivers' entries are kept as they are. A condition whose status did not change keeps its
-    lastTransitionTime, as the API convention asks.
-    """
-    previous = {(d.get("pool"), d.get("device")): d for d in current if d.get("driver") == driver}
-    out = [dict(d) for d in current if d.get("driver") != driver]
-    for key in sorted(ours):
-        entry = {**ours[key], "conditions": [dict(c) for c in ours[key].get("conditions", [])]}
-        old = previous.get(key)
-        if old:
-            old_conds = {c.get("type"): c for c in old.get("conditions") or []}
-            for cond in entry["conditions"]:
-                prev = old_conds.get(cond["type"])
-                if prev and prev.get("status") == cond["status"] and prev.get("lastTransitionTime"):
-                    cond["lastTransitionTime"] = prev["lastTransitionTime"]
-        out.append(entry)
-    return out
+def keep_transition_times(old: Mapping[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    """`new` with the lastTransitionTime of each condition whose status did not change since `old`
+    (the API convention; pure)."""
+    if not old:
+        return new
+    old_conds = {c.get("type"): c for c in old.get("conditions") or []}
+    conds = []
+    for cond in new.get("conditions") or []:
+        prev = old_conds.get(cond.get("type"))
+        if prev and prev.get("status") == cond.get("status") and prev.get("lastTransitionTime"):
+            cond = {**cond, "lastTransitionTime": prev["lastTransitionTime"]}
+        conds.append(cond)
+    return {**new, "conditions": conds}
 
 
 def network_of(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -182,7 +181,7 @@ class StatusWriter(BackgroundWriter):
             if entry is None:
                 p.ours.pop(key, None)
             else:
-                p.ours[key] = entry
+                p.ours[key] = keep_transition_times(p.ours.get(key), entry)
             p.dirty, p.due, p.attempts = True, 0.0, 0
             self._lock.notify_all()
 
@@ -197,6 +196,11 @@ class StatusWriter(BackgroundWriter):
     def idle(self) -> bool:
         with self._lock:
             return not any(p.dirty for p in self._pending.values())
+
+    def pending(self) -> int:
+        """Claims with an entry kept in memory (written or not)."""
+        with self._lock:
+            return len(self._pending)
 
     # ------------------------------------------------------------ writer thread
 
@@ -238,22 +242,16 @@ class StatusWriter(BackgroundWriter):
             return
         with self._lock:
             p.attempts = 0
-            if done and not p.dirty and not p.ours:
+            if not done:  # the claim is gone: so is anything still pending for it
+                self._pending.pop(p.uid, None)
+            elif not p.dirty and not p.ours:
                 self._pending.pop(p.uid, None)  # cleared and written: forget it
 
     def _write_once(self, p: _Pending, ours: dict[tuple[str, str], dict[str, Any]]) -> bool:
-        claim = self.api.get_claim_or_none(p.namespace, p.name)
-        if claim is None or (claim.get("metadata") or {}).get("uid") != p.uid:
-            return True  # the claim is gone: nothing to write
-        status = claim.setdefault("status", {})
-        current = list(status.get("devices") or [])
-        devices = merge_devices(current, self.driver, ours)
-        if devices == current:
-            return True
-        if devices:
-            status["devices"] = devices
-        else:
-            status.pop("devices", None)
-        self.api.replace_status(p.namespace, p.name, claim)
+        """Apply our entries; False when the claim is gone."""
+        devices = [ours[key] for key in sorted(ours)]
+        if not self.api.apply_status(p.namespace, p.name, p.uid, devices, self.driver):
+            log.info("claim gone; its status update is dropped", extra={"claim": f"{p.namespace}/{p.name}"})
+            return False
         log.info("claim status written", extra={"claim": f"{p.namespace}/{p.name}", "devices": len(ours)})
         return True

@@ -174,6 +174,7 @@ def test_service_publishes_slices_and_serves_the_bus(node: str, tmp_path: Path) 
             "eth-b",  # the operator's override: never offered, whatever the routes say
             "--netns",
             node,
+            "--publish-without-plugin",  # no dra and no kubelet here
         ],
         stdout=subprocess.DEVNULL,
         stderr=open(tmp_path / "discovery.log", "wb"),

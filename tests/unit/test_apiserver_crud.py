@@ -245,7 +245,7 @@ def test_claim_status_server_side_apply(api: client.ApiClient) -> None:
     res.patch_namespaced_resource_claim_status("claim1", "default", {"status": {"allocation": {"devices": {
         "results": [{"request": "nic", "driver": "dra.net", "pool": "node1", "device": "eth1"}]}}}},
         _content_type="application/merge-patch+json")
-    status = {"status": {"devices": [{
+    status = {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim", "status": {"devices": [{
         "driver": "dra.net", "pool": "node1", "device": "eth1",
         "conditions": [{"type": "Ready", "status": "True", "reason": "NetworkDeviceReady", "message": "",
                         "lastTransitionTime": "2026-01-01T00:00:00Z"}],

@@ -249,7 +249,9 @@ def test_claim_status_rule(res: Any, claim: str, entry: dict[str, Any], field: s
                            reason: str) -> None:
     with pytest.raises(client.ApiException) as exc:
         res.patch_namespaced_resource_claim_status(
-            claim, "default", {"status": {"devices": [entry]}}, field_manager="dra.net", force=True,
+            claim, "default",
+            {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim", "status": {"devices": [entry]}},
+            field_manager="dra.net", force=True,
             _content_type="application/apply-patch+yaml")
     assert exc.value.status == 422
     causes = json.loads(exc.value.body or "{}")["details"]["causes"]

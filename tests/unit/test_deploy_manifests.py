@@ -332,8 +332,8 @@ def test_cluster_role_is_least_rights() -> None:
     expected = (
         {(rs, "resourceslices", v) for v in ("get", "list", "watch", "create", "update", "patch", "delete")}
         | {(rs, "resourceclaims", v) for v in ("get", "list", "watch")}
-        | {(rs, "resourceclaims/status", v) for v in ("update", "patch")}
-        | {(rs, "resourceclaims/driver", v) for v in ("associated-node:update", "associated-node:patch")}
+        | {(rs, "resourceclaims/status", "patch")}
+        | {(rs, "resourceclaims/driver", "associated-node:patch")}
         | {(rs, "deviceclasses", v) for v in ("get", "list")}
         | {("", "nodes", "get"), ("", "pods", "get"), ("", "pods", "list")}
         | {(g, "events", v) for g in ("", "events.k8s.io") for v in ("create", "patch")}

@@ -157,3 +157,88 @@ def test_slices_only_while_the_kubelet_can_use_the_plugin() -> None:
         agent.close()
         publisher.stop()
         h.close()
+
+
+# ------------------------------------------------------------------ claim status by server-side apply
+
+
+def test_claim_status_by_server_side_apply_beside_another_driver() -> None:
+    h = Harness()
+    h.start_dra()
+    try:
+        res = h.cluster.resource
+        ns, name = "default", "shared"
+        res.create_namespaced_resource_claim(
+            ns,
+            {
+                "apiVersion": "resource.k8s.io/v1",
+                "kind": "ResourceClaim",
+                "metadata": {"name": name},
+                "spec": {"devices": {"requests": [{"name": "nic", "exactly": {"deviceClassName": "x"}}]}},
+            },
+        )
+        results = [
+            {"request": "nic", "driver": DRIVER, "pool": NODE, "device": "eth1"},
+            {"request": "nic", "driver": "gpu.example.com", "pool": NODE, "device": "gpu0"},
+        ]
+        selector = {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [NODE]}]}
+        res.patch_namespaced_resource_claim_status(
+            name,
+            ns,
+            {
+                "status": {
+                    "allocation": {
+                        "devices": {"results": results},
+                        "nodeSelector": {"nodeSelectorTerms": [selector]},
+                    },
+                    "reservedFor": [{"resource": "pods", "name": "p", "uid": "pod-ssa"}],
+                }
+            },
+            _content_type="application/merge-patch+json",
+        )
+        gpu = {
+            "driver": "gpu.example.com",
+            "pool": NODE,
+            "device": "gpu0",
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "Ok",
+                    "message": "",
+                    "lastTransitionTime": "2026-01-01T00:00:00Z",
+                }
+            ],
+        }
+        res.patch_namespaced_resource_claim_status(
+            name,
+            ns,
+            {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim", "status": {"devices": [gpu]}},
+            field_manager="gpu.example.com",
+            force=True,
+            _content_type="application/apply-patch+yaml",
+        )
+        uid = h.cluster.claim(ns, name)["metadata"]["uid"]
+        assert h.kubelet.prepare(h.endpoint, [(ns, uid, name)])[uid][1] == ""
+        h.neighbours.attached(pod_uid="pod-ssa", device="eth1", claim_uid=uid, state="attached")
+
+        def drivers() -> list[str]:
+            return [d["driver"] for d in (h.cluster.claim(ns, name).get("status") or {}).get("devices") or []]
+
+        wait_for(lambda: drivers() == ["gpu.example.com", DRIVER], what="our entry beside the gpu's")
+        managers = {m["manager"]: m for m in h.cluster.claim(ns, name)["metadata"]["managedFields"]}
+        assert managers[DRIVER]["operation"] == "Apply" and managers[DRIVER]["subresource"] == "status"
+        assert h.kubelet.unprepare(h.endpoint, [(ns, uid, name)]) == {uid: ""}
+        wait_for(lambda: drivers() == ["gpu.example.com"], what="only our entry removed")
+
+        # a claim that is gone: its pending update is dropped, not retried forever
+        assert h.kubelet.prepare(h.endpoint, [(ns, uid, name)])[uid][1] == ""
+        res.delete_namespaced_resource_claim(name, ns)
+        h.neighbours.attached(pod_uid="pod-ssa", device="eth1", claim_uid=uid, state="attached")
+        assert h.dra is not None
+        status = h.dra.status
+        wait_for(
+            lambda: status.idle() and status.pending() == 0, what="the update for the gone claim dropped"
+        )
+    finally:
+        h.close()

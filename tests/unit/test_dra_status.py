@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from dranet.services.dra.model import PreparedClaim, PreparedDevice
-from dranet.services.dra.status import StatusWriter, device_entry, merge_devices, network_of
+from dranet.services.dra.status import StatusWriter, device_entry, keep_transition_times, network_of
 
 DRIVER = "dra.net"
 
@@ -57,20 +57,16 @@ def test_network_of_accepts_both_spellings() -> None:
     assert network_of(nd)["interfaceName"] == "n"
 
 
-def test_merge_keeps_other_drivers_and_transition_time() -> None:
-    gpu = {"driver": "gpu.example.com", "pool": "p", "device": "gpu0"}
+def test_transition_time_kept_while_the_status_holds() -> None:
     old = device_entry(DRIVER, "node-a", "eth1", ready=True)
     old["conditions"][0]["lastTransitionTime"] = "2020-01-01T00:00:00Z"
     new = device_entry(DRIVER, "node-a", "eth1", ready=True, network={"interfaceName": "net1"})
-    merged = merge_devices([gpu, old], DRIVER, {("node-a", "eth1"): new})
-    assert merged[0] == gpu
-    assert merged[1]["conditions"][0]["lastTransitionTime"] == "2020-01-01T00:00:00Z"
-    assert merged[1]["networkData"] == {"interfaceName": "net1"}
-    flipped = merge_devices(
-        merged, DRIVER, {("node-a", "eth1"): device_entry(DRIVER, "node-a", "eth1", ready=False)}
-    )
-    assert flipped[1]["conditions"][0]["lastTransitionTime"] != "2020-01-01T00:00:00Z"
-    assert merge_devices(merged, DRIVER, {}) == [gpu]
+    kept = keep_transition_times(old, new)
+    assert kept["conditions"][0]["lastTransitionTime"] == "2020-01-01T00:00:00Z"
+    assert kept["networkData"] == {"interfaceName": "net1"}
+    flipped = keep_transition_times(kept, device_entry(DRIVER, "node-a", "eth1", ready=False))
+    assert flipped["conditions"][0]["lastTransitionTime"] != "2020-01-01T00:00:00Z"
+    assert keep_transition_times(None, new) == new
 
 
 class FakeAPI:
@@ -80,17 +76,21 @@ class FakeAPI:
         self.calls = 0
         self.lock = threading.Lock()
 
-    def get_claim_or_none(self, namespace: str, name: str) -> dict[str, Any] | None:
+    def apply_status(
+        self, namespace: str, name: str, uid: str, devices: list[dict[str, Any]], manager: str
+    ) -> bool:
+        """Our entries only, as server-side apply sends them (the real semantics are tested against
+        the local API server in test_apiserver_apply.py and test_dra_kubelet_contract.py)."""
         with self.lock:
             self.calls += 1
             if self.fail > 0:
                 self.fail -= 1
                 raise ConnectionError("API server unreachable")
-            return copy.deepcopy(self.claim)
-
-    def replace_status(self, namespace: str, name: str, claim: dict[str, Any]) -> None:
-        with self.lock:
-            self.claim = copy.deepcopy(claim)
+            if self.claim is None or self.claim["metadata"]["uid"] != uid:
+                return False
+            assert manager == DRIVER and all(d["driver"] == DRIVER for d in devices)
+            self.claim["status"] = {"devices": copy.deepcopy(devices)} if devices else {}
+            return True
 
     def devices(self) -> list[dict[str, Any]]:
         with self.lock:
@@ -195,6 +195,6 @@ def test_claim_gone_is_not_retried() -> None:
         w.clear(claim())
         wait_for(w.idle)
         time.sleep(0.05)
-        assert api.calls == 1
+        assert api.calls == 1 and w.pending() == 0
     finally:
         w.close()
