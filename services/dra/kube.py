@@ -67,6 +67,25 @@ class KubeClaims:
                 retriable=True,
             ) from None
 
+    def get_claim_or_none(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """For background work: None when the claim is gone; other failures raise."""
+        try:
+            resp: Any = self.api.read_namespaced_resource_claim(
+                name, namespace, _preload_content=False, _request_timeout=self.timeout
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return dict(json.loads(resp.data))
+
+    def list_claims(self) -> list[dict[str, Any]]:
+        """Every ResourceClaim of the cluster (to find this node's after a lost checkpoint)."""
+        resp: Any = self.api.list_resource_claim_for_all_namespaces(
+            _preload_content=False, _request_timeout=self.timeout
+        )
+        return list(json.loads(resp.data).get("items") or [])
+
     def apply_status(
         self, namespace: str, name: str, uid: str, devices: list[dict[str, Any]], manager: str
     ) -> bool:

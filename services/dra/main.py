@@ -11,6 +11,7 @@ import argparse
 import logging
 import os
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from .inventory import InventoryCache
 from .kube import KubeClaims
 from .model import PreparedClaim, PrepareError
 from .plugin import PluginServer
+from .reconcile import ClaimReconciler
 from .registration import DRA_VERSIONS, HEALTH_VERSION, RegistrationServer, RegistrationServicer
 from .sockets import dra_socket_name, registration_socket_name
 from .status import StatusWriter
@@ -69,6 +71,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_HEALTH_TIMEOUT,
         help="seconds the kubelet should trust one device health report (health_check_timeout_seconds); "
         "the full list is re-sent every third of it, and at least every 10 s (default %(default)s)",
+    )
+    parser.add_argument(
+        "--reconcile-interval",
+        type=float,
+        default=60.0,
+        help="seconds between checks of the prepared claims against the API server: a claim that is "
+        "gone or no longer reserved for its pod is released (default %(default)s)",
     )
     parser.add_argument(
         "--host-netns",
@@ -128,6 +137,8 @@ class DraService:
         )
         self.dra_path = Path(args.kubelet_plugins_dir) / s.driver_name / dra_socket_name(uid)
         self.kube = KubeClaims(api_client if api_client is not None else lambda: kube_api_client(s))
+        self.checkpoint = Checkpoint(s.state_dir / "dra")
+        self.checkpoint_rebuilt: dict[str, Any] | None = None
         self.discovery = BusClient(s.runtime_dir, "discovery", context=host.context)
         self.netns = BusClient(s.runtime_dir, "netns", context=host.context)
         self.inventory = InventoryCache(self.discovery)
@@ -139,7 +150,7 @@ class DraService:
             node_name=s.node_name,
             claims=self.kube,
             inventory=self.inventory.lookup,
-            checkpoint=Checkpoint(s.state_dir / "dra"),
+            checkpoint=self.checkpoint,
             detach=self._detach,
             on_unprepared=self._unprepared,
             on_prepared=lambda _claim: self.health.kick(),
@@ -149,6 +160,8 @@ class DraService:
         self._list_timeout = min(2.0, max(interval, 0.5))
         self._list_error = ""
         self._serving = False  # the DRA gRPC socket serves (set in start, cleared in stop)
+        self.reconcile_interval = float(getattr(args, "reconcile_interval", 60.0))
+        self.reconciler: ClaimReconciler | None = None
         self.health = HealthMonitor(
             self._health_devices,
             interval=interval,
@@ -243,6 +256,8 @@ class DraService:
             details["not_ready"] = "not registered with the kubelet" + (
                 f" (it refused: {state.error})" if state.error else " yet"
             )
+        if self.checkpoint_rebuilt:
+            details["checkpoint_rebuilt"] = self.checkpoint_rebuilt
         if self.kube.config_error:
             details["healthy"] = False
             details["api_client_error"] = self.kube.config_error
@@ -256,8 +271,24 @@ class DraService:
             "serving": self._serving,
         }
 
+    def _rebuilt(self, claims: int) -> None:
+        """The corrupt checkpoint was rebuilt from the API server: healthy again, with the history."""
+        self.checkpoint_rebuilt = {
+            **(self.checkpoint.corruption or {}),
+            "claims": claims,
+            "rebuilt_at": time.time(),
+        }
+        self.checkpoint.corruption = None
+
     def start(self) -> None:
         self.driver.load()
+        self.reconciler = ClaimReconciler(
+            self.driver,
+            self.kube,
+            interval=self.reconcile_interval,
+            rebuild=self.checkpoint.corruption is not None,
+            on_rebuilt=self._rebuilt,
+        )
         try:
             self.kube.api  # noqa: B018  (build the client now so a bad kubeconfig shows in ping at once)
         except PrepareError as exc:
@@ -280,8 +311,11 @@ class DraService:
         self.plugin.start()
         self._serving = True
         self.registration.start()
+        self.reconciler.start()
 
     def stop(self) -> None:
+        if self.reconciler is not None:
+            self.reconciler.close()
         self.registration.stop()
         self._serving = False
         self.plugin.stop()

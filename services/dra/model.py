@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 
@@ -27,6 +27,12 @@ class PreparedDevice:
     config: dict[str, Any]  # validated configuration, upstream JSON (camelCase)
     rdma_device: str = ""
     admin_access: bool = False  # observe only: never moved or reconfigured
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PreparedDevice:
+        """Fields this build does not know (written by a newer or older one) are ignored."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
     @property
     def request_name(self) -> str:
@@ -53,6 +59,6 @@ class PreparedClaim:
             namespace=str(data["namespace"]),
             name=str(data["name"]),
             pod_uids=[str(u) for u in data.get("pod_uids", [])],
-            devices=[PreparedDevice(**d) for d in data.get("devices", [])],
+            devices=[PreparedDevice.from_dict(d) for d in data.get("devices", [])],
             prepared_at=float(data.get("prepared_at", 0.0)),
         )

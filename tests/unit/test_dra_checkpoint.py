@@ -83,3 +83,17 @@ def test_failed_write_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.undo()
     assert list(cp.Checkpoint(tmp_path).load()) == ["uid-1"]
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.json"]
+
+
+def test_entries_with_unknown_fields_are_read(tmp_path: Path) -> None:
+    """A checkpoint written by a newer (or older) build: fields this one does not know are ignored."""
+    original = claim()
+    entry = original.to_dict()
+    entry["written_by"] = "dranet 9.9"
+    entry["devices"][0]["cdi_device_ids"] = ["dra.net/claim=uid-1-eth1"]
+    payload = {"claims": {"uid-1": entry}}
+    doc = {"version": cp.VERSION, "checksum": cp.checksum(payload), "payload": payload}
+    (tmp_path / cp.FILENAME).write_text(json.dumps(doc))
+    store = cp.Checkpoint(tmp_path)
+    assert store.load() == {"uid-1": original}
+    assert store.corruption is None

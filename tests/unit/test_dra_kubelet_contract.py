@@ -7,6 +7,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from dranet.services.discovery.main import plugin_state_of
@@ -15,7 +16,7 @@ from dranet.services.discovery.publisher import WIPE_GIVE_UP, PluginState, Slice
 from kubernetes import client
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "conformance"))
-from dra_kubelet import DRIVER, NODE, Harness, device, wait_for
+from dra_kubelet import DRIVER, NODE, Harness, device, opaque, wait_for
 
 from dranet._generated import dra_health_v1alpha1_pb2 as hpb
 from dranet.localcluster.nodeagent import HEALTHY, UNKNOWN, DeviceHealthCache, NodeAgent
@@ -240,5 +241,88 @@ def test_claim_status_by_server_side_apply_beside_another_driver() -> None:
         wait_for(
             lambda: status.idle() and status.pending() == 0, what="the update for the gone claim dropped"
         )
+    finally:
+        h.close()
+
+
+# ------------------------------------------------------------------ prepared claims never leak
+
+
+def test_leak_reasons_pure() -> None:
+    from dranet.services.dra.model import PreparedClaim, PreparedDevice
+    from dranet.services.dra.reconcile import claims_of_node, leak_reason
+
+    prepared = PreparedClaim("u1", "ns", "c", ["pod-1"], [PreparedDevice("nic", NODE, "eth1", "eth1", {})])
+
+    def api_claim(
+        uid: str = "u1", pods: tuple[str, ...] = ("pod-1",), device: str = "eth1"
+    ) -> dict[str, Any]:
+        return {
+            "metadata": {"uid": uid, "namespace": "ns", "name": "c"},
+            "status": {
+                "allocation": {"devices": {"results": [{"driver": DRIVER, "pool": NODE, "device": device}]}},
+                "reservedFor": [{"resource": "pods", "name": p, "uid": p} for p in pods],
+            },
+        }
+
+    assert leak_reason(prepared, api_claim(), DRIVER) == ""
+    assert "gone" in leak_reason(prepared, None, DRIVER)
+    assert "re-created" in leak_reason(prepared, api_claim(uid="u2"), DRIVER)
+    assert "no longer reserved" in leak_reason(prepared, api_claim(pods=()), DRIVER)
+    assert "no longer allocated" in leak_reason(prepared, api_claim(device="eth9"), DRIVER)
+    other_node = api_claim(uid="u3")
+    other_node["status"]["allocation"]["devices"]["results"][0]["pool"] = "elsewhere"
+    unreserved = api_claim(uid="u4", pods=())
+    refs = claims_of_node([api_claim(), other_node, unreserved], DRIVER, NODE)
+    assert [r.uid for r in refs] == ["u1"]
+
+
+def test_a_claim_gone_or_unreserved_is_released() -> None:
+    h = Harness(reconcile_interval=0.2)
+    h.start_dra()
+    try:
+        gone = h.cluster.create_claim(devices=["eth1"], pods=["pod-g"])
+        unreserved = h.cluster.create_claim(devices=["eth2"], pods=["pod-u"])
+        kept = h.cluster.create_claim(devices=["eth3"], pods=["pod-k"])
+        for c in (gone, unreserved, kept):
+            assert h.kubelet.prepare(h.endpoint, [c])[c[1]][1] == ""
+        h.cluster.resource.delete_namespaced_resource_claim(gone[2], gone[0])
+        h.cluster.resource.patch_namespaced_resource_claim_status(
+            unreserved[2],
+            unreserved[0],
+            {"status": {"reservedFor": None}},
+            _content_type="application/merge-patch+json",
+        )
+
+        def prepared() -> set[str]:
+            return {c["uid"] for c in h.bus("claims")["claims"]}
+
+        wait_for(lambda: prepared() == {kept[1]}, what="the leaked claims released")
+        assert {c["pod_uid"] for c in h.neighbours.detach_calls} == {"pod-g", "pod-u"}
+    finally:
+        h.close()
+
+
+def test_a_corrupt_checkpoint_is_rebuilt_from_the_api_server() -> None:
+    h = Harness(reconcile_interval=0.2)
+    h.start_dra()
+    try:
+        claim = h.cluster.create_claim(
+            devices=["eth2"], pods=["pod-c"], configs=[opaque({"interface": {"mtu": 1300}})]
+        )
+        assert h.kubelet.prepare(h.endpoint, [claim])[claim[1]][1] == ""
+        h.stop_dra()
+        path = h.root / "state" / "dra" / "checkpoint.json"
+        path.write_text(path.read_text()[:-20])
+        h.start_dra()  # the kubelet does not prepare again: nri must still find the pod's devices
+
+        def devices() -> list[tuple[str, int]]:
+            devs = h.bus("pod_devices", {"pod_uid": "pod-c"})["devices"]
+            return [(d["device"], d["config"]["interface"]["mtu"]) for d in devs]
+
+        wait_for(lambda: devices() == [("eth2", 1300)], what="the claim rebuilt from the API server")
+        ping = wait_for(lambda: (p := h.bus("ping"))["healthy"] and p, what="healthy after the rebuild")
+        assert "not JSON" in ping["details"]["checkpoint_rebuilt"]["reason"]
+        assert ping["details"]["checkpoint_rebuilt"]["claims"] == 1
     finally:
         h.close()

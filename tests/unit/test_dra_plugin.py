@@ -222,9 +222,10 @@ def test_corrupt_checkpoint_is_detected_and_reported(h: Harness) -> None:
     path = h.root / "state" / "dra" / "checkpoint.json"
     path.write_text(path.read_text().replace("pod-c", "pod-x"))
     h.start_dra()
-    ping = h.bus("ping")
-    assert ping["healthy"] is False
-    assert "checksum mismatch" in ping["details"]["checkpoint_corrupt"]["reason"]
+    # reported while it is being rebuilt from the API server, and after (test_dra_kubelet_contract)
+    details = h.bus("ping")["details"]
+    report = details.get("checkpoint_corrupt") or details.get("checkpoint_rebuilt")
+    assert "checksum mismatch" in report["reason"]
     assert [p.name.startswith("checkpoint.json.corrupt-") for p in path.parent.iterdir()] == [True]
     assert h.bus("pod_devices", {"pod_uid": "pod-x"})["devices"] == []  # never silently used
 
