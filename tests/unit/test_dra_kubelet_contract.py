@@ -50,9 +50,10 @@ def test_the_stand_in_expires_health_like_the_kubelet() -> None:
 @pytest.fixture
 def agent_and_harness() -> Iterator[tuple[NodeAgent, Harness]]:
     # "lo" is up with carrier in any netns: a device that stays healthy (read, never changed).
-    # dra promises health for 1 s at a time; the stand-in's own default is shorter still, so a
-    # device reads Healthy only if dra re-sends and says how long a report holds.
-    h = Harness(inventory=[device("lo")], health_timeout=1.0)
+    # dra promises health for 3 s at a time (re-sent every 1 s: 2 s of slack on a loaded machine);
+    # the stand-in's own default is 0.3 s, so a device reads Healthy throughout only if dra both
+    # re-sends and says how long a report holds.
+    h = Harness(inventory=[device("lo")], health_timeout=3.0)
     h.start_dra()
     agent = NodeAgent(h.root / "reg", str(h.root / "no-cri.sock"), health_timeout=0.3)
     try:
@@ -70,7 +71,7 @@ def test_a_healthy_device_never_reads_unknown(agent_and_harness: tuple[NodeAgent
     assert h.kubelet.prepare(h.endpoint, [claim])[claim[1]][1] == ""
     wait_for(lambda: agent.device_health(NODE, "lo")[0] == HEALTHY, what="lo healthy")
     seen = set()
-    end = time.monotonic() + 3.0  # three times dra's timeout, ten times the stand-in's default
+    end = time.monotonic() + 4.5  # longer than dra's timeout, 15 times the stand-in's default
     while time.monotonic() < end:
         seen.add(agent.device_health(NODE, "lo"))
         time.sleep(0.05)
