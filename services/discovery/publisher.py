@@ -1,10 +1,14 @@
 """Publish the inventory as ResourceSlices with the official kubernetes client (resource.k8s.io/v1).
 
 Two threads:
-- sync: whenever the devices change or a slice was touched by someone else, list our slices
-  (field selector spec.nodeName + spec.driver), compute a plan (slices.plan) and apply it: delete
-  stale slices, update changed ones, create missing ones. Nothing is written when nothing changed.
-  Errors are retried with exponential backoff; the thread never dies.
+- sync: whenever the devices change or a slice was touched by someone else, read the Node (its
+  UID owns the slices: a re-created Node is followed), list our slices (field selector
+  spec.nodeName + spec.driver), compute a plan (slices.plan) and apply it: delete stale slices
+  (with their UID and resourceVersion as preconditions), update changed ones, create missing ones.
+  Nothing is written when nothing changed. Writes are at least `min_interval` apart: a burst of
+  inventory changes (link flaps) is coalesced into one write, counted in
+  dranet_discovery_publish_coalesced_total. Errors are retried with exponential backoff; the thread
+  never dies.
 - watch: a watch on our slices; a slice deleted or changed behind our back (the kubelet deletes
   all of a node's slices when it restarts) wakes the sync at once. Events caused by our own writes
   are recognised by resourceVersion and ignored.
@@ -41,6 +45,11 @@ PUBLISH_ERRORS = counter(
     "dranet_discovery_publish_errors_total", "failed ResourceSlice reconciles", ("reason",)
 )
 SLICE_WRITES = counter("dranet_discovery_slice_writes_total", "ResourceSlice writes", ("verb",))
+PUBLISH_COALESCED = counter(
+    "dranet_discovery_publish_coalesced_total",
+    "inventory changes folded into a later publish by the write-rate bound (never written on their own)",
+    (),
+)
 LAST_PUBLISHED = gauge(
     "dranet_discovery_last_published_time_seconds", "unix time of the last good publish", ()
 )
@@ -49,6 +58,7 @@ POOL_GENERATION = gauge("dranet_discovery_pool_generation", "current pool genera
 ApiClientFactory = Callable[[], Any]
 BACKOFF_START, BACKOFF_MAX = 0.1, 10.0
 WATCH_SECONDS = 300
+MIN_INTERVAL = 1.0  # seconds between two publishes that wrote: bounds the write rate
 GATE_POLL = 0.5  # seconds between asks while waiting for the plugin
 # A registration up to this long before we noticed a wipe counts as after it: the kubelet wipes at
 # its start and registers the plugin a moment later, possibly before our watch reports the deletes.
@@ -96,12 +106,17 @@ class SlicePublisher:
         *,
         on_published: Callable[[int], None] | None = None,
         plugin_state: Callable[[], PluginState | None] | None = None,
+        min_interval: float = MIN_INTERVAL,
     ) -> None:
         """plugin_state: asks dra whether the kubelet registered the plugin (None: no gate, for
         development and benchmarks)."""
         self.node_name = node_name
         self._plugin_state = plugin_state
         self._published: set[str] = set()  # names of the slices we wrote last
+        self._accepted: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {}
+        self._min_interval = min_interval
+        self._last_write = -min_interval  # monotonic time of the last publish that wrote
+        self._updates = 0  # set_devices calls since the last sync took the devices
         self._wiped_at = 0.0
         self.waiting = ""  # why nothing is published now (the gate), "" when not waiting
         self.driver = driver
@@ -128,6 +143,7 @@ class SlicePublisher:
         """The latest inventory; published in the background (this never blocks on the API)."""
         with self._lock:
             self._devices = list(devices)
+            self._updates += 1
         self._dirty.set()
 
     def start(self) -> None:
@@ -157,8 +173,14 @@ class SlicePublisher:
             if self._stop.is_set():
                 return
             self._dirty.clear()
+            # The write-rate bound: changes arriving meanwhile are taken together afterwards.
+            if self._stop.wait(max(0.0, self._last_write + self._min_interval - time.monotonic())):
+                return
             with self._lock:
                 devices = self._devices
+                if self._updates > 1:
+                    PUBLISH_COALESCED.labels().inc(self._updates - 1)
+                self._updates = 0
             if devices is None:
                 continue
             started = time.monotonic()
@@ -203,8 +225,8 @@ class SlicePublisher:
 
     def _sync_once(self, api: Any, devices: list[Device]) -> None:
         kube = KubeJSON(api)
-        node = NodeRef(self.node_name, self._node_uid or self._lookup_node_uid(kube))
         state = self._check_gate(None)  # before any API call: nothing to do while it is closed
+        node = NodeRef(self.node_name, self._lookup_node_uid(kube))
         listing = kube.list_slices(self.field_selector())
         existing = {o["metadata"]["name"]: o for o in listing.get("items") or []}
         if self._published - set(existing) and not self._wiped_at:
@@ -214,13 +236,15 @@ class SlicePublisher:
                 extra={"slices": sorted(self._published - set(existing))},
             )
             self._check_gate(state)
-        desired = desired_contents(devices, self.node_name, self.driver)
-        p = plan(desired, existing, node, self.driver, self.generation)
+        desired = desired_contents(devices, self.node_name, self.driver, existing)
+        p = plan(desired, existing, node, self.driver, self.generation, self._accepted)
         self.generation = p.generation
         POOL_GENERATION.labels().set(p.generation)
         if not p.empty:
             self._apply(kube, p)
+            self._last_write = time.monotonic()
         self._published, self._wiped_at = set(desired), 0.0
+        self._accepted = {n: v for n, v in self._accepted.items() if n in desired}
         if not p.empty:
             log.info(
                 "ResourceSlices published",
@@ -245,21 +269,24 @@ class SlicePublisher:
         return state
 
     def _apply(self, kube: KubeJSON, p: Plan) -> None:
-        for name in p.delete:
-            try:
-                kube.delete_slice(name)
+        for d in p.delete:
+            try:  # preconditions: a slice someone changed since our list is looked at again
+                kube.delete_slice(d.name, d.uid, d.resource_version)
                 SLICE_WRITES.labels(verb="delete").inc()
             except ApiException as exc:
                 if exc.status != 404:
                     raise
         for obj in p.update:
-            self._remember(kube.replace_slice(obj))
+            self._remember(obj, kube.replace_slice(obj))
             SLICE_WRITES.labels(verb="update").inc()
         for obj in p.create:
-            self._remember(kube.create_slice(obj))
+            self._remember(obj, kube.create_slice(obj))
             SLICE_WRITES.labels(verb="create").inc()
 
-    def _remember(self, obj: dict[str, Any]) -> None:
+    def _remember(self, sent: dict[str, Any], obj: dict[str, Any]) -> None:
+        # What the server stored from what we sent: its normalised form of our content.
+        stored = list((obj.get("spec") or {}).get("devices") or [])
+        self._accepted[sent["metadata"]["name"]] = (sent["spec"]["devices"], stored)
         rv = obj.get("metadata", {}).get("resourceVersion")
         if not rv:
             return
@@ -269,6 +296,8 @@ class SlicePublisher:
             self._own_rvs.add(str(rv))
 
     def _lookup_node_uid(self, kube: KubeJSON) -> str:
+        """The Node's UID, read at every sync: a Node deleted and re-created under the same name
+        has a new UID, and slices still owned by the old one would be garbage-collected."""
         try:
             node = kube.read_node(self.node_name)
         except ApiException as exc:
@@ -282,8 +311,11 @@ class SlicePublisher:
                     )
                 return ""
             raise
-        self._node_uid = str(node["metadata"]["uid"])
-        return self._node_uid
+        uid = str(node["metadata"]["uid"])
+        if self._node_uid and uid != self._node_uid:
+            log.warning("the Node was re-created; slices follow its new UID", extra={"node_uid": uid})
+        self._node_uid = uid
+        return uid
 
     # ------------------------------------------------------------------ watch
 

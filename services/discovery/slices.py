@@ -4,9 +4,15 @@
   not the same as no pool).
 - At most 128 devices per slice (64 when a device would use list attributes, taints or counters;
   we publish none of those, so 128 applies).
-- Devices are sorted by name and cut into consecutive chunks, so the result is deterministic.
+- Stable chunking (assign): a device stays in the slice it is in on the server; a new device goes
+  into the first slice with room, else a new slice; a slice left empty is deleted (one empty slice
+  stays when there are no devices). Adding or removing one device rewrites only its slice. With
+  nothing on the server, devices are sorted by name and cut into consecutive chunks.
 - Slice names are deterministic too, `<node>-<driver>-<n>`, so a restarted publisher finds and
   updates its own slices instead of creating duplicates.
+- What the server stored is compared after normalisation (Accepted): when the server dropped or
+  defaulted a field of what we wrote, its stored form counts as equal, so that never causes a
+  rewrite loop.
 - Every slice is owned by the Node object, so deleting the node removes its slices.
 """
 
@@ -46,13 +52,6 @@ def slice_name(node: str, driver: str, index: int) -> str:
     return name[: MAX_NAME - len(suffix)].rstrip("-.") + suffix
 
 
-def chunk_devices(devices: Sequence[Device], per_slice: int = MAX_DEVICES_PER_SLICE) -> list[list[Device]]:
-    ordered = sorted(devices, key=lambda d: d.name)
-    if not ordered:
-        return [[]]
-    return [list(ordered[i : i + per_slice]) for i in range(0, len(ordered), per_slice)]
-
-
 @dataclass(frozen=True)
 class NodeRef:
     name: str
@@ -80,20 +79,82 @@ def build_slice(
     }
 
 
-def desired_contents(devices: Sequence[Device], node: str, driver: str) -> dict[str, list[dict[str, Any]]]:
-    """Slice name -> its device list (API form), for the allocatable devices."""
-    chunks = chunk_devices([d for d in devices if d.allocatable])
-    return {slice_name(node, driver, i): [api_device(d) for d in chunk] for i, chunk in enumerate(chunks)}
+def slice_index(name: str, node: str, driver: str) -> int | None:
+    """The index of one of our slice names, None for any other name."""
+    head, _, tail = name.rpartition("-")
+    if not tail.isdigit() or not head:
+        return None
+    return int(tail) if slice_name(node, driver, int(tail)) == name else None
+
+
+def assign(
+    names: Sequence[str], current: Mapping[int, Sequence[str]], per_slice: int = MAX_DEVICES_PER_SLICE
+) -> dict[int, list[str]]:
+    """Slice index -> device names: every device stays where it is (current: on the server), new
+    ones fill the first slices with room, then new slices (lowest free index); empty slices are
+    dropped, but there is always at least one (pure)."""
+    wanted = set(names)
+    out: dict[int, list[str]] = {}
+    placed: set[str] = set()
+    for index in sorted(current):
+        keep = [n for n in current[index] if n in wanted and n not in placed][:per_slice]
+        out[index] = keep
+        placed.update(keep)
+    new = sorted(wanted - placed)
+    for index in sorted(out):
+        room = per_slice - len(out[index])
+        out[index] += new[:room]
+        new = new[room:]
+    index = 0
+    while new:
+        while index in out:
+            index += 1
+        out[index], new = new[:per_slice], new[per_slice:]
+    out = {i: sorted(v) for i, v in sorted(out.items()) if v}
+    return out or {0: []}
+
+
+def desired_contents(
+    devices: Sequence[Device],
+    node: str,
+    driver: str,
+    existing: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, list[dict[str, Any]]]:
+    """Slice name -> its device list (API form), for the allocatable devices, placed stably with
+    respect to the slices on the server (`existing`, name -> object)."""
+    by_name = {d.name: d for d in devices if d.allocatable}
+    current: dict[int, list[str]] = {}
+    for name, obj in (existing or {}).items():
+        index = slice_index(name, node, driver)
+        if index is not None:
+            current[index] = [str(d.get("name")) for d in (obj.get("spec") or {}).get("devices") or []]
+    placed = assign(sorted(by_name), current)
+    return {
+        slice_name(node, driver, i): [api_device(by_name[n]) for n in names] for i, names in placed.items()
+    }
+
+
+@dataclass(frozen=True)
+class Delete:
+    """A slice to delete, with the uid and resourceVersion we saw (preconditions)."""
+
+    name: str
+    uid: str = ""
+    resource_version: str = ""
+
+
+# slice name -> (the devices we wrote, the devices the server stored from them)
+Accepted = Mapping[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]]
 
 
 @dataclass(frozen=True)
 class Plan:
-    """What to write to reach the desired state: full objects to create/update, names to delete."""
+    """What to write to reach the desired state: full objects to create/update, slices to delete."""
 
     generation: int
     create: list[dict[str, Any]]
     update: list[dict[str, Any]]
-    delete: list[str]
+    delete: list[Delete]
 
     @property
     def empty(self) -> bool:
@@ -106,8 +167,12 @@ def plan(
     node: NodeRef,
     driver: str,
     last_generation: int = 0,
+    accepted: Accepted | None = None,
 ) -> Plan:
     """Compare desired device lists with the slices on the server (name -> object).
+
+    accepted: what the server stored for what we wrote last; a stored form equal to it counts as
+    the desired content (the server may drop or default fields).
 
     Generation rule (the same as the Go helper's controller): unchanged when the set of slices is
     the same and at most one slice's content changed; otherwise bumped, and every slice is written
@@ -124,8 +189,10 @@ def plan(
             return False
         spec = obj.get("spec", {})
         pool = spec.get("pool", {})
+        stored = spec.get("devices", [])
+        normalised = (accepted or {}).get(name)
         return (
-            spec.get("devices", []) == desired[name]
+            (stored == desired[name] or (normalised is not None and normalised == (desired[name], stored)))
             and pool.get("generation") == current
             and pool.get("resourceSliceCount") == count
             and pool.get("name") == node.name
@@ -143,11 +210,10 @@ def plan(
         generation, write = current, changed
     else:
         generation, write = current + 1, list(desired)
-    names = list(desired)
     create, update = [], []
     for name in write:
-        index = names.index(name)
-        obj = build_slice(node, driver, index, [], generation, count)
+        obj = build_slice(node, driver, 0, [], generation, count)
+        obj["metadata"]["name"] = name
         obj["spec"]["devices"] = desired[name]
         if name in existing:
             rv = existing[name].get("metadata", {}).get("resourceVersion")
@@ -156,7 +222,15 @@ def plan(
             update.append(obj)
         else:
             create.append(obj)
-    return Plan(generation, create, update, stale)
+    deletes = [
+        Delete(
+            name,
+            str(existing[name].get("metadata", {}).get("uid") or ""),
+            str(existing[name].get("metadata", {}).get("resourceVersion") or ""),
+        )
+        for name in stale
+    ]
+    return Plan(generation, create, update, deletes)
 
 
 def _owner_ok(obj: Mapping[str, Any], node: NodeRef) -> bool:

@@ -177,3 +177,65 @@ def test_api_server_down_at_start_then_up(tmp_path: Path) -> None:
             server.stop()
     finally:
         p.stop()
+
+
+def test_a_burst_of_changes_is_written_at_a_bounded_rate(cluster: Cluster) -> None:
+    from dranet.services.discovery.publisher import PUBLISH_COALESCED, SLICE_WRITES
+
+    p = SlicePublisher(cluster.factory, NODE, DRIVER, min_interval=0.5)
+    p.start()
+    try:
+        p.set_devices(devices(10))
+        wait_for(lambda: len(cluster.published_devices()) == 10, "10 devices")
+        writes = SLICE_WRITES.labels(verb="update").get()
+        coalesced = PUBLISH_COALESCED.labels().get()
+        for mtu in range(1000, 1040):  # 40 changes in a burst (a flapping link)
+            p.set_devices(devices(10, mtu=mtu))
+            time.sleep(0.005)
+        wait_for(
+            lambda: all(
+                d["attributes"]["dra.net/mtu"] == {"int": 1039}
+                for o in cluster.slices().values()
+                for d in o["spec"]["devices"]
+            ),
+            "the last change written",
+        )
+        assert SLICE_WRITES.labels(verb="update").get() - writes <= 3
+        assert PUBLISH_COALESCED.labels().get() - coalesced >= 30
+    finally:
+        p.stop()
+
+
+def test_a_recreated_node_is_followed(cluster: Cluster, publisher: SlicePublisher) -> None:
+    core = client.CoreV1Api(cluster.api)
+    publisher.set_devices(devices(3))
+    wait_for(lambda: len(cluster.published_devices()) == 3, "3 devices")
+    core.delete_node(NODE)
+    new = core.create_node(client.V1Node(metadata=client.V1ObjectMeta(name=NODE)))
+    assert new.metadata is not None
+    publisher.set_devices(devices(3, mtu=9000))
+
+    def owner() -> str:
+        (obj,) = cluster.slices().values()
+        return str(obj["metadata"]["ownerReferences"][0]["uid"])
+
+    wait_for(lambda: owner() == new.metadata.uid, "slices owned by the new Node")
+
+
+def test_delete_has_uid_and_resource_version_preconditions(cluster: Cluster) -> None:
+    from dranet.services.discovery.kubeapi import KubeJSON
+    from dranet.services.discovery.slices import NodeRef, build_slice
+    from kubernetes.client.exceptions import ApiException
+
+    kube = KubeJSON(cluster.api)
+    created = kube.create_slice(build_slice(NodeRef(NODE, ""), DRIVER, 0, devices(1), 1, 1))
+    name, uid = created["metadata"]["name"], created["metadata"]["uid"]
+    changed = kube.replace_slice({**created, "spec": {**created["spec"], "devices": []}})
+    with pytest.raises(ApiException) as exc:
+        kube.delete_slice(name, uid, created["metadata"]["resourceVersion"])  # changed since
+    assert exc.value.status == 409
+    with pytest.raises(ApiException) as exc:
+        kube.delete_slice(name, "another-uid", changed["metadata"]["resourceVersion"])
+    assert exc.value.status == 409
+    kube.delete_slice(name, uid, changed["metadata"]["resourceVersion"])
+    assert cluster.slices() == {}

@@ -4,10 +4,11 @@ from typing import Any
 from dranet.services.discovery.model import Device
 from dranet.services.discovery.slices import (
     MAX_DEVICES_PER_SLICE,
+    Delete,
     NodeRef,
     api_attribute,
+    assign,
     build_slice,
-    chunk_devices,
     desired_contents,
     plan,
     slice_name,
@@ -26,8 +27,8 @@ def devs(n: int, prefix: str = "eth") -> list[Device]:
 def server_state(p: Any, existing: dict[str, Any] | None = None) -> dict[str, Any]:
     """Apply a plan to a fake server state the way the API would."""
     state = copy.deepcopy(existing or {})
-    for name in p.delete:
-        state.pop(name)
+    for d in p.delete:
+        state.pop(d.name)
     for obj in p.create + p.update:
         obj = copy.deepcopy(obj)
         obj["metadata"]["resourceVersion"] = "1"
@@ -42,9 +43,8 @@ def test_attribute_forms() -> None:
 
 
 def test_300_devices_split_into_three_slices() -> None:
-    chunks = chunk_devices(devs(300))
-    assert [len(c) for c in chunks] == [128, 128, 44]
     desired = desired_contents(devs(300), NODE.name, DRIVER)
+    assert [len(v) for v in desired.values()] == [128, 128, 44]
     p = plan(desired, {}, NODE, DRIVER)
     assert p.generation == 1 and not p.update and not p.delete
     assert [o["metadata"]["name"] for o in p.create] == [
@@ -103,7 +103,8 @@ def test_count_change_bumps_generation_and_rewrites_all() -> None:
     p = plan(desired_contents(devs(100), NODE.name, DRIVER), state, NODE, DRIVER)
     assert p.generation == 2
     assert [o["metadata"]["name"] for o in p.update] == ["node-a-dra.net-0"]
-    assert p.delete == ["node-a-dra.net-1", "node-a-dra.net-2"]
+    assert [d.name for d in p.delete] == ["node-a-dra.net-1", "node-a-dra.net-2"]
+    assert all(d.uid == "" and d.resource_version == "1" for d in p.delete)  # preconditions
     assert p.update[0]["spec"]["pool"]["resourceSliceCount"] == 1
 
 
@@ -129,7 +130,7 @@ def test_foreign_stale_slices_deleted() -> None:
     foreign = build_slice(NODE, DRIVER, 0, [], 5, 1)
     foreign["metadata"]["name"] = "node-a-dra.net-x7k2q"  # e.g. upstream's generateName
     p = plan(desired_contents(devs(2), NODE.name, DRIVER), {"node-a-dra.net-x7k2q": foreign}, NODE, DRIVER)
-    assert p.generation == 6 and p.delete == ["node-a-dra.net-x7k2q"] and len(p.create) == 1
+    assert p.generation == 6 and p.delete == [Delete("node-a-dra.net-x7k2q")] and len(p.create) == 1
 
 
 def test_slice_names_deterministic_and_bounded() -> None:
@@ -137,3 +138,58 @@ def test_slice_names_deterministic_and_bounded() -> None:
     long = slice_name("n" * 253, "dra.net", 12)
     assert len(long) <= 253 and long.endswith("-12")
     assert long == slice_name("n" * 253, "dra.net", 12)
+
+
+def publish(devices: list[Device], state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    p = plan(desired_contents(devices, NODE.name, DRIVER, state), state, NODE, DRIVER)
+    return p, server_state(p, state)
+
+
+def test_adding_or_removing_one_device_rewrites_only_its_slice() -> None:
+    d = devs(300)
+    _, state = publish(d, {})
+    # a new device, sorting in the middle: it goes into the slice with room, nothing shifts
+    p, state = publish([*d, Device("eth0100a", "eth0100a")], state)
+    assert p.generation == 1 and not p.create and not p.delete
+    assert [o["metadata"]["name"] for o in p.update] == ["node-a-dra.net-2"]
+    # a device of the first slice goes: only the first slice is written
+    p, state = publish([x for x in [*d, Device("eth0100a", "eth0100a")] if x.name != "eth0005"], state)
+    assert p.generation == 1 and [o["metadata"]["name"] for o in p.update] == ["node-a-dra.net-0"]
+    names = {n: [x["name"] for x in o["spec"]["devices"]] for n, o in state.items()}
+    assert "eth0005" not in names["node-a-dra.net-0"] and "eth0100a" in names["node-a-dra.net-2"]
+
+
+def test_assign_is_stable_fills_gaps_and_drops_empty_slices() -> None:
+    assert assign(["a", "b", "c"], {}, per_slice=2) == {0: ["a", "b"], 1: ["c"]}
+    assert assign(["a", "b", "c", "d"], {0: ["a", "b"], 1: ["c"]}, per_slice=2) == {
+        0: ["a", "b"],
+        1: ["c", "d"],
+    }
+    assert assign(["b", "c", "x"], {0: ["a", "b"], 1: ["c"]}, per_slice=2) == {0: ["b", "x"], 1: ["c"]}
+    assert assign(["c"], {0: ["a", "b"], 1: ["c"]}, per_slice=2) == {1: ["c"]}
+    assert assign(["a", "b", "c", "d", "e"], {1: ["a", "b"]}, per_slice=2) == {
+        0: ["c", "d"],
+        1: ["a", "b"],
+        2: ["e"],
+    }
+    assert assign([], {3: ["gone"]}) == {0: []}
+
+
+def test_a_field_the_server_drops_causes_no_rewrite_loop() -> None:
+    d = devs(3)
+    d[0].attributes["dra.net/alphaField"] = "x"
+    desired = desired_contents(d, NODE.name, DRIVER)
+    (created,) = plan(desired, {}, NODE, DRIVER).create
+    stored = copy.deepcopy(created)  # the server dropped the field it does not know
+    del stored["spec"]["devices"][0]["attributes"]["dra.net/alphaField"]
+    state = {created["metadata"]["name"]: stored}
+    assert not plan(desired, state, NODE, DRIVER).empty  # without knowing what the server kept
+    accepted = {created["metadata"]["name"]: (created["spec"]["devices"], stored["spec"]["devices"])}
+    assert plan(desired, state, NODE, DRIVER, accepted=accepted).empty
+
+
+def test_a_recreated_node_is_followed_in_owner_references() -> None:
+    _, state = publish(devs(3), {})
+    p = plan(desired_contents(devs(3), NODE.name, DRIVER, state), state, NodeRef(NODE.name, "uid-2"), DRIVER)
+    (obj,) = p.update
+    assert obj["metadata"]["ownerReferences"][0]["uid"] == "uid-2"
