@@ -3,8 +3,8 @@
 Two threads:
 - sync: whenever the devices change or a slice was touched by someone else, read the Node (its
   UID owns the slices: a re-created Node is followed), list our slices (field selector
-  spec.nodeName + spec.driver), compute a plan (slices.plan) and apply it: delete stale slices
-  (with their UID and resourceVersion as preconditions), update changed ones, create missing ones.
+  spec.nodeName + spec.driver), compute a plan (slices.plan) and apply it: update changed slices,
+  create missing ones, then delete stale ones (with their UID and resourceVersion as preconditions).
   Nothing is written when nothing changed. Writes are at least `min_interval` apart: a burst of
   inventory changes (link flaps) is coalesced into one write, counted in
   dranet_discovery_publish_coalesced_total. Errors are retried with exponential backoff; the thread
@@ -269,6 +269,14 @@ class SlicePublisher:
         return state
 
     def _apply(self, kube: KubeJSON, p: Plan) -> None:
+        # Updates and creates first, deletes last: the slices of the new generation are complete
+        # before the stale ones go, and consumers ignore slices of an older generation meanwhile.
+        for obj in p.update:
+            self._remember(obj, kube.replace_slice(obj))
+            SLICE_WRITES.labels(verb="update").inc()
+        for obj in p.create:
+            self._remember(obj, kube.create_slice(obj))
+            SLICE_WRITES.labels(verb="create").inc()
         for d in p.delete:
             try:  # preconditions: a slice someone changed since our list is looked at again
                 kube.delete_slice(d.name, d.uid, d.resource_version)
@@ -276,12 +284,6 @@ class SlicePublisher:
             except ApiException as exc:
                 if exc.status != 404:
                     raise
-        for obj in p.update:
-            self._remember(obj, kube.replace_slice(obj))
-            SLICE_WRITES.labels(verb="update").inc()
-        for obj in p.create:
-            self._remember(obj, kube.create_slice(obj))
-            SLICE_WRITES.labels(verb="create").inc()
 
     def _remember(self, sent: dict[str, Any], obj: dict[str, Any]) -> None:
         # What the server stored from what we sent: its normalised form of our content.

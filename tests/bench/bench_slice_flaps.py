@@ -23,6 +23,7 @@ from dranet.services.discovery.filter import DeviceFilter
 from dranet.services.discovery.inventory import Inventory, InventoryConfig
 from dranet.services.discovery.publisher import SLICE_WRITES, SlicePublisher
 from kubernetes import client, config
+from pyroute2 import NetNS
 
 from dranet.localcluster.apiserver import LocalAPIServer
 
@@ -74,23 +75,27 @@ def main() -> int:
                 client.ResourceV1Api(api).list_resource_slice(field_selector=f"spec.nodeName={ns}").items
             )
 
-        while sum(len(s.spec.devices) for s in slices()) < N:
+        while sum(len(s.spec.devices) for s in slices()) < 2 * N:
             if time.monotonic() > deadline:
                 raise SystemExit("slices not published within 60 s")
             time.sleep(0.05)
         time.sleep(1.0)
         before = writes()
-        start = time.monotonic()
-        for i in range(FLAPS):
-            ip("-n", ns, "link", "set", "fl000", "down")
-            time.sleep(PERIOD / 2)
-            ip("-n", ns, "link", "set", "fl000", "up")
-            time.sleep(max(0.0, start + (i + 1) * PERIOD - time.monotonic()))
-        flapping = time.monotonic() - start
+        with NetNS(ns) as ipr:  # one netlink socket: the flaps keep their pace on a loaded machine
+            index = ipr.link_lookup(ifname="fl000")[0]
+            start = time.monotonic()
+            for i in range(FLAPS):
+                ipr.link("set", index=index, state="down")
+                time.sleep(max(0.0, start + (i + 0.5) * PERIOD - time.monotonic()))
+                ipr.link("set", index=index, state="up")
+                time.sleep(max(0.0, start + (i + 1) * PERIOD - time.monotonic()))
+            flapping = time.monotonic() - start
         time.sleep(5.0)  # let the publisher settle
         after = writes()
         delta = {k: int(after[k] - before[k]) for k in after}
-        print(f"{FLAPS} flaps of one link in {flapping:.1f} s, {N} devices in {len(slices())} slices")
+        published = slices()
+        count = sum(len(s.spec.devices) for s in published)
+        print(f"{FLAPS} flaps of one link in {flapping:.1f} s, {count} devices in {len(published)} slices")
         print(f"slice writes: {sum(delta.values())} ({', '.join(f'{k} {v}' for k, v in delta.items())})")
         inv.stop()
         publisher.stop()
