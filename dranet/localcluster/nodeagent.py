@@ -300,11 +300,14 @@ class NodeAgent:
         self._watch_thread = threading.Thread(target=self._watch_plugin, name="plugin-watch", daemon=True)
         self._watch_thread.start()
 
-    def connected(self) -> bool:
-        """A plugin of the driver is registered and answers on its registration socket."""
+    def connected(self, *, probe: bool = True) -> bool:
+        """A plugin of the driver is registered, its registration socket is the one it registered
+        and (probe) answers GetInfo."""
         plugin = self._plugin
         if plugin is None or _socket_id(Path(plugin.registration_socket)) != plugin.socket_id:
             return False
+        if not probe:
+            return True
         try:
             with grpc.insecure_channel(f"unix://{plugin.registration_socket}") as ch:
                 reg_grpc.RegistrationStub(ch).GetInfo(reg_pb.InfoRequest(), timeout=1.0)
@@ -328,8 +331,13 @@ class NodeAgent:
     def _watch_plugin(self) -> None:
         gone_since: float | None = None
         wiped = False
+        probed = 0.0
         while not self._health_stop.wait(0.2):
-            alive = self.connected()
+            # The socket file is looked at every round; the plugin is asked (a gRPC call) once a
+            # second, enough to notice a killed process that left its socket behind.
+            probe = time.monotonic() - probed >= 1.0
+            probed = time.monotonic() if probe else probed
+            alive = self.connected(probe=probe)
             if not alive:
                 try:
                     alive = self._scan()[0] is not None and self.connected()
