@@ -20,6 +20,7 @@ from dranet.services.netns.nspath import NetnsHandle
 from dranet.services.netns.podns import Netns
 
 from dranet.bus.messages import BusError
+from dranet.keyedlocks import KeyedLocks
 
 Key = tuple[str, str]  # (pod UID, device)
 NetnsId = tuple[int, int]  # (st_dev, st_ino) of a netns file
@@ -30,7 +31,7 @@ class Ledger:
         self.journal = Journal(journal_dir)
         self._entries: dict[Key, JournalEntry] = {}
         self._netns: dict[NetnsId, Netns] = {}  # held pod netns, by identity
-        self._pod_locks: dict[str, threading.Lock] = {}
+        self._pod_locks = KeyedLocks()
         self._lock = threading.RLock()  # guards the dicts here
         self._busy: set[str] = set()  # host ifnames an op is working on
         self._in_use: dict[NetnsId, int] = {}  # netns an op is working in, with how many ops
@@ -99,9 +100,7 @@ class Ledger:
     # ------------------------------------------------------------ locks
     @contextmanager
     def pod_lock(self, pod_uid: str) -> Iterator[None]:
-        with self._lock:
-            lock = self._pod_locks.setdefault(pod_uid, threading.Lock())
-        with lock:
+        with self._pod_locks.hold(pod_uid):
             yield
 
     @contextmanager

@@ -16,8 +16,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -25,6 +24,7 @@ from dranet.services.nri.rdma import CharDevice, char_devices_from, dedupe, rdma
 from dranet.services.nri.reconcile import plan as reconcile_plan
 
 from dranet.bus.messages import BusError, ErrorCode
+from dranet.keyedlocks import KeyedLocks
 from dranet.observability import metrics
 
 log = logging.getLogger(__name__)
@@ -107,33 +107,6 @@ def _is_timeout(exc: BusError) -> bool:
     return exc.code in (ErrorCode.TIMEOUT, ErrorCode.DEADLINE_EXCEEDED)
 
 
-class _PodLocks:
-    """One lock per pod UID, dropped when nobody holds or waits for it (bounded by live pods)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._locks: dict[str, tuple[threading.Lock, int]] = {}
-
-    @contextmanager
-    def hold(self, uid: str, timeout: float | None = None) -> Iterator[bool]:
-        """Yields whether the lock was taken (always, without a timeout)."""
-        with self._lock:
-            lock, users = self._locks.get(uid, (threading.Lock(), 0))
-            self._locks[uid] = (lock, users + 1)
-        got = lock.acquire() if timeout is None else lock.acquire(timeout=max(timeout, 0.0))
-        try:
-            yield got
-        finally:
-            if got:
-                lock.release()
-            with self._lock:
-                lock, users = self._locks[uid]
-                if users > 1:
-                    self._locks[uid] = (lock, users - 1)
-                else:
-                    del self._locks[uid]
-
-
 class PodHandlers:
     def __init__(
         self,
@@ -151,14 +124,16 @@ class PodHandlers:
         self._publish = publish
         self._clock = clock
         self._lock = threading.Lock()
-        self._locks = _PodLocks()
+        self._locks = KeyedLocks()
         # Sandboxes we know the devices of (possibly none), by (pod UID, netns path): a pod has
         # several sandboxes over its life (attempt N+1 after a failure), and each is released alone.
         self._sandboxes: dict[tuple[str, str], _Sandbox] = {}
         # sandbox id -> its key above, for events that omit the netns path
         self._netns_of: dict[str, tuple[str, str]] = {}
         self._attaches = itertools.count(1)  # orders attaches against background detach retries
-        self._seen: set[str] = set()  # pods with an event since the last Synchronize
+        # Pods with an event since the last Synchronize, kept only while its reconcile runs (the
+        # reconcile must not release a pod that started after the runtime's list was taken).
+        self._seen: set[str] | None = None
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -220,8 +195,7 @@ class PodHandlers:
         start = self._clock()
         end = self._budget_end(start)
         outcome = "error"
-        with self._lock:
-            self._seen.add(pod.uid)
+        self._note_event(pod.uid)
         try:
             with self._locks.hold(pod.uid, timeout=end - self._clock()) as got:
                 if not got:
@@ -401,8 +375,7 @@ class PodHandlers:
         The runtime only logs errors here, so a detach that fails or runs out of budget is retried
         in the background instead."""
         start = self._clock()
-        with self._lock:
-            self._seen.add(pod.uid)
+        self._note_event(pod.uid)
         netns = self._netns(pod)
         key = (pod.uid, netns)
         with self._locks.hold(pod.uid, timeout=self._budget_end(start) - self._clock()) as got:
@@ -451,22 +424,33 @@ class PodHandlers:
     def synchronize(self, pods: list[PodInfo]) -> None:
         """Called with the runtime's full pod list on every (re)connection; must return at once.
         Reconciliation (late attach, release of orphans) runs in a thread."""
+        seen: set[str] = set()
         with self._lock:
-            self._seen = set()
-        self._spawn(self._reconcile_until_done, list(pods), name="nri-reconcile")
+            self._seen = seen
+        self._spawn(self._reconcile_until_done, list(pods), seen, name="nri-reconcile")
 
-    def _reconcile_until_done(self, pods: list[PodInfo]) -> None:
+    def _note_event(self, uid: str) -> None:
+        with self._lock:
+            if self._seen is not None:
+                self._seen.add(uid)
+
+    def _reconcile_until_done(self, pods: list[PodInfo], seen: set[str]) -> None:
         delay = 0.2
-        while not self._stopping.is_set():
-            try:
-                self.reconcile(pods)
-                return
-            except BusError as exc:
-                log.warning(
-                    "reconciliation failed; retrying", extra={"code": exc.code, "reason": exc.message}
-                )
-            self._stopping.wait(delay)
-            delay = min(delay * 2, self.opts.detach_retry_max)
+        try:
+            while not self._stopping.is_set():
+                try:
+                    self.reconcile(pods)
+                    return
+                except BusError as exc:
+                    log.warning(
+                        "reconciliation failed; retrying", extra={"code": exc.code, "reason": exc.message}
+                    )
+                self._stopping.wait(delay)
+                delay = min(delay * 2, self.opts.detach_retry_max)
+        finally:
+            with self._lock:
+                if self._seen is seen:  # not replaced by a newer Synchronize
+                    self._seen = None
 
     def reconcile(self, pods: list[PodInfo]) -> dict[str, list[str]]:
         """Release the attachments of sandboxes that no longer run, then attach what running
@@ -478,7 +462,7 @@ class PodHandlers:
         alive = self.netns.alive(paths, timeout=timeout) if paths else {}
         attachments = self.netns.attachments(timeout=timeout)
         with self._lock:
-            seen = set(self._seen)
+            seen = set(self._seen or ())
             self._forget_unlisted(pods, seen)
         todo = reconcile_plan(pods, alive, attachments, seen)
         done: dict[str, list[str]] = {"late_attached": [], "released": []}

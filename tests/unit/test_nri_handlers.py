@@ -52,6 +52,7 @@ class FakeNetns:
         self.held: dict[tuple[str, str], tuple[str, str]] = {}  # (uid, device) -> (netns, identity)
         self.calls: list[tuple[str, dict[str, Any], float]] = []
         self.gate: threading.Event | None = None  # attach waits on it when set
+        self.list_gate: threading.Event | None = None  # attachments (the list) waits on it when set
         self.busy: set[str] = set()  # pods an op is working on
         self.overlaps: list[str] = []  # pods two ops worked on at once
 
@@ -118,6 +119,8 @@ class FakeNetns:
         return sorted(d for _, d in gone)
 
     def attachments(self, timeout: float) -> list[dict[str, Any]]:
+        if self.list_gate is not None:
+            self.list_gate.wait(10)
         return [
             {"pod_uid": uid, "device": d, "netns": path, "netns_id": ident}
             for (uid, d), (path, ident) in sorted(self.held.items())
@@ -383,10 +386,13 @@ def test_reconcile_spares_pods_that_started_after_the_pod_list() -> None:
     netns = FakeNetns()
     dra = FakeDra({"new": [dev("eth1")]})
     h, _ = make(dra, netns)
-    h.synchronize([])  # the runtime's list was empty...
-    h.run_pod_sandbox(PodInfo(uid="new", netns=NETNS))  # ...then a pod started
-    assert h.reconcile([]) == {"late_attached": [], "released": []}
+    netns.list_gate = threading.Event()
+    h.synchronize([])  # the runtime's list was empty; its reconcile is on its way...
+    h.run_pod_sandbox(PodInfo(uid="new", netns=NETNS))  # ...when a pod starts
+    netns.list_gate.set()  # the reconcile now sees the new pod's attachment
+    assert wait_until(lambda: h.background_tasks() == 0)
     assert "new" in netns.attached
+    assert not [c for c in netns.calls if c[0] == "detach"]
     h.close()
 
 
@@ -531,3 +537,21 @@ def test_rdma_only_device_is_named_by_its_rdma_device_in_the_attach() -> None:
     h.run_pod_sandbox(POD)
     body = netns.calls[0][1]
     assert body["devices"][0]["ifname"] == "" and body["devices"][0]["rdma_device"] == "mlx5_3"
+
+
+def test_memory_of_pod_events_does_not_grow_with_the_pods_a_node_runs() -> None:
+    # Pods seen since a Synchronize matter only while its reconcile runs; a node that stays
+    # connected for months must not keep one entry per pod it ever ran.
+    h, _ = make(FakeDra({}), FakeNetns())
+    h.synchronize([])
+    assert wait_until(lambda: h.background_tasks() == 0)
+    for i in range(200):
+        pod = PodInfo(
+            uid=f"p{i}", name=f"p{i}", namespace="ns", sandbox_id=f"s{i}", netns=f"/var/run/netns/x{i}"
+        )
+        h.run_pod_sandbox(pod)
+        h.stop_pod_sandbox(pod)
+        h.remove_pod_sandbox(pod)
+    assert not h._seen
+    assert len(h._locks) == 0 and h._sandboxes == {} and h._netns_of == {}
+    h.close()
