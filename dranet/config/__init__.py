@@ -16,6 +16,7 @@ from dranet.config.model import (
     effective_interface_name,
     vrf_default_table,
 )
+from dranet.config.values import json_type
 
 __all__ = [
     "ConfigError",
@@ -29,6 +30,7 @@ __all__ = [
     "check_routes_reachable",
     "check_supported",
     "effective_interface_name",
+    "json_type",
     "merge_configs",
     "network_config_to_dict",
     "parse_network_config",

@@ -36,6 +36,11 @@ MTU_MIN, MTU_MAX, IPV6_MTU_MIN = 68, 65535, 1280
 RULE_PRIORITY_MAX = 32767
 ARP_IGNORE_VALUES = (0, 1, 2, 3, 8)
 
+# The schema nests four deep (ethtool.features.<name>: true); far deeper is hostile, and would
+# exhaust the stack of the recursive steps (JSON parsing, merging).
+MAX_DEPTH = 32
+_TOO_DEEP = f"the configuration is nested more than {MAX_DEPTH} levels deep; no field needs that"
+
 TOP_FIELDS = ("profile", "interface", "routes", "rules", "neighbors", "ethtool")
 INTERFACE_FIELDS = (
     "name",
@@ -89,8 +94,32 @@ def load_json(data: str | bytes) -> Any:
 
     try:
         return json.loads(data, object_pairs_hook=pairs, parse_constant=constant)
+    except ConfigError:
+        raise
     except json.JSONDecodeError as exc:
         raise ConfigError("", f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise ConfigError("", _TOO_DEEP) from None
+    except ValueError:  # an integer literal past Python's digit limit for text conversion
+        raise ConfigError(
+            "", "a number in the configuration is too large; no field takes one that big"
+        ) from None
+
+
+def check_nesting(value: Any) -> None:
+    """Refuse a document nested deeper than MAX_DEPTH, before anything walks it recursively."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if depth > MAX_DEPTH:
+            raise ConfigError("", _TOO_DEEP)
+        stack.extend((child, depth + 1) for child in children)
 
 
 def _join(path: str, key: str) -> str:
@@ -103,7 +132,7 @@ def _object(value: Any, path: str, allowed: tuple[str, ...]) -> Mapping[str, Any
         raise ConfigError(path, f"must be an object, got {v.json_type(value)}")
     for key in value:
         if not isinstance(key, str):
-            raise ConfigError(path, f"keys must be strings, got {key!r}")
+            raise ConfigError(path, f"keys must be strings, got {v.show(key)}")
         if key not in allowed:
             generic = "".join(ch for ch in path if not ch.isdigit()).replace("[]", "")
             hint = _KNOWN_UNSUPPORTED.get((generic, key))
@@ -126,7 +155,7 @@ def _opt(obj: Mapping[str, Any], key: str, path: str, conv: Callable[[Any, str],
 
 
 def _size(value: Any, path: str) -> int:
-    return v.want_int(value, path, 1, GSO_GRO_MAX, f"must be between 1 and {GSO_GRO_MAX}, got {value}")
+    return v.want_int(value, path, 1, GSO_GRO_MAX)
 
 
 def _decode_vrf(raw: Any, path: str) -> VrfConfig:
@@ -306,8 +335,8 @@ def _flag_map(raw: Any, path: str) -> dict[str, bool]:
     if obj is None:
         raise ConfigError(path, f"must be an object of name: true/false, got {v.json_type(raw)}")
     out: dict[str, bool] = {}
-    for name, value in obj.items():
-        v.ethtool_name(name, path)
+    for key, value in obj.items():
+        name = v.ethtool_name(key, path)
         out[name] = v.want_bool(value, _join(path, name))
     return out
 
@@ -377,6 +406,7 @@ def parse_network_config(data: Mapping[str, Any] | str | bytes) -> NetworkConfig
         raw = load_json(data)
     else:
         raw = data
+    check_nesting(raw)
     if not isinstance(raw, Mapping):
         raise ConfigError("", f"the configuration must be a JSON object, got {v.json_type(raw)}")
     obj = _object(raw, "", TOP_FIELDS)

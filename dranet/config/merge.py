@@ -6,7 +6,7 @@ import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from dranet.config.decode import load_json
+from dranet.config.decode import check_nesting, load_json
 from dranet.config.errors import ConfigError
 
 
@@ -38,5 +38,6 @@ def merge_configs(configs: Sequence[Mapping[str, Any] | str | bytes]) -> dict[st
             layer = load_json(layer) if layer.strip() else {}
         if not isinstance(layer, Mapping):
             raise ConfigError("", f"configuration #{i} must be a JSON object, got {type(layer).__name__}")
+        check_nesting(layer)
         _merge_into(merged, layer)
     return merged

@@ -26,6 +26,17 @@ ETHTOOL_NAME_MAX = 31
 _ETHTOOL_NAME_RE = re.compile(r"[\x21-\x7e]+")
 
 
+def show(value: Any, limit: int = 64) -> str:
+    """A value as an error message may quote it: bounded in length, and safe for integers too
+    large for Python to print (str() of one raises ValueError)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+    if value is None or isinstance(value, str | bytes | int | float):
+        text = repr(value)
+        return text if len(text) <= limit else text[: limit - 3] + "..."
+    return f"a {json_type(value)}"
+
+
 def json_type(value: Any) -> str:
     """The JSON name of a decoded value's type, for error messages."""
     if value is None:
@@ -57,12 +68,12 @@ def want_bool(value: Any, path: str) -> bool:
     return value
 
 
-def want_int(value: Any, path: str, lo: int, hi: int, what: str = "") -> int:
+def want_int(value: Any, path: str, lo: int, hi: int) -> int:
     """An integer in lo..hi; JSON numbers with a fraction or exponent and booleans are refused."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(path, f"must be an integer, got {json_type(value)}")
     if not lo <= value <= hi:
-        raise ConfigError(path, what or f"must be between {lo} and {hi}, got {value}")
+        raise ConfigError(path, f"must be between {lo} and {hi}, got {show(value)}")
     return value
 
 
@@ -147,11 +158,15 @@ def mac(value: Any, path: str, *, allow_multicast: bool = False) -> str:
     return ":".join(f"{o:02x}" for o in octets)
 
 
-def ethtool_name(name: str, path: str) -> None:
+def ethtool_name(name: Any, path: str) -> str:
     """A feature or private flag name as ethtool prints it: printable ASCII, no spaces, < 32 bytes."""
+    if not isinstance(name, str):
+        # msgpack keeps byte-string keys as bytes: say so rather than fail on them.
+        raise ConfigError(path, f"names must be strings, got {show(name)}")
     if not name:
         raise ConfigError(path, "names must not be empty")
     if len(name) > ETHTOOL_NAME_MAX:
         raise ConfigError(path, f"{name!r} is longer than {ETHTOOL_NAME_MAX} characters")
     if not _ETHTOOL_NAME_RE.fullmatch(name):
         raise ConfigError(path, f"{name!r} must be printable ASCII without spaces, as ethtool shows it")
+    return name

@@ -15,6 +15,7 @@ from dranet.config import (
     ConfigError,
     check_routes_reachable,
     check_supported,
+    json_type,
     merge_configs,
     network_config_to_dict,
     parse_network_config,
@@ -67,14 +68,15 @@ def applicable_configs(claim: Mapping[str, Any], driver: str, request: str) -> l
     """Opaque parameters of our driver that apply to `request`, in precedence order (lowest first).
 
     DeviceClass configs (source FromClass) come before the claim's own (FromClaim) whatever their
-    order in the list, so a user's claim config always overrides the class default.
+    order in the list, so a user's claim config always overrides the class default. Parameters
+    that are not a JSON object raise ConfigError naming the config entry.
     """
     allocation = (claim.get("status") or {}).get("allocation") or {}
     entries = (allocation.get("devices") or {}).get("config") or []
     parent = request.split("/", 1)[0]
     from_class: list[Mapping[str, Any]] = []
     from_claim: list[Mapping[str, Any]] = []
-    for entry in entries:
+    for i, entry in enumerate(entries):
         opaque = entry.get("opaque") or {}
         if opaque.get("driver") != driver:
             continue
@@ -82,7 +84,12 @@ def applicable_configs(claim: Mapping[str, Any], driver: str, request: str) -> l
         if requests and request not in requests and parent not in requests:
             continue
         params = opaque.get("parameters")
-        params = params if isinstance(params, Mapping) else {}
+        if not isinstance(params, Mapping):
+            # Never read as "no configuration": the user asked for something we cannot see.
+            raise ConfigError(
+                f"status.allocation.devices.config[{i}].opaque.parameters",
+                f"must be a JSON object of this driver's configuration, got {json_type(params)}",
+            )
         (from_class if entry.get("source") == "FromClass" else from_claim).append(params)
     return from_class + from_claim
 
@@ -126,9 +133,8 @@ def _prepare_device(
     where = f"device {pool}/{name} (request {request})"
     if pool != node_name:
         raise PrepareError(f"{where}: pool {pool!r} is not this node's pool {node_name!r}")
-    merged = merge_configs(applicable_configs(claim, driver, request))
     try:
-        cfg = parse_network_config(merged)
+        cfg = parse_network_config(merge_configs(applicable_configs(claim, driver, request)))
         check_supported(cfg)
         if cfg.interface.addresses:
             check_routes_reachable(cfg, cfg.interface.addresses)

@@ -179,6 +179,25 @@ def test_validation_errors_name_device_field_and_reason(params: dict[str, Any], 
     assert f"invalid config: {field}" in msg
 
 
+@pytest.mark.parametrize("params", [["interface"], "{}", 7, True, None])
+def test_parameters_that_are_not_an_object_are_refused(params: Any) -> None:
+    """Never read as "no configuration": the pod would get a NIC without what the claim asked for."""
+    good = config({"interface": {"mtu": 1500}}, "FromClass")
+    with pytest.raises(PrepareError) as exc:
+        prep(claim_json(configs=[good, config(params)]))
+    msg = exc.value.message
+    assert f"device {NODE}/eth1 (request nic): invalid config" in msg
+    assert "status.allocation.devices.config[1].opaque.parameters: must be a JSON object" in msg
+
+
+def test_merge_errors_are_prepare_errors() -> None:
+    deep: Any = 1
+    for _ in range(100):
+        deep = {"k": deep}
+    with pytest.raises(PrepareError, match="nested more than"):
+        prep(claim_json(configs=[config({"interface": deep})]))
+
+
 def test_inventory_errors() -> None:
     with pytest.raises(PrepareError, match="not in this node's inventory"):
         prep(claim_json(results=[result("eth7")]))
