@@ -43,18 +43,18 @@ MAX_HARDWARE_ADDRESS_LENGTH = 128
 MAX_CONDITION_MESSAGE = 32768
 MAX_CONDITION_REASON = 1024
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_C_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_QUALIFIED_NAME_PART = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_C_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_QUALIFIED_NAME_PART = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
 _SEMVER = re.compile(
-    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+    r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
     r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
-    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
+    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?"
 )
-_QUANTITY = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)(([KMGTPE]i)|[numkMGTPE]|[eE][+-]?\d+)?$")
-_CONDITION_REASON = re.compile(r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
-_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
+_QUANTITY = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)(([KMGTPE]i)|[numkMGTPE]|[eE][+-]?\d+)?")
+_CONDITION_REASON = re.compile(r"[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?")
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})")
 
 DNS_LABEL_MSG = (
     "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', "
@@ -133,7 +133,7 @@ def dns_label(field: str, value: Any) -> list[Cause]:
     out: list[Cause] = []
     if len(value) > 63:
         out.append(invalid(field, value, "must be no more than 63 characters"))
-    if not _DNS_LABEL.match(value):
+    if not _DNS_LABEL.fullmatch(value):
         out.append(invalid(field, value, f"{DNS_LABEL_MSG} (e.g. 'my-name',  or '123-abc')"))
     return out
 
@@ -144,7 +144,7 @@ def dns_subdomain(field: str, value: Any, max_len: int = 253) -> list[Cause]:
     out: list[Cause] = []
     if len(value) > max_len:
         out.append(too_long(field, max_len))
-    if not _DNS_SUBDOMAIN.match(value):
+    if not _DNS_SUBDOMAIN.fullmatch(value):
         out.append(invalid(field, value, f"{DNS_SUBDOMAIN_MSG} (e.g. 'example.com')"))
     return out
 
@@ -161,7 +161,7 @@ def pool_name(field: str, value: Any) -> list[Cause]:
     if len(value) > MAX_POOL_NAME_LENGTH:
         out.append(too_long(field, MAX_POOL_NAME_LENGTH))
     for part in value.split("/"):
-        if not _DNS_SUBDOMAIN.match(part):
+        if not _DNS_SUBDOMAIN.fullmatch(part):
             out.append(
                 invalid(field, value, f"each part of a pool name (separated by '/') must be a DNS subdomain: "
                         f"{DNS_SUBDOMAIN_MSG}")
@@ -174,7 +174,7 @@ def c_identifier(field: str, value: str, max_len: int = MAX_ID_LENGTH) -> list[C
     out: list[Cause] = []
     if len(value) > max_len:
         out.append(too_long(field, max_len))
-    if not _C_IDENTIFIER.match(value):
+    if not _C_IDENTIFIER.fullmatch(value):
         out.append(invalid(field, value, f"{C_IDENTIFIER_MSG} (e.g. 'my_name' or 'MY_NAME')"))
     return out
 
@@ -191,7 +191,7 @@ def qualified_device_name(field: str, name: str) -> list[Cause]:
         else:
             if len(domain) > MAX_DOMAIN_LENGTH:
                 out.append(too_long(field, MAX_DOMAIN_LENGTH))
-            if not _DNS_SUBDOMAIN.match(domain):
+            if not _DNS_SUBDOMAIN.fullmatch(domain):
                 out.append(invalid(field, domain, f"the domain must be a DNS subdomain: {DNS_SUBDOMAIN_MSG}"))
         if ident == "":
             out.append(required(field, "the identifier after the domain must not be empty"))
@@ -209,9 +209,9 @@ def qualified_name(field: str, value: Any) -> list[Cause]:
     out: list[Cause] = []
     if "/" in value and prefix == "":
         out.append(invalid(field, value, "prefix part must be non-empty"))
-    elif prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+    elif prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.fullmatch(prefix)):
         out.append(invalid(field, value, f"prefix part {DNS_SUBDOMAIN_MSG}"))
-    if name == "" or len(name) > 63 or not _QUALIFIED_NAME_PART.match(name):
+    if name == "" or len(name) > 63 or not _QUALIFIED_NAME_PART.fullmatch(name):
         out.append(
             invalid(field, value, "name part must consist of alphanumeric characters, '-', '_' or '.', and "
                     "must start and end with an alphanumeric character (at most 63 characters)")
@@ -222,7 +222,7 @@ def qualified_name(field: str, value: Any) -> list[Cause]:
 def _label_value(field: str, value: Any) -> list[Cause]:
     if not isinstance(value, str):
         return [invalid(field, value, "must be a string")]
-    if value and (len(value) > 63 or not _QUALIFIED_NAME_PART.match(value)):
+    if value and (len(value) > 63 or not _QUALIFIED_NAME_PART.fullmatch(value)):
         return [invalid(field, value, "a valid label must be an empty string or consist of alphanumeric "
                         "characters, '-', '_' or '.', and must start and end with an alphanumeric character "
                         "(at most 63 characters)")]
@@ -292,7 +292,7 @@ def _validate_attribute_value(field: str, value: Any) -> list[Cause]:
         else:
             if len(v) > MAX_ATTRIBUTE_VERSION_LENGTH:
                 out.append(too_long(f"{field}.version", MAX_ATTRIBUTE_VERSION_LENGTH))
-            if not _SEMVER.match(v):
+            if not _SEMVER.fullmatch(v):
                 out.append(invalid(f"{field}.version", v, "must be a string compatible with semver.org "
                                    "spec 2.0.0"))
     return out
@@ -320,7 +320,7 @@ def _validate_device(field: str, device: Any, driver: str) -> list[Cause]:
             seen.add(full)
             if section == "attributes":
                 out.extend(_validate_attribute_value(path, value))
-            elif not isinstance(value, dict) or not _QUANTITY.match(str(value.get("value", ""))):
+            elif not isinstance(value, dict) or not _QUANTITY.fullmatch(str(value.get("value", ""))):
                 out.append(invalid(f"{path}.value", _dict(value).get("value"), "must be a quantity"))
     taints = _list(device.get("taints"))
     if len(taints) > MAX_TAINTS_PER_DEVICE:
@@ -504,7 +504,7 @@ def _validate_condition(field: str, cond: Any) -> list[Cause]:
         out.append(not_supported(f"{field}.status", c.get("status"), ["False", "True", "Unknown"]))
     if not c.get("lastTransitionTime"):
         out.append(required(f"{field}.lastTransitionTime", "must be set"))
-    elif not _RFC3339.match(str(c["lastTransitionTime"])):
+    elif not _RFC3339.fullmatch(str(c["lastTransitionTime"])):
         out.append(invalid(f"{field}.lastTransitionTime", c["lastTransitionTime"],
                            "must be an RFC 3339 time"))
     reason = c.get("reason")
@@ -513,7 +513,7 @@ def _validate_condition(field: str, cond: Any) -> list[Cause]:
     else:
         if len(str(reason)) > MAX_CONDITION_REASON:
             out.append(too_long(f"{field}.reason", MAX_CONDITION_REASON))
-        if not _CONDITION_REASON.match(str(reason)):
+        if not _CONDITION_REASON.fullmatch(str(reason)):
             out.append(invalid(f"{field}.reason", reason, "a condition reason must start with alphabetic "
                                "character, optionally followed by a string of alphanumeric characters or "
                                "'_,:', and must end with an alphanumeric character or '_'"))

@@ -57,8 +57,8 @@ ATTRIBUTE_ORDER: tuple[str, ...] = (
 )
 _RANK = {name: i for i, name in enumerate(ATTRIBUTE_ORDER)}
 
-_C_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_C_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
 def is_qualified_name(name: str) -> bool:
@@ -66,9 +66,9 @@ def is_qualified_name(name: str) -> bool:
     domain, sep, ident = name.partition("/")
     if not sep:
         domain, ident = "", name
-    elif not (0 < len(domain) <= 63 and _DNS_SUBDOMAIN.match(domain)):
+    elif not (0 < len(domain) <= 63 and _DNS_SUBDOMAIN.fullmatch(domain)):
         return False
-    return 0 < len(ident) <= 32 and bool(_C_IDENT.match(ident))
+    return 0 < len(ident) <= 32 and bool(_C_IDENT.fullmatch(ident))
 
 
 def truncate_utf8(value: str, limit: int = MAX_STRING_BYTES) -> str:

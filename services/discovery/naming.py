@@ -14,17 +14,17 @@ from __future__ import annotations
 import base64
 import re
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_PCI_ADDRESS = re.compile(r"^([0-9a-fA-F]{4,8}):([0-9a-fA-F]{2}):([0-9a-fA-F]{2})\.([0-7])$")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_PCI_ADDRESS = re.compile(r"([0-9a-fA-F]{4,8}):([0-9a-fA-F]{2}):([0-9a-fA-F]{2})\.([0-7])")
 MAX_LABEL = 63
 
 
 def is_dns_label(name: str) -> bool:
-    return len(name) <= MAX_LABEL and bool(_DNS_LABEL.match(name))
+    return len(name) <= MAX_LABEL and bool(_DNS_LABEL.fullmatch(name))
 
 
 def is_pci_address(address: str) -> bool:
-    return bool(_PCI_ADDRESS.match(address))
+    return bool(_PCI_ADDRESS.fullmatch(address))
 
 
 def pci_device_name(address: str) -> str:

@@ -18,7 +18,7 @@ NETWORK_CLASS = 0x02
 # A PCI NIC bound to one of these can never show a netdev, so it is not a network device for us.
 USERSPACE_DRIVERS = frozenset({"vfio-pci", "uio_pci_generic", "igb_uio", "pci-stub"})
 PCI_IDS_PATHS = ("/usr/share/misc/pci.ids", "/usr/share/hwdata/pci.ids", "/usr/share/pci.ids")
-_BDF_IN_PATH = re.compile(r"^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
+_BDF_IN_PATH = re.compile(r"[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]")
 
 
 def _read(path: Path) -> str:
@@ -137,7 +137,7 @@ class Sysfs:
         if not path.exists():
             return ""
         for part in reversed(Path(os.path.realpath(path)).parts):
-            if _BDF_IN_PATH.match(part):
+            if _BDF_IN_PATH.fullmatch(part):
                 return part
         return ""
 

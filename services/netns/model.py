@@ -31,11 +31,12 @@ from dranet.uplinks import RouteFacts, Uplink, UplinkPolicy, node_uplinks
 
 JOURNAL_VERSION = 1
 MAX_DEVICES_PER_POD = 64
-# Kubernetes UIDs are UUIDs; accept any name that is safe as a file name part.
-_UID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# Kubernetes UIDs are UUIDs; accept any name that is safe as a file name part. Checked with
+# fullmatch: `$` would also match before a trailing newline ("p\n" named a journal file).
+_UID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 # DRA device names are DNS labels; keep to characters that are safe in a file name.
-_DEVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
-_IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+_DEVICE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
+_IFNAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,15}")
 
 # Phases of a journal entry, written before the step they name starts.
 ATTACHING = "attaching"
@@ -82,18 +83,18 @@ class RequestError(ValueError):
 
 
 def check_pod_uid(uid: str) -> None:
-    if not isinstance(uid, str) or not _UID_RE.match(uid):
+    if not isinstance(uid, str) or not _UID_RE.fullmatch(uid):
         raise RequestError("invalid_config", "pod_uid", f"{uid!r} is not a valid pod UID")
 
 
 def check_device_name(name: str, path: str) -> None:
-    if not isinstance(name, str) or not _DEVICE_RE.match(name):
+    if not isinstance(name, str) or not _DEVICE_RE.fullmatch(name):
         raise RequestError("invalid_config", path, f"{name!r} is not a valid device name")
 
 
 def check_ifname(name: str, path: str) -> None:
     """Linux interface names: 1..15 bytes, no '/', ':' or whitespace, not '.' or '..'."""
-    if not isinstance(name, str) or not _IFNAME_RE.match(name) or name in (".", ".."):
+    if not isinstance(name, str) or not _IFNAME_RE.fullmatch(name) or name in (".", ".."):
         raise RequestError(
             "invalid_config",
             path,

@@ -305,3 +305,10 @@ def test_namespace_names_are_dns_labels(server: LocalAPIServer, tmp_path: Path) 
     with pytest.raises(client.ApiException) as exc:
         core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="a.b")))
     assert exc.value.status == 422
+
+
+def test_names_are_matched_whole() -> None:
+    """Go's `$` is the end of the text; Python's also matches before a trailing newline."""
+    assert apivalidation.dns_label("f", "abc\n")
+    assert apivalidation.dns_subdomain("f", "a.b\n")
+    assert not apivalidation.dns_label("f", "abc")

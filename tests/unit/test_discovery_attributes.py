@@ -115,6 +115,8 @@ def test_qualified_names() -> None:
         "a/b/c",
         "x" * 64 + "/a",
         "dra.net/9lives",
+        "plain\n",
+        "dra.net\n/x",
     ]:
         assert not is_qualified_name(bad), bad
 

@@ -15,6 +15,8 @@ def test_pci_name() -> None:
     assert pci_device_name("0000:AF:1F.7") == "pci-0000-af-1f-7"
     with pytest.raises(ValueError):
         pci_device_name("eth0")
+    with pytest.raises(ValueError):
+        pci_device_name("0000:8a:00.0\n")
 
 
 @pytest.mark.parametrize("name", ["eth0", "enp1s0f1", "macvlan-1", "a", "x" * 15])
@@ -23,7 +25,7 @@ def test_dns_label_names_are_kept(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["mlx5_6", "flannel.1", "Eth0", "-eth", "eth-", "vxlan.calico", "ib0:1", "é0"]
+    "name", ["mlx5_6", "flannel.1", "Eth0", "-eth", "eth-", "vxlan.calico", "ib0:1", "é0", "eth0\n"]
 )
 def test_non_dns_names_are_encoded(name: str) -> None:
     got = netdev_device_name(name)

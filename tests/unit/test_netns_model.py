@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from dataclasses import replace
 from pathlib import Path
@@ -14,7 +15,9 @@ from dranet.services.netns.model import (
     HostSnapshot,
     JournalEntry,
     RequestError,
+    check_device_name,
     check_ifname,
+    check_pod_uid,
     config_digest,
     expand_ethtool_features,
     snapshot_routes,
@@ -23,7 +26,7 @@ from dranet.services.netns.model import (
     uplinks,
 )
 from dranet.services.netns.netlink import Address, Link, Neighbor, Route, Rule
-from dranet.services.netns.nspath import resolve
+from dranet.services.netns.nspath import DEFAULT_ROOTS, open_netns, resolve
 
 from dranet.uplinks import UplinkPolicy
 
@@ -61,6 +64,16 @@ def test_uplinks_cover_default_routes_masters_slaves_and_lower_devices() -> None
 def test_illegal_ifnames(name: str) -> None:
     with pytest.raises(RequestError):
         check_ifname(name, "ifname")
+
+
+@pytest.mark.parametrize(
+    "check", [check_pod_uid, lambda n: check_device_name(n, "d"), lambda n: check_ifname(n, "i")]
+)
+@pytest.mark.parametrize("name", ["p\n", "p\r\n", "\np", "p\x00", "p/..", ""])
+def test_identifiers_match_whole(check: object, name: str) -> None:
+    """`$` also matches before a trailing newline: `p\n` got through and named a journal file."""
+    with pytest.raises(RequestError):
+        check(name)  # type: ignore[operator]
 
 
 def test_ethtool_aliases_and_globs() -> None:
@@ -160,6 +173,52 @@ def test_netns_path_resolution(tmp_path: Path) -> None:
             resolve(bad, roots)
         assert err.value.code == "not_allowed"
     assert resolve("/proc/1/ns/net", ["/proc"]) == "/proc/1/ns/net"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/run/netns/x/",
+        "/run/netns/x//",
+        "//run/netns/x",
+        "/run//netns/x",
+        "/run/netns/./x",
+        "/run/netns/y/../x",
+    ],
+)
+def test_netns_path_must_be_canonical(path: str) -> None:
+    """A trailing slash was accepted, then the watcher's stat of it failed (ENOTDIR) and it restored
+    the NIC under a live pod: refuse every path that is not already in canonical form."""
+    with pytest.raises(RequestError) as err:
+        resolve(path, ["/run/netns"])
+    assert err.value.code == "not_allowed" and "canonical" in err.value.reason
+
+
+def test_proc_is_not_a_default_root() -> None:
+    assert "/proc" not in DEFAULT_ROOTS
+    with pytest.raises(RequestError) as err:
+        resolve(f"/proc/{os.getpid()}/ns/net", DEFAULT_ROOTS)
+    assert err.value.code == "not_allowed"
+
+
+@pytest.mark.parametrize("pid", ["1", "self", "thread-self", "own"])
+@pytest.mark.parametrize("kind", ["mnt", "user", "pid", "uts"])
+def test_other_namespace_kinds_are_not_allowed(tmp_path: Path, pid: str, kind: str) -> None:
+    """Not `internal` (PermissionError from readlink) nor `not_found` (realpath's 'mnt:[...]')."""
+    roots = ["/proc", str(tmp_path)]
+    pid = str(os.getpid()) if pid == "own" else pid
+    link = tmp_path / "link"
+    link.symlink_to(f"/proc/{pid}/ns/{kind}")
+    for path in (f"/proc/{pid}/ns/{kind}", str(link)):
+        with pytest.raises(RequestError) as err:
+            open_netns(path, roots, [])
+        assert err.value.code == "not_allowed", (path, err.value.reason)
+
+
+def test_unresolvable_path_is_not_allowed() -> None:
+    with pytest.raises(RequestError) as err:
+        open_netns("/proc/1/root/run/netns/x", ["/proc", "/run/netns"], [])
+    assert err.value.code in ("not_allowed", "not_found")
 
 
 def test_rdma_char_devices_from_synthetic_sysfs(tmp_path: Path) -> None:
