@@ -4,6 +4,11 @@ Logging, capability drop, signal handling, the bus server with `ping` (liveness:
 `healthy`: no fault; `ready`: able to do its job now) and `snapshot`, the
 notification publisher and the metrics endpoint. A service's main() builds one, registers its
 handlers with serve(), starts its own work and calls wait().
+
+Order matters at both ends. At start, a service that publishes while it recovers state calls
+start_publishing() first, recovers, then serve(). At stop, stop_serving() lets the requests in
+flight finish, so the service can then stop its own threads and close what the handlers use, and
+close() last tears down the publisher and the ZeroMQ context (no thread uses a socket by then).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from dranet.observability.metrics import serve_metrics
 from dranet.settings import settings_from_args
 
 log = logging.getLogger(__name__)
+Snapshot = Callable[[], Mapping[str, Any]]
 
 
 class ServiceHost:
@@ -67,16 +73,25 @@ class ServiceHost:
         """The process's ZeroMQ context, for the service's own bus clients and subscribers."""
         return self._ctx
 
+    def start_publishing(
+        self, snapshots: Mapping[str, Callable[[], Mapping[str, Any]]] | None = None
+    ) -> None:
+        """Open the notification publisher before serving, for events of a start-up recovery.
+        Its `snapshot` op is answered once serve() runs; subscribers resync then."""
+        if self._publisher is None:
+            self._publisher = Publisher(self.settings.runtime_dir, self.name, snapshots, context=self._ctx)
+
     def serve(
         self,
         handlers: Mapping[str, Handler],
         *,
         health: Callable[[], Mapping[str, Any]] | None = None,
-        snapshots: Mapping[str, Callable[[], Mapping[str, Any]]] | None = None,
+        snapshots: Mapping[str, Snapshot] | None = None,
     ) -> None:
+        """Serve `handlers` (plus ping and snapshot); opens the publisher unless already open."""
         self._health = health
         rd = self.settings.runtime_dir
-        self._publisher = Publisher(rd, self.name, snapshots, context=self._ctx)
+        self.start_publishing(snapshots)
         all_handlers: dict[str, Handler] = {"ping": self._ping, "snapshot": self._snapshot, **handlers}
         self._server = BusServer(rd, self.name, all_handlers, context=self._ctx)
         self._server.start()
@@ -116,10 +131,16 @@ class ServiceHost:
         self.stop_event.wait()
         self.close()
 
-    def close(self) -> None:
+    def stop_serving(self) -> None:
+        """Take no more requests; return once those in flight have finished and been answered."""
         if self._server:
             self._server.stop()
             self._server = None
+
+    def close(self) -> None:
+        """Stop serving, close the publisher and metrics, then the ZeroMQ context. Call it after
+        the service's own threads that use the bus (subscribers, publishing loops) have stopped."""
+        self.stop_serving()
         if self._publisher:
             self._publisher.close()
             self._publisher = None

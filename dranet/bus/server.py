@@ -5,6 +5,9 @@ failure becomes an error reply and the server keeps serving. Duplicates of a req
 are ignored and duplicates of a finished mutating one get the same reply again from the replay cache,
 so a client may resend freely. The cache is bounded in entries and in bytes; a read-only op's reply is
 not kept (running it again is harmless). Deadlines are on time.monotonic() (see messages.py).
+Every ZeroMQ socket is created and closed by the dispatcher thread; handler threads send replies
+through one of them under a lock, so stopping never closes a socket under a thread using it
+(libzmq aborts then). stop() lets the requests in flight finish first.
 """
 
 from __future__ import annotations
@@ -111,7 +114,11 @@ class BusServer:
         self._inflight: set[str] = set()
         self.replay_cache = ReplayCache()
         self._replies_addr = f"inproc://bus-replies-{service}-{id(self)}"
-        self._local = threading.local()
+        self._push: zmq.Socket[Any] | None = None  # handler threads' way to the dispatcher
+        self._push_lock = threading.Lock()
+        self._busy = 0  # requests handed to the pool and not finished
+        self._idle = threading.Condition()
+        self._draining = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -126,10 +133,17 @@ class BusServer:
         if self._error:
             raise self._error
 
-    def stop(self) -> None:
+    def stop(self, drain: float = 10.0) -> None:
+        """Stop taking requests, let those in flight finish and get their replies (up to `drain`
+        seconds), then close. After this no handler runs, so the service may close what they use."""
+        self._draining.set()
+        with self._idle:
+            self._idle.wait_for(lambda: self._busy == 0, timeout=drain)
+            if self._busy:
+                log.warning("bus: stopping with %d requests still running", self._busy)
         self._stop.set()
         if self._thread:
-            self._thread.join(5)
+            self._thread.join()
         self._pool.shutdown(wait=False, cancel_futures=True)
         endpoints.remove_stale(self.path)
 
@@ -144,7 +158,13 @@ class BusServer:
             router.bind(endpoints.ipc(self.path))
             self.path.chmod(endpoints.SOCKET_MODE)
             replies = self._ctx.socket(zmq.PULL)
+            replies.setsockopt(zmq.RCVHWM, 0)
             replies.bind(self._replies_addr)
+            push = self._ctx.socket(zmq.PUSH)
+            push.setsockopt(zmq.SNDHWM, 0)  # never blocks while `replies` is bound: no lock held long
+            push.setsockopt(zmq.LINGER, 0)
+            push.connect(self._replies_addr)
+            self._push = push
         except BaseException as exc:
             self._error = exc
             self._ready.set()
@@ -155,16 +175,28 @@ class BusServer:
         poller.register(replies, zmq.POLLIN)
         try:
             while not self._stop.is_set():
+                if self._draining.is_set() and router in dict(poller.sockets):
+                    poller.unregister(router)  # new requests wait for the next instance
                 for sock, _ in poller.poll(100):
                     if sock is router:
                         self._receive(router)
                     else:
-                        ident, req_id, op, data = replies.recv_multipart()
-                        self._finish(req_id.decode(), op.decode(), data)
-                        router.send_multipart([ident, data])
+                        self._forward(replies, router)
         finally:
-            router.close(0)
-            replies.close(0)
+            with self._push_lock:
+                push.close(0)
+                self._push = None
+            try:
+                while replies.poll(0):  # replies of the drained requests not forwarded yet
+                    self._forward(replies, router)
+            finally:
+                router.close(0)
+                replies.close(0)
+
+    def _forward(self, replies: zmq.Socket[Any], router: zmq.Socket[Any]) -> None:
+        ident, req_id, op, data = replies.recv_multipart()
+        self._finish(req_id.decode(), op.decode(), data)
+        router.send_multipart([ident, data])
 
     def _receive(self, router: zmq.Socket[Any]) -> None:
         frames = router.recv_multipart()
@@ -190,6 +222,8 @@ class BusServer:
             router.send_multipart([ident, self._finish(req.id, req.op, self._handle(req, received))])
             return
         self._inflight.add(req.id)
+        with self._idle:
+            self._busy += 1
         self._pool.submit(self._work, ident, req, received)
 
     def _finish(self, req_id: str, op: str, data: bytes) -> bytes:
@@ -200,14 +234,15 @@ class BusServer:
         return data
 
     def _work(self, ident: bytes, req: Request, received: float) -> None:
-        data = self._handle(req, received)
-        push = getattr(self._local, "push", None)
-        if push is None:
-            push = self._ctx.socket(zmq.PUSH)
-            push.setsockopt(zmq.LINGER, 0)
-            push.connect(self._replies_addr)
-            self._local.push = push
-        push.send_multipart([ident, req.id.encode(), req.op.encode(), data])
+        try:
+            data = self._handle(req, received)
+            with self._push_lock:
+                if self._push is not None:  # None: stopped after the drain wait; the client resends
+                    self._push.send_multipart([ident, req.id.encode(), req.op.encode(), data])
+        finally:
+            with self._idle:
+                self._busy -= 1
+                self._idle.notify_all()
 
     def _handle(self, req: Request, received: float) -> bytes:
         outcome = "ok"

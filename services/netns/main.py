@@ -89,9 +89,11 @@ def run(args: argparse.Namespace) -> int:
         dev_root=getattr(args, "dev_root", "/dev"),
         uplink_policy=uplink_policy(args),
     )
-    # Reconcile before serving: no request sees a half-done attachment from a previous life.
+    # Reconcile before serving, so no request sees a half-done attachment from a previous life,
+    # but after the publisher opened, so the restores it makes are announced.
+    host.start_publishing({"attachments": worker.attachments})
     worker.reconcile()
-    host.serve(worker.handlers(), health=worker.health, snapshots={"attachments": worker.attachments})
+    host.serve(worker.handlers(), health=worker.health)
     worker.start(watch_interval=getattr(args, "netns_poll", 1.0), reconcile=False)
     sub = Subscriber(
         settings.runtime_dir,
@@ -104,8 +106,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         host.stop_event.wait()
     finally:
-        # The subscriber shares the host's ZeroMQ context: close it before the host destroys it.
+        # Each step stops what the next one would pull from under it: the subscriber (it shares
+        # the host's ZeroMQ context), the handlers in flight (they use the worker's netlink
+        # sockets), the worker's watcher (it publishes), then the publisher and the context.
         sub.close()
-        host.close()
+        host.stop_serving()
         worker.close()
+        host.close()
     return 0
