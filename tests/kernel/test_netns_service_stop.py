@@ -11,85 +11,15 @@ from __future__ import annotations
 
 import os
 import random
-import signal
-import subprocess
-import sys
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
-from dranet.services.netns.testbed import Testbed
+from workerproc import WorkerNode
 
 from dranet.bus import BusClient, BusError, Subscriber
 
 pytestmark = pytest.mark.kernel
 ROUNDS = 12
-EXIT_WAIT = 30.0  # a hang detector, not a timing assertion
-
-
-@dataclass
-class Node:
-    tb: Testbed
-    runtime_dir: str
-    state_dir: str
-    logs: Path
-
-    def start(self, name: str) -> subprocess.Popen[str]:
-        """`dranet netns` in the node netns (its own netns is the host it protects); ready when it pings."""
-        log = open(self.logs / f"{name}.log", "w")
-        proc = subprocess.Popen(
-            [
-                *("ip", "netns", "exec", self.tb.node, sys.executable, "-m", "dranet", "netns"),
-                *("--runtime-dir", self.runtime_dir, "--state-dir", self.state_dir),
-                *("--allowed-interfaces", f"{self.tb.prefix}s.*", "--log-level", "info"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-            text=True,
-        )
-        log.close()
-        client = BusClient(self.runtime_dir, "netns")
-        try:
-            for _ in range(100):
-                try:
-                    client.call("ping", timeout=0.2)
-                    return proc
-                except BusError:
-                    assert proc.poll() is None, f"worker exited {proc.returncode}: {self.log(name)}"
-            raise AssertionError(f"worker never answered ping: {self.log(name)}")
-        finally:
-            client.close()
-
-    def log(self, name: str) -> str:
-        return (self.logs / f"{name}.log").read_text()
-
-    def stop(self, proc: subprocess.Popen[str], name: str) -> str:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            code = proc.wait(EXIT_WAIT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            raise AssertionError(
-                f"{name}: no exit {EXIT_WAIT:.0f} s after SIGTERM: {self.log(name)[-2000:]}"
-            ) from None
-        text = self.log(name)
-        assert code == 0, f"{name}: exit code {code}: {text[-2000:]}"
-        assert "Assertion failed" not in text and "Traceback" not in text, text[-2000:]
-        assert '"msg":"stopped"' in text
-        return text
-
-
-@pytest.fixture
-def node(tmp_path: Path) -> Iterator[Node]:
-    tb = Testbed("tnk")
-    try:
-        tb.add_nic("tnks0", addresses=("10.1.0.2/24",))
-        yield Node(tb, str(tmp_path / "run"), str(tmp_path / "state"), tmp_path)
-    finally:
-        tb.close()
 
 
 def attach_request(pod: str) -> dict:
@@ -100,7 +30,13 @@ def attach_request(pod: str) -> dict:
     }
 
 
-def test_sigterm_with_an_attached_pod_and_requests_in_flight(node: Node) -> None:
+@pytest.fixture
+def node(worker_node: WorkerNode) -> WorkerNode:
+    worker_node.tb.add_nic("tnks0", addresses=("10.1.0.2/24",))
+    return worker_node
+
+
+def test_sigterm_with_an_attached_pod_and_requests_in_flight(node: WorkerNode) -> None:
     seed = int(os.environ.get("DRANET_TEST_SEED", random.randrange(2**32)))
     print(f"seed {seed} (DRANET_TEST_SEED={seed} reproduces)")
     rng = random.Random(seed)
@@ -137,9 +73,7 @@ def test_sigterm_with_an_attached_pod_and_requests_in_flight(node: Node) -> None
             for t in threads:
                 t.join()
             sub.close()
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            node.kill(proc)
         # The pod kept its NIC through every stop and start.
         assert node.tb.link("eth0", ns=pod) is not None, f"round {rnd}: NIC not in the pod"
     proc = node.start("last")
@@ -152,7 +86,7 @@ def test_sigterm_with_an_attached_pod_and_requests_in_flight(node: Node) -> None
     assert node.tb.link("tnks0") is not None
 
 
-def test_reconcile_publishes_after_the_bus_serves(node: Node) -> None:
+def test_reconcile_publishes_after_the_bus_serves(node: WorkerNode) -> None:
     """A restore at start (the pod's netns went while the worker was down) is published: the
     attachments topic's sequence number moved, and nothing was refused for publishing too early."""
     pod = node.tb.add_netns()
