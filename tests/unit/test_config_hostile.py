@@ -183,13 +183,87 @@ config_like = st.fixed_dictionaries(
         "ethtool": _object_of(ETHTOOL_FIELDS, st.one_of(flag_maps, json_like)),
     },
 )
-documents = st.one_of(json_like, config_like)
+# Mostly valid documents (most decode), so the round trips cover every field the encoder writes.
+_sizes = st.integers(min_value=1, max_value=524280)
+valid_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "profile": st.sampled_from(["", "gold", "whereabouts-profile"]),
+        "interface": st.fixed_dictionaries(
+            {},
+            optional={
+                "name": st.sampled_from(["", "eth0", "net1", "a.b-c_d"]),
+                "addresses": st.lists(
+                    st.sampled_from(["10.0.0.2/24", "10.0.0.3/24", "fd00::2/64", "10.0.0.9/32"]),
+                    unique=True,
+                    max_size=3,
+                ),
+                "mtu": st.integers(min_value=1280, max_value=9000),
+                "hardwareAddr": st.sampled_from(["02:00:5e:10:00:01", "0A-BB-CC-DD-EE-FF"]),
+                "gsoMaxSize": _sizes,
+                "groMaxSize": _sizes,
+                "gsoIPv4MaxSize": _sizes,
+                "groIPv4MaxSize": _sizes,
+                "forwarding": st.booleans(),
+                "arpIgnore": st.sampled_from([0, 1, 2, 3, 8]),
+                "arpAnnounce": st.integers(min_value=0, max_value=2),
+                "vrf": st.fixed_dictionaries(
+                    {"name": st.sampled_from(["blue", "red"])},
+                    optional={"table": st.integers(min_value=1000, max_value=5000)},
+                ),
+            },
+        ),
+        "routes": st.lists(
+            st.one_of(
+                st.builds(
+                    lambda n: {"destination": f"10.{n}.0.0/16", "gateway": "10.0.0.1"},
+                    st.integers(min_value=1, max_value=250),
+                ),
+                st.builds(
+                    lambda n, table: {"destination": f"192.168.{n}.0/24", "scope": 253, "table": table},
+                    st.integers(min_value=0, max_value=255),
+                    st.sampled_from([0, 100]),
+                ),
+            ),
+            max_size=3,
+        ),
+        "rules": st.lists(
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "priority": st.integers(min_value=0, max_value=32767),
+                    "source": st.sampled_from(["10.0.0.0/24", "10.1.0.0/16"]),
+                    "destination": st.sampled_from(["10.2.0.0/16", "0.0.0.0/0"]),
+                    "table": st.integers(min_value=0, max_value=300),
+                },
+            ),
+            max_size=2,
+        ),
+        "neighbors": st.lists(
+            st.builds(
+                lambda n: {"destination": f"10.0.0.{n}", "hardwareAddr": "02:00:00:00:00:0a"},
+                st.integers(min_value=2, max_value=250),
+            ),
+            max_size=2,
+        ),
+        "ethtool": st.fixed_dictionaries(
+            {},
+            optional={
+                "features": st.dictionaries(st.sampled_from(["tso", "gro", "rx-checksum"]), st.booleans()),
+                "privateFlags": st.dictionaries(
+                    st.sampled_from(["legacy-rx", "disable-fw-lldp"]), st.booleans()
+                ),
+            },
+        ),
+    },
+)
+documents = st.one_of(json_like, config_like, valid_like)
 deep = st.builds(
     lambda depth, where: {"interface": {"vrf": nested(depth)}} if where else nested(depth),
     st.integers(min_value=1, max_value=3000),
     st.booleans(),
 )
-PROPERTY = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def decode_or_config_error(data: Any) -> NetworkConfig | None:
@@ -212,6 +286,17 @@ def test_decode_gives_config_or_config_error(data: Any) -> None:
     cfg = decode_or_config_error(data)
     if cfg is not None:
         check_round_trip(cfg)
+
+
+@PROPERTY
+@given(valid_like)
+def test_valid_configs_round_trip(data: dict[str, Any]) -> None:
+    cfg = decode_or_config_error(data)
+    if cfg is not None:
+        check_round_trip(cfg)
+        assert network_config_to_dict(parse_network_config(network_config_to_dict(cfg))) == (
+            network_config_to_dict(cfg)
+        )
 
 
 @PROPERTY
