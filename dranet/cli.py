@@ -23,6 +23,11 @@ COMMANDS: dict[str, tuple[str, str, bool]] = {
     "dra": ("dranet.services.dra.main", "the kubelet DRA plugin (prepare/unprepare claims)", True),
     "nri": ("dranet.services.nri.main", "the NRI plugin (pod sandbox events from the runtime)", True),
     "apiserver": ("dranet.localcluster.apiserver", "development/test stand-in for kube-apiserver", False),
+    "cdi-hook": (
+        "dranet.cdihook",
+        "OCI hook (from the CDI spec of a claim): refuse a container until its NICs are attached",
+        False,
+    ),
     "audit": ("dranet.audit", "least-privilege audit of the running services", True),
     "demo": ("dranet.localcluster.demo", "the full local run: containerd, API server, a pod, its NIC", False),
 }

@@ -306,6 +306,14 @@ OPS: dict[str, Op] = {
         _s("ReleaseResult", released=[str]),
         doc="operator: forget an attachment whose restore keeps failing, without touching the kernel",
     ),
+    "attached_in": Op(
+        "netns",
+        _s("AttachedInRequest", netns_id=str, devices=[str]),
+        _s("AttachedIn", attached=[str], missing=[str]),
+        read_only=True,
+        doc='which of the devices are attached in the netns of this identity ("<st_dev>:<st_ino>"); '
+        "the CDI hook asks it before a claimed pod's container starts",
+    ),
     # test and benchmark op served only when a test registers it (mutating: the tests count runs)
     "echo": Op("*", _open("Echo"), _open("Echo"), doc="returns its body"),
 }

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .atomic import write_atomic
 from .metrics import CHECKPOINT_CORRUPT, CHECKPOINT_WRITE_SECONDS
 from .model import PreparedClaim
 
@@ -107,24 +108,5 @@ class Checkpoint:
         """Replace the file atomically with `claims`. Raises OSError on failure (nothing half-written)."""
         started = time.monotonic()
         self.dir.mkdir(parents=True, exist_ok=True)
-        data = encode(claims)
-        tmp = self.path.with_name(f".{FILENAME}.tmp-{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.replace(tmp, self.path)
-        except OSError:
-            tmp.unlink(missing_ok=True)
-            raise
-        dfd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)  # make the rename itself durable
-        finally:
-            os.close(dfd)
+        write_atomic(self.path, encode(claims), 0o600)
         CHECKPOINT_WRITE_SECONDS.observe(time.monotonic() - started)

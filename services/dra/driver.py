@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from dranet.bus import BusError, ErrorCode
 from dranet.observability.logging import bind
 
+from .cdi import CdiSpecs
 from .checkpoint import Checkpoint
 from .metrics import CLAIM_RESULTS, PREPARE_SECONDS, PREPARED_CLAIMS
 from .prepare import (
@@ -41,6 +42,7 @@ class ClaimRef:
 class ClaimResult:
     devices: list[PreparedDevice] = field(default_factory=list)
     error: str = ""
+    cdi_ids: dict[str, list[str]] = field(default_factory=dict)  # device name -> CDI device IDs
 
 
 class ClaimReader(Protocol):
@@ -66,6 +68,7 @@ class Driver:
         on_unprepared: Callable[[PreparedClaim], None] | None = None,
         on_prepared: Callable[[PreparedClaim], None] | None = None,
         on_failed: Callable[[ClaimRef, str], None] | None = None,
+        cdi: CdiSpecs | None = None,
     ) -> None:
         self.driver_name = driver_name
         self.node_name = node_name
@@ -76,6 +79,7 @@ class Driver:
         self._on_unprepared = on_unprepared
         self._on_prepared = on_prepared
         self._on_failed = on_failed  # (claim, error) after a prepare failed for it: for an Event
+        self._cdi = cdi  # None: prepare returns no CDI devices (no fail-closed hook)
         # One lock over state and checkpoint, like the kubelet helper's Serialize(true); the slow
         # API server reads happen before it is taken.
         self._lock = threading.Lock()
@@ -88,6 +92,9 @@ class Driver:
         with self._lock:
             self._prepared = self._checkpoint.load()
             PREPARED_CLAIMS.set(len(self._prepared))
+            errors = self._cdi.sync(self._prepared.values()) if self._cdi is not None else []
+        for error in errors:  # the runtime then cannot resolve the device: containers do not start
+            log.error("cannot write a CDI spec; check the CDI directory", extra={"error": error})
         log.info(
             "checkpoint loaded", extra={"claims": len(self._prepared), "path": str(self._checkpoint.path)}
         )
@@ -111,7 +118,7 @@ class Driver:
             with bind(claim_uid=ref.uid, claim=f"{ref.namespace}/{ref.name}"):
                 known = self._prepared.get(ref.uid)
                 if known is not None:  # idempotent and cheap: no API read, no disk write
-                    out[ref.uid] = ClaimResult(devices=list(known.devices))
+                    out[ref.uid] = self._result(known)
                     CLAIM_RESULTS.labels(op="prepare", outcome="cached").inc()
                     continue
                 try:
@@ -151,11 +158,16 @@ class Driver:
             accepted: dict[str, PreparedClaim] = {}
             for uid, claim in fresh.items():
                 if uid in self._prepared:  # a concurrent call prepared it meanwhile
-                    out[uid] = ClaimResult(devices=list(self._prepared[uid].devices))
+                    out[uid] = self._result(self._prepared[uid])
                     continue
                 conflicts = device_conflicts(claim, [*self._prepared.values(), *accepted.values()])
                 if conflicts:
                     out[uid] = ClaimResult(error="; ".join(conflicts))
+                    CLAIM_RESULTS.labels(op="prepare", outcome="error").inc()
+                    continue
+                error = self._write_spec(claim)  # before the checkpoint: prepared means it has its spec
+                if error:
+                    out[uid] = ClaimResult(error=error)
                     CLAIM_RESULTS.labels(op="prepare", outcome="error").inc()
                     continue
                 accepted[uid] = claim
@@ -170,11 +182,12 @@ class Driver:
                 for uid in accepted:
                     out[uid] = ClaimResult(error=msg)
                     CLAIM_RESULTS.labels(op="prepare", outcome="error").inc()
+                    self._remove_spec(uid)
                 return out
             self._prepared = candidate
             PREPARED_CLAIMS.set(len(candidate))
         for uid, claim in accepted.items():
-            out[uid] = ClaimResult(devices=list(claim.devices))
+            out[uid] = self._result(claim)
             CLAIM_RESULTS.labels(op="prepare", outcome="prepared").inc()
             if self._on_prepared is not None:
                 self._on_prepared(claim)
@@ -219,12 +232,35 @@ class Driver:
                 self._prepared = remaining
                 PREPARED_CLAIMS.set(len(remaining))
             for c in dropped:
+                self._remove_spec(c.uid)
                 CLAIM_RESULTS.labels(op="unprepare", outcome="unprepared").inc()
                 log.info("claim unprepared", extra={"claim_uid": c.uid, "claim": f"{c.namespace}/{c.name}"})
                 if self._on_unprepared is not None:
                     self._on_unprepared(c)
         PREPARE_SECONDS.labels(op="unprepare").observe(time.monotonic() - started)
         return out
+
+    def _result(self, claim: PreparedClaim) -> ClaimResult:
+        ids = self._cdi.ids(claim) if self._cdi is not None else {}
+        return ClaimResult(devices=list(claim.devices), cdi_ids=ids)
+
+    def _write_spec(self, claim: PreparedClaim) -> str:
+        if self._cdi is None:
+            return ""
+        try:
+            self._cdi.write(claim)
+        except OSError as exc:
+            log.error("CDI spec write failed", extra={"claim_uid": claim.uid, "error": str(exc)})
+            return f"cannot write the CDI spec {self._cdi.path(claim.uid)}: {exc}; check --cdi-dir"
+        return ""
+
+    def _remove_spec(self, claim_uid: str) -> None:
+        if self._cdi is None:
+            return
+        try:
+            self._cdi.remove(claim_uid)
+        except OSError as exc:  # harmless: no container refers to it any more; removed at next start
+            log.warning("cannot remove a CDI spec", extra={"claim_uid": claim_uid, "error": str(exc)})
 
     def _detach_all(self, claim: PreparedClaim) -> str:
         names = [d.device for d in claim.devices if not d.admin_access]

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -22,6 +24,7 @@ from dranet.bus import BusClient, BusError, Subscriber
 from dranet.service import ServiceHost
 from dranet.settings import kube_api_client
 
+from .cdi import DEFAULT_WAIT, CdiSpecs, HookCommand
 from .checkpoint import Checkpoint
 from .driver import Driver
 from .events import POD_EVENTS_TOPIC, EventRecorder, from_attachment
@@ -40,6 +43,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_REGISTRY_DIR = "/var/lib/kubelet/plugins_registry"
 DEFAULT_PLUGINS_DIR = "/var/lib/kubelet/plugins"
+DEFAULT_CDI_DIR = "/var/run/cdi"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,6 +82,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=60.0,
         help="seconds between checks of the prepared claims against the API server: a claim that is "
         "gone or no longer reserved for its pod is released (default %(default)s)",
+    )
+    parser.add_argument(
+        "--cdi-dir",
+        default=DEFAULT_CDI_DIR,
+        help="the runtime's CDI spec directory: prepare writes a spec per claim whose OCI hook keeps "
+        "the pod's containers from starting until their NICs are attached, even when nri is not "
+        "connected; empty = off, no CDI devices (default %(default)s)",
+    )
+    parser.add_argument(
+        "--cdi-hook-command",
+        default=shlex.join([sys.executable, "-m", "dranet"]),
+        help="the `dranet` command as the runtime runs it on the host, one shell-quoted string "
+        "(default: this interpreter, %(default)s)",
+    )
+    parser.add_argument(
+        "--cdi-hook-wait",
+        type=float,
+        default=DEFAULT_WAIT,
+        help="seconds the hook waits for the attachment before it refuses the container "
+        "(default %(default)s)",
     )
     parser.add_argument(
         "--host-netns",
@@ -155,6 +179,7 @@ class DraService:
             on_unprepared=self._unprepared,
             on_prepared=lambda _claim: self.health.kick(),
             on_failed=lambda ref, error: self.events.claim_failed(ref.namespace, ref.name, ref.uid, error),
+            cdi=self._cdi_specs(args, s.runtime_dir),
         )
         interval = float(getattr(args, "health_interval", 2.0))
         self._list_timeout = min(2.0, max(interval, 0.5))
@@ -181,6 +206,18 @@ class DraService:
                 s.runtime_dir, "nri", [POD_EVENTS_TOPIC], self.events.on_message, context=host.context
             ),
         ]
+
+    def _cdi_specs(self, args: argparse.Namespace, runtime_dir: Path) -> CdiSpecs | None:
+        directory = getattr(args, "cdi_dir", "") or ""
+        if not directory:
+            return None
+        command = getattr(args, "cdi_hook_command", "") or shlex.join([sys.executable, "-m", "dranet"])
+        hook = HookCommand(
+            argv=tuple(shlex.split(command)),
+            runtime_dir=str(Path(runtime_dir).absolute()),
+            wait=float(getattr(args, "cdi_hook_wait", DEFAULT_WAIT)),
+        )
+        return CdiSpecs(directory, self.driver_name, hook)
 
     def _detach(self, pod_uid: str, devices: list[str]) -> None:
         self.netns.call("detach", {"pod_uid": pod_uid, "devices": devices}, timeout=10.0)

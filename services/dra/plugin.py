@@ -53,7 +53,12 @@ class DRAPluginServicer:
                 entry.error = res.error
                 continue
             for d in res.devices:
-                entry.devices.add(request_names=[d.request_name], pool_name=d.pool, device_name=d.device)
+                entry.devices.add(
+                    request_names=[d.request_name],
+                    pool_name=d.pool,
+                    device_name=d.device,
+                    cdi_device_ids=res.cdi_ids.get(d.device, []),
+                )
         return resp
 
     def NodeUnprepareResources(self, request: Any, context: Any) -> Any:

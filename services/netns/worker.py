@@ -153,6 +153,19 @@ class NetnsWorker:
             "list": lambda body, ctx: self.attachments(live=True),
             "netns_alive": lambda body, ctx: self.alive_netns(body["netns"]),
             "release": lambda body, ctx: self.release(body["pod_uid"], body["device"]),
+            "attached_in": lambda body, ctx: self.attached_in(body["netns_id"], body["devices"]),
+        }
+
+    def attached_in(self, netns_id: str, devices: Sequence[str]) -> dict[str, Any]:
+        """Which of `devices` are attached in the netns of this identity (the CDI hook's question)."""
+        here = {
+            e.device
+            for e in self.ledger.entries()
+            if e.phase == ATTACHED and netns_ident(e.netns_id) == netns_id
+        }
+        return {
+            "attached": [d for d in devices if d in here],
+            "missing": [d for d in devices if d not in here],
         }
 
     def alive_netns(self, paths: Sequence[str]) -> dict[str, Any]:

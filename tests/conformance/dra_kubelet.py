@@ -74,6 +74,9 @@ def service_args(root: Path, **extra: Any) -> argparse.Namespace:
         rolling_update_uid="",
         health_interval=0.1,
         host_netns=None,
+        cdi_dir=str(root / "cdi"),
+        cdi_hook_command="/usr/bin/dranet",
+        cdi_hook_wait=5.0,
     )
     for k, v in extra.items():
         setattr(ns, k, v)

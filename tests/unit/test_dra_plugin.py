@@ -83,7 +83,8 @@ def test_sockets_removed_on_clean_shutdown_and_stale_ones_replaced(h: Harness) -
 def test_prepare_and_unprepare(h: Harness, api: str) -> None:
     ns, uid, name = h.cluster.create_claim(devices=["eth1"], pods=["pod-a"])
     resp = h.kubelet.prepare(h.endpoint, [(ns, uid, name)], api=api)
-    assert devices_of(resp, uid) == [(("nic",), NODE, "eth1", ())]
+    assert devices_of(resp, uid) == [(("nic",), NODE, "eth1", (f"k8s.{DRIVER}/nic={uid}-eth1",))]
+    assert (h.root / "cdi" / f"k8s.{DRIVER}-nic_{uid}.json").is_file()
 
     devs = h.bus("pod_devices", {"pod_uid": "pod-a"})["devices"]
     assert [(d["claim_uid"], d["device"], d["ifname"], d["request"], d["pool"]) for d in devs] == [
@@ -98,6 +99,7 @@ def test_prepare_and_unprepare(h: Harness, api: str) -> None:
     assert h.bus("pod_devices", {"pod_uid": "pod-a"})["devices"] == []
     doc = json.loads((h.root / "state" / "dra" / "checkpoint.json").read_text())
     assert doc["payload"]["claims"] == {}
+    assert list((h.root / "cdi").iterdir()) == []  # the spec goes with the claim
 
 
 def test_empty_request_succeeds(h: Harness) -> None:
@@ -117,8 +119,10 @@ def test_several_claims_one_bad(h: Harness) -> None:
     other = h.cluster.create_claim(devices=["eth3"])
     resp = h.kubelet.prepare(h.endpoint, [good, bad, missing, other])
     assert set(resp) == {good[1], bad[1], missing[1], other[1]}  # an entry for every claim
-    assert devices_of(resp, good[1]) == [(("nic",), NODE, "eth1", ())]
-    assert devices_of(resp, other[1]) == [(("nic",), NODE, "eth3", ())]
+    assert [d[:3] for d in devices_of(resp, good[1])] == [(("nic",), NODE, "eth1")]
+    assert [d[:3] for d in devices_of(resp, other[1])] == [(("nic",), NODE, "eth3")]
+    specs = sorted(p.name for p in (h.root / "cdi").iterdir())
+    assert specs == sorted(f"k8s.{DRIVER}-nic_{c[1]}.json" for c in (good, other))  # none for the failures
     assert resp[bad[1]][0] == [] and "interface.mtu" in resp[bad[1]][1] and "eth2" in resp[bad[1]][1]
     assert "not found" in resp[missing[1]][1]
 
@@ -200,7 +204,10 @@ def test_repeated_prepare_is_idempotent_and_cheap(h: Harness) -> None:
     first = h.kubelet.prepare(h.endpoint, [claim])
     h.cluster.stop()  # a repeated call must not need the API server
     assert h.kubelet.prepare(h.endpoint, [claim]) == first
-    assert sorted(devices_of(first, claim[1])) == [(("a",), NODE, "eth1", ()), (("b",), NODE, "eth2", ())]
+    assert sorted(devices_of(first, claim[1])) == [
+        (("a",), NODE, "eth1", (f"k8s.{DRIVER}/nic={claim[1]}-eth1",)),
+        (("b",), NODE, "eth2", (f"k8s.{DRIVER}/nic={claim[1]}-eth2",)),
+    ]
 
 
 def test_restart_between_prepare_and_pod_start(h: Harness) -> None:
@@ -213,6 +220,18 @@ def test_restart_between_prepare_and_pod_start(h: Harness) -> None:
     devs = h.bus("pod_devices", {"pod_uid": "pod-r"})["devices"]
     assert [(d["device"], d["config"]["interface"]["mtu"]) for d in devs] == [("eth2", 1300)]
     assert h.kubelet.unprepare(h.endpoint, [claim]) == {claim[1]: ""}
+
+
+def test_restart_rewrites_the_cdi_specs_of_prepared_claims(h: Harness) -> None:
+    # /var/run/cdi is a tmpfs: after a reboot the kubelet still has the claim prepared, the spec is gone
+    claim = h.cluster.create_claim(devices=["eth2"], pods=["pod-r"])
+    assert devices_of(h.kubelet.prepare(h.endpoint, [claim]), claim[1])
+    spec = h.root / "cdi" / f"k8s.{DRIVER}-nic_{claim[1]}.json"
+    before = spec.read_text()
+    h.stop_dra()
+    spec.unlink()
+    h.start_dra()
+    assert spec.read_text() == before
 
 
 def test_corrupt_checkpoint_is_detected_and_reported(h: Harness) -> None:
@@ -332,6 +351,8 @@ def test_the_process_serves_and_removes_its_sockets_on_sigterm() -> None:
         str(root / "reg"),
         "--kubelet-plugins-dir",
         str(root / "plugins"),
+        "--cdi-dir",
+        str(root / "cdi"),
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     reg, dra = root / "reg" / f"{DRIVER}-reg.sock", root / "plugins" / DRIVER / "dra.sock"
