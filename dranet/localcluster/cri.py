@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,21 +141,26 @@ class CriClient:
             for p in r.items
         ]
 
-    def create_container(self, sandbox_id: str, name: str, image: str = DEFAULT_IMAGE) -> str:
-        """Create (not start) a container in a sandbox run by this client. Raises CriError."""
+    def create_container(
+        self,
+        sandbox_id: str,
+        name: str,
+        image: str = DEFAULT_IMAGE,
+        *,
+        attempt: int = 0,
+        cdi_devices: Sequence[str] = (),
+    ) -> str:
+        """Create (not start) a container in a sandbox run by this client. Raises CriError.
+
+        cdi_devices: fully qualified CDI device names the runtime applies (as the kubelet passes
+        the IDs NodePrepareResources returned)."""
         config = cri_pb2.ContainerConfig(
-            metadata=cri_pb2.ContainerMetadata(name=name),
+            metadata=cri_pb2.ContainerMetadata(name=name, attempt=attempt),
             image=cri_pb2.ImageSpec(image=image),
-            log_path=f"{name}.log",
+            log_path=f"{name}-{attempt}.log",
+            CDI_devices=[cri_pb2.CDIDevice(name=d) for d in cdi_devices],
         )
-        sandbox_config = self._configs.get(sandbox_id, cri_pb2.PodSandboxConfig())
-        r = self._call(
-            "CreateContainer",
-            cri_pb2.CreateContainerRequest(
-                pod_sandbox_id=sandbox_id, config=config, sandbox_config=sandbox_config
-            ),
-        )
-        return str(r.container_id)
+        return self.create(sandbox_id, config)
 
     def run_sandbox(self, config: cri_pb2.PodSandboxConfig) -> str:
         """RunPodSandbox with a config the caller built (the DaemonSet pod's, daemonpod.py)."""
@@ -175,6 +181,21 @@ class CriClient:
 
     def start_container(self, container_id: str) -> None:
         self._call("StartContainer", cri_pb2.StartContainerRequest(container_id=container_id))
+
+    def list_containers(self, sandbox_id: str = "") -> list[dict[str, Any]]:
+        """The containers (of one sandbox, when given): id, name, attempt, state (CONTAINER_RUNNING...)."""
+        r = self._call("ListContainers", cri_pb2.ListContainersRequest())
+        return [
+            {
+                "id": c.id,
+                "sandbox_id": c.pod_sandbox_id,
+                "name": c.metadata.name,
+                "attempt": c.metadata.attempt,
+                "state": cri_pb2.ContainerState.Name(c.state),
+            }
+            for c in r.containers
+            if not sandbox_id or c.pod_sandbox_id == sandbox_id
+        ]
 
     def stop_container(self, container_id: str, grace: int = 2) -> None:
         """SIGTERM, then SIGKILL after grace seconds (the pod's terminationGracePeriodSeconds)."""

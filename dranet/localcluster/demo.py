@@ -163,6 +163,8 @@ class Cluster:
                 str(self.registry_dir),
                 "--kubelet-plugins-dir",
                 str(self.plugins_dir),
+                "--cdi-dir",
+                str(self.containerd.cdi_dir),
             ],
             "nri": ["--nri-socket", str(self.containerd.nri_socket)],
         }

@@ -9,11 +9,15 @@ driver, over the same wire protocols the kubelet uses:
 2. NodePrepareResources over the DRA socket for the pod's claims that have results for the driver
    and are not yet prepared (one call per pod, like the kubelet), before the sandbox;
 3. CRI RunPodSandbox (the runtime calls the NRI plugin, which attaches the interfaces);
-4. on removal: StopPodSandbox, RemovePodSandbox, then NodeUnprepareResources for the claims no
+4. start_containers: CRI CreateContainer + StartContainer for each container of the pod spec, with
+   the CDI device IDs of the claim requests the container uses (ContainerConfig.CDI_devices, as
+   the kubelet passes them); a container that fails to start is retried with the next attempt
+   number after a back-off, as the kubelet does (ours is shorter: 0.5 s doubling to 4 s);
+5. on removal: StopPodSandbox, RemovePodSandbox, then NodeUnprepareResources for the claims no
    other pod of this agent uses;
-5. device health (watch_health): the DRAResourceHealth stream, with the kubelet's expiry rule
+6. device health (watch_health): the DRAResourceHealth stream, with the kubelet's expiry rule
    (DeviceHealthCache): a device whose last report is older than its timeout reads Unknown;
-6. start(): the kubelet's start and plugin watcher. It deletes all of the node's ResourceSlices
+7. start(): the kubelet's start and plugin watcher. It deletes all of the node's ResourceSlices
    (every driver), registers the driver's plugin whenever its registration socket appears (again
    after a plugin restart), and deletes the driver's slices on the node once no plugin has been
    connected for `wipe_delay` (the kubelet's defaultWipingDelay, 30 s).
@@ -23,6 +27,7 @@ Errors are typed (PrepareError, SandboxError) and carry the kubelet-like message
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -43,7 +48,7 @@ from dranet._generated import (
 )
 from dranet._generated import pluginregistration_pb2 as reg_pb
 from dranet._generated import pluginregistration_pb2_grpc as reg_grpc
-from dranet.localcluster.cri import CriClient, CriError, SandboxStatus
+from dranet.localcluster.cri import DEFAULT_IMAGE, CriClient, CriError, SandboxStatus
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +79,14 @@ class PrepareError(NodeAgentError):
     def __init__(self, message: str, claim_errors: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
         self.claim_errors = dict(claim_errors or {})
+
+
+class ContainerError(NodeAgentError):
+    """A container of the pod did not start before the deadline; `errors` holds every attempt's."""
+
+    def __init__(self, message: str, errors: Sequence[str]) -> None:
+        super().__init__(message)
+        self.errors = list(errors)
 
 
 class SandboxError(NodeAgentError):
@@ -119,6 +132,8 @@ class PodRun:
     sandbox_id: str = ""
     status: SandboxStatus | None = None
     timings: dict[str, float] = field(default_factory=dict)  # step -> seconds, for the demo's output
+    containers: dict[str, str] = field(default_factory=dict)  # container name -> running container id
+    attempts: dict[str, int] = field(default_factory=dict)  # container name -> attempts made
 
 
 def claims_for_driver(claims: Iterable[Mapping[str, Any]], driver: str) -> list[Mapping[str, Any]]:
@@ -213,6 +228,7 @@ class NodeAgent:
         self._stub: Any = None
         self._pb: Any = None
         self._users: dict[str, set[str]] = {}  # prepared claim uid -> pod uids using it (kubelet checkpoint)
+        self._devices: dict[str, list[dict[str, Any]]] = {}  # prepared claim uid -> devices (with CDI IDs)
 
     # ------------------------------------------------------------ plugin registration
 
@@ -482,6 +498,8 @@ class NodeAgent:
             self._forget(run)
             raise
         run.timings["prepare"] = time.monotonic() - t0
+        with self._lock:
+            self._devices.update(run.prepared)
         t0 = time.monotonic()
         try:
             run.sandbox_id = self.cri.run_pod_sandbox(
@@ -496,6 +514,80 @@ class NodeAgent:
         run.status = self.cri.status(run.sandbox_id)
         return run
 
+    def cdi_devices(self, run: PodRun, pod: Mapping[str, Any], container: Mapping[str, Any]) -> list[str]:
+        """The CDI IDs the kubelet gives a container: those of the devices of each claim request
+        the container lists in resources.claims (all requests of the claim when none is named)."""
+        spec = pod.get("spec") or {}
+        names = {rc.get("name"): rc.get("resourceClaimName") for rc in spec.get("resourceClaims") or []}
+        for st in (pod.get("status") or {}).get("resourceClaimStatuses") or []:  # from templates
+            names.setdefault(st.get("name"), st.get("resourceClaimName"))
+        uids = {c.name: c.uid for c in run.claims}
+        out: list[str] = []
+        for use in (container.get("resources") or {}).get("claims") or []:
+            uid = uids.get(names.get(use.get("name")) or "")
+            with self._lock:
+                devices = list(self._devices.get(uid or "", []))
+            for d in devices:
+                if not use.get("request") or not d["requests"] or use["request"] in d["requests"]:
+                    out.extend(i for i in d["cdi_device_ids"] if i not in out)
+        return out
+
+    def start_containers(
+        self,
+        run: PodRun,
+        pod: Mapping[str, Any],
+        *,
+        timeout: float = 60.0,
+        backoff: float = 0.5,
+        max_backoff: float = 4.0,
+    ) -> dict[str, str]:
+        """Create and start every container of the pod spec not yet running, retrying a failed one
+        with the next attempt number after a back-off until `timeout`, like the kubelet's sync loop.
+        Returns container name -> id; raises ContainerError with every attempt's error."""
+        deadline = time.monotonic() + timeout
+        containers = (pod.get("spec") or {}).get("containers") or []
+        errors: list[str] = []
+        t0 = time.monotonic()
+        for container in containers:
+            name = str(container.get("name") or "main")
+            if name in run.containers:
+                continue
+            cdi = self.cdi_devices(run, pod, container)
+            delay = backoff
+            while True:
+                attempt = run.attempts.get(name, 0)
+                run.attempts[name] = attempt + 1
+                try:
+                    run.containers[name] = self._start_container(run, name, container, attempt, cdi)
+                    break
+                except CriError as exc:
+                    errors.append(f"{name} attempt {attempt}: {exc.call}: {exc.details}")
+                    log.info("container start failed; retrying", extra={"error": errors[-1]})
+                if time.monotonic() + delay > deadline:
+                    raise ContainerError(
+                        f"container {name} of pod {run.namespace}/{run.name} did not start within "
+                        f"{timeout:.0f}s: {errors[-1]}",
+                        errors,
+                    )
+                time.sleep(delay)
+                delay = min(delay * 2, max_backoff)
+        run.timings["start_containers"] = time.monotonic() - t0
+        return dict(run.containers)
+
+    def _start_container(
+        self, run: PodRun, name: str, container: Mapping[str, Any], attempt: int, cdi: Sequence[str]
+    ) -> str:
+        image = str(container.get("image") or DEFAULT_IMAGE)
+        cid = self.cri.create_container(run.sandbox_id, name, image, attempt=attempt, cdi_devices=cdi)
+        try:
+            self.cri.start_container(cid)
+        except CriError:
+            # the kubelet leaves the dead attempt to its garbage collector; we remove it at once
+            with contextlib.suppress(CriError):
+                self.cri.remove_container(cid)
+            raise
+        return cid
+
     def _forget(self, run: PodRun) -> list[ClaimRef]:
         """Drop the pod from the users of its claims; returns the claims nobody uses any more."""
         free = []
@@ -507,6 +599,7 @@ class NodeAgent:
                 users.discard(run.uid)
                 if not users:
                     del self._users[c.uid]
+                    self._devices.pop(c.uid, None)
                     free.append(c)
         return free
 

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from dranet.localcluster.demo import Cluster, addresses, links_in, routes_in
-from dranet.localcluster.nodeagent import NodeAgentError, PodRun, SandboxError
+from dranet.localcluster.nodeagent import ContainerError, NodeAgentError, PodRun, SandboxError
 from dranet.localcluster.nodenet import StandInNic, link_info
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -331,6 +331,60 @@ def test_late_attach_after_nri_comes_back(cluster: Cluster, nics: Nics) -> None:
     finally:
         cleanup(cluster, pod, run)
     assert_home(cluster, before, nic)
+
+
+# ------------------------------------------------------------------ fail closed without NRI (CDI hook)
+
+
+def running(cluster: Cluster, run: PodRun) -> list[str]:
+    assert cluster.agent is not None
+    return [
+        c["name"]
+        for c in cluster.agent.cri.list_containers(run.sandbox_id)
+        if c["state"] == "CONTAINER_RUNNING"
+    ]
+
+
+def test_claimed_pod_container_waits_for_its_nic_while_nri_is_down(cluster: Cluster, nics: Nics) -> None:
+    (nic,) = nics.take()
+    assert cluster.net is not None and cluster.agent is not None
+    before = cluster.net.snapshot()
+    pod = new_pod(cluster, [("nic", nic, simple_cfg(nic))])
+    run: PodRun | None = None
+    cluster.supervisorctl("stop", "nri")
+    try:
+        run = cluster.run_pod(pod)  # no plugin connected: containerd starts the sandbox without the NIC
+        assert run.status is not None and "eth1" not in links_in(run.status.netns)
+        with pytest.raises(ContainerError) as refused:  # one attempt: the hook waits, then refuses
+            cluster.agent.start_containers(run, pod, timeout=1.0)
+        assert "not attached in the container's network namespace" in str(refused.value)
+        assert f"claim {claim_of(cluster, pod)['metadata']['uid']}" in str(refused.value)
+        assert running(cluster, run) == []
+    finally:
+        cluster.supervisorctl("start", "nri")
+    try:
+        # nri's Synchronize attaches the NIC to the running sandbox; the kubelet's retry then starts
+        cluster.agent.start_containers(run, pod, timeout=60.0)
+        assert running(cluster, run) == ["main"]
+        assert run.status is not None
+        assert nic_has(links_in(run.status.netns), "eth1", nic.pod_address(), before[nic.name]["address"])
+    finally:
+        cleanup(cluster, pod, run)
+    assert_home(cluster, before, nic)
+
+
+def test_pod_without_a_claim_starts_while_nri_is_down(cluster: Cluster) -> None:
+    assert cluster.agent is not None
+    pod = cluster.make_pod(f"tlc-pod-{next(_names)}-{os.getpid()}", {})
+    run: PodRun | None = None
+    cluster.supervisorctl("stop", "nri")
+    try:
+        run = cluster.run_pod(pod)
+        cluster.agent.start_containers(run, pod, timeout=30.0)
+        assert running(cluster, run) == ["main"] and run.attempts == {"main": 1}  # first try, no hook
+    finally:
+        cluster.supervisorctl("start", "nri")
+        cleanup(cluster, pod, run)
 
 
 @pytest.mark.parametrize("service", ["netns", "dra", "discovery"])

@@ -52,7 +52,8 @@ def test_run_restart_one_and_stop(tmp_path: Path) -> None:
         "--kubeconfig",
         str(tmp_path / "no-such-kubeconfig"),
         "--dra-args",
-        f"--kubelet-registry-dir {kubelet}/plugins_registry --kubelet-plugins-dir {kubelet}/plugins",
+        f"--kubelet-registry-dir {kubelet}/plugins_registry --kubelet-plugins-dir {kubelet}/plugins "
+        f"--cdi-dir {tmp_path}/cdi",
         "--nri-args",
         f"--nri-socket {tmp_path}/no-nri.sock",
         "--discovery-args",

@@ -62,6 +62,11 @@ class Containerd:
         return self._nri_socket
 
     @property
+    def cdi_dir(self) -> Path:
+        """The CDI spec directory this containerd reads (its only one)."""
+        return self.run_dir / "cdi"
+
+    @property
     def log_path(self) -> Path:
         return self.run_dir / "containerd.log"
 

@@ -15,7 +15,7 @@ fi
 "$RUNC_BIN" --version >/dev/null || { echo "up: $RUNC_BIN does not run on this machine" >&2; exit 1; }
 command -v gcc >/dev/null || { echo "up: gcc is needed to build the pause image (apt-get install gcc)" >&2; exit 1; }
 
-mkdir -p "$RUN"/{root,state,tmp,opt,images,runc,pods,certs.d,cni/net.d,cni/ipam,nri/plugins,nri/conf.d}
+mkdir -p "$RUN"/{root,state,tmp,opt,images,runc,pods,certs.d,cdi,cni/net.d,cni/ipam,nri/plugins,nri/conf.d}
 mkdir -p "$(dirname "$NRI_SOCK")"
 
 # ------------------------------------------------------------------ the pause image
@@ -72,7 +72,10 @@ temp = '$RUN/tmp'
     # root here lacks CAP_SYS_RESOURCE: runc cannot give the pause process the oom_score_adj -998
     # the CRI asks for ("can't get final child's PID from pipe: EOF"); clamp it instead.
     restrict_oom_score_adj = true
-    enable_cdi = false
+    # CDI (on by default in 2.1; said here with our own spec dir, so that no test reads or writes
+    # the machine's /etc/cdi or /var/run/cdi): dra writes a spec per prepared claim into it.
+    enable_cdi = true
+    cdi_spec_dirs = ['$RUN/cdi']
     [plugins.'io.containerd.cri.v1.runtime'.containerd]
       default_runtime_name = 'runc'
       [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
