@@ -266,8 +266,9 @@ def test_host_paths_are_exactly_what_each_container_needs() -> None:
         "/var/lib/kubelet/plugins/dra.net",
         "/var/run/nri",
         "/var/lib/dranet/dra",
+        "/run/dranet",
     }
-    assert set(host_paths(side)) == {"/var/run/netns", "/var/lib/dranet/netns"}
+    assert set(host_paths(side)) == {"/var/run/netns", "/var/lib/dranet/netns", "/run/dranet"}
     netns = host_paths(side)["/var/run/netns"]
     assert netns["mountPropagation"] == "HostToContainer" and netns["readOnly"] is True
     for path, mount in {**host_paths(main), **host_paths(side)}.items():
@@ -277,11 +278,15 @@ def test_host_paths_are_exactly_what_each_container_needs() -> None:
         assert mount.get("mountPropagation", "None") in ("None", "HostToContainer"), path
 
 
-def test_the_bus_is_a_shared_emptydir_and_the_token_reaches_the_main_container_only() -> None:
+def test_the_bus_is_a_shared_host_directory_and_the_token_reaches_the_main_container_only() -> None:
+    # a host directory: the CDI hook runs on the host (the runtime's context) and asks the worker
     volumes = {v["name"]: v for v in pod_spec()["volumes"]}
     for name, c in containers().items():
         mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
-        assert "emptyDir" in volumes[mounts["/run/dranet"]], name
+        assert volumes[mounts["/run/dranet"]]["hostPath"] == {
+            "path": "/run/dranet",
+            "type": "DirectoryOrCreate",
+        }
         token = "/var/run/secrets/kubernetes.io/serviceaccount"
         assert (token in mounts) is (name == "dranet"), name
     run = {
@@ -307,6 +312,13 @@ def test_probes_ask_dranet_status() -> None:
         assert c["startupProbe"]["exec"]["command"] == [*base, "--live"], name
         assert c["livenessProbe"]["exec"]["command"] == [*base, "--live"], name
         assert c["readinessProbe"]["exec"]["command"] == base, name
+
+
+def test_cdi_is_off_until_the_hook_is_on_the_nodes() -> None:
+    # `dranet cdi-hook` runs on the host, outside the image: a spec naming a missing hook would
+    # refuse every claimed pod's containers; docs/install.md turns it on
+    dra_args = next(a for a in containers()["dranet"]["args"] if a.startswith("--dra-args="))
+    assert dra_args.split()[-1] == "--cdi-dir="
 
 
 def test_runtime_and_state_dirs_match_the_mounts() -> None:
