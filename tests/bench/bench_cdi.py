@@ -28,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench_pod_start import DEVICE_CLASS, claim_body  # this directory: one claim shape for both
 from dranet.services.netns.testbed import Testbed
 from dranet.services.netns.worker import NetnsWorker
 
@@ -123,25 +124,6 @@ def bench_hook() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def claim_body(name: str, ifname: str) -> dict[str, Any]:
-    sel = f'device.attributes["dra.net"].ifName == "{ifname}"'
-    return {
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "ResourceClaim",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "devices": {
-                "requests": [
-                    {
-                        "name": "nic",
-                        "exactly": {"deviceClassName": "tbc", "selectors": [{"cel": {"expression": sel}}]},
-                    }
-                ]
-            }
-        },
-    }
-
-
 def bench_containers() -> None:
     from dranet.localcluster.containerd import Containerd, PackagesUnavailable
     from dranet.localcluster.demo import Cluster
@@ -163,14 +145,15 @@ def bench_containers() -> None:
             return
         cluster.start()
         cluster.wait_slices()
+        selector = {"cel": {"expression": 'device.driver == "dra.net"'}}
         cluster.create(
             "resource.k8s.io/v1",
             "deviceclasses",
             {
                 "apiVersion": "resource.k8s.io/v1",
                 "kind": "DeviceClass",
-                "metadata": {"name": "tbc"},
-                "spec": {"selectors": [{"cel": {"expression": 'device.driver == "dra.net"'}}]},
+                "metadata": {"name": DEVICE_CLASS},
+                "spec": {"selectors": [selector]},
             },
         )
         assert cluster.net is not None and cluster.agent is not None
@@ -180,7 +163,7 @@ def bench_containers() -> None:
                 claims = {}
                 if with_claim:
                     cluster.create(
-                        "resource.k8s.io/v1", "resourceclaims", claim_body(f"tbc-{i}", nic.name), "default"
+                        "resource.k8s.io/v1", "resourceclaims", claim_body(f"tbc-{i}", [nic]), "default"
                     )
                     claims = {"net": f"tbc-{i}"}
                 pod = cluster.make_pod(f"tbc-{'c' if with_claim else 'p'}-{i}", claims)
