@@ -100,7 +100,7 @@ def bench_hook() -> None:
         def bare() -> None:
             subprocess.run([sys.executable, "-c", "pass"], check=True)
 
-        body = {"netns_id": [st.st_dev, st.st_ino], "devices": ["q0"]}
+        body = {"netns_id": f"{st.st_dev}:{st.st_ino}", "devices": ["q0"]}
         assert client.call("attached_in", body) == {"attached": ["q0"], "missing": []}
         hooks, bares, calls = [], [], []
         for _ in range(N_HOOK):
