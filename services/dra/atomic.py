@@ -7,9 +7,10 @@ import os
 from pathlib import Path
 
 
-def write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Write `data` to a hidden temp file beside `path`, fsync, rename over `path`, fsync the
-    directory. Raises OSError; nothing is half-written and no temp file is left behind."""
+def write_atomic(path: Path, data: bytes, mode: int, *, durable: bool = True) -> None:
+    """Write `data` to a hidden temp file beside `path`, rename it over `path`. Raises OSError;
+    nothing is half-written and no temp file is left behind. durable: fsync the file before the
+    rename and the directory after it, so that the new content survives a machine crash."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
@@ -17,7 +18,8 @@ def write_atomic(path: Path, data: bytes, mode: int) -> None:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     except OSError:
         os.close(fd)
         tmp.unlink(missing_ok=True)
@@ -28,6 +30,8 @@ def write_atomic(path: Path, data: bytes, mode: int) -> None:
     except OSError:
         tmp.unlink(missing_ok=True)
         raise
+    if not durable:
+        return
     dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dfd)  # make the rename itself durable

@@ -13,7 +13,8 @@ One spec file per claim, `<vendor>-nic_<claim UID>.json` with vendor `k8s.<drive
 claim UID in every device name means a cached spec never answers for another claim, and the
 vendor prefix keeps other drivers' files apart. Written atomically at prepare, removed at
 unprepare, and rewritten for every prepared claim when dra starts (the directory is usually a
-tmpfs, emptied at reboot, while the kubelet still considers the claims prepared).
+tmpfs, emptied at reboot, while the kubelet still considers the claims prepared), which is also
+why a spec is not fsync'd.
 """
 
 from __future__ import annotations
@@ -136,8 +137,11 @@ class CdiSpecs:
         if spec is None:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
-        # 0644: the runtime reads it; nothing in it is secret
-        write_atomic(self.path(claim.uid), json.dumps(spec, indent=1).encode() + b"\n", 0o644)
+        # 0644: the runtime reads it; nothing in it is secret. Not fsync'd: the rename is what the
+        # runtime must never see half of, and after a machine crash sync() rewrites every spec
+        # from the (durable) checkpoint at start; /var/run/cdi is a tmpfs anyway.
+        data = json.dumps(spec, indent=1).encode() + b"\n"
+        write_atomic(self.path(claim.uid), data, 0o644, durable=False)
 
     def remove(self, claim_uid: str) -> None:
         """Remove the claim's spec; a missing file is fine. Raises OSError."""
