@@ -245,7 +245,8 @@ def test_corrupt_checkpoint_is_detected_and_reported(h: Harness) -> None:
     details = h.bus("ping")["details"]
     report = details.get("checkpoint_corrupt") or details.get("checkpoint_rebuilt")
     assert "checksum mismatch" in report["reason"]
-    assert [p.name.startswith("checkpoint.json.corrupt-") for p in path.parent.iterdir()] == [True]
+    # the corrupt file is moved aside (the rebuild may already have written a new checkpoint.json)
+    assert len([p for p in path.parent.iterdir() if p.name.startswith("checkpoint.json.corrupt-")]) == 1
     assert h.bus("pod_devices", {"pod_uid": "pod-x"})["devices"] == []  # never silently used
 
 
