@@ -26,12 +26,12 @@ $(GEN)/.stamp: $(PROTOS) proto/generate.py $(VENV)/.installed
 proto: $(GEN)/.stamp
 
 # Debian tools the tests and the demo use (iproute2 for `ip netns`, gcc for the pause image,
-# mmdebstrap for the driver image's base).
+# mmdebstrap for the driver image's base, openssl for the node stand-in's API certificates).
 system-deps:
-	@missing=""; for c in ip gcc nsenter mmdebstrap; do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
+	@missing=""; for c in ip gcc nsenter mmdebstrap openssl; do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; apt-get update -qq && \
-	  apt-get install -y -qq --no-install-recommends iproute2 gcc libc6-dev util-linux mmdebstrap >/dev/null; \
+	  apt-get install -y -qq --no-install-recommends iproute2 gcc libc6-dev util-linux mmdebstrap openssl >/dev/null; \
 	fi
 
 # The driver image, built here from Debian packages and the project's wheels, no registry: an OCI

@@ -132,7 +132,7 @@ class Cluster:
         self.log(f"  local API server: {self.apiserver.url} (kubeconfig {self.kubeconfig})")
         self.create("v1", "nodes", {"apiVersion": "v1", "kind": "Node", "metadata": {"name": self.node_name}})
 
-        self.net = NodeNet.new(count=self.nic_count, prefix=self.prefix)
+        self.net = self.make_net()
         self.net.create()
         self.log(
             f"  stand-in NICs: {', '.join(n.name for n in self.net.nics)} "
@@ -140,7 +140,18 @@ class Cluster:
         )
 
         self.start_services()
-        self.agent = NodeAgent(
+        self.agent = self.make_agent()
+        # The kubelet's start: it wipes the node's slices and registers the plugin; discovery
+        # publishes only once the plugin is registered.
+        self.agent.start()
+        self.allocator = Allocator(self.api_client, self.node_name)
+
+    def make_net(self) -> NodeNet:
+        return NodeNet.new(count=self.nic_count, prefix=self.prefix)
+
+    def make_agent(self) -> NodeAgent:
+        assert self.containerd is not None
+        return NodeAgent(
             self.registry_dir,
             str(self.containerd.cri_socket),
             driver_name=DRIVER,
@@ -148,10 +159,6 @@ class Cluster:
             api_client=self.api_client,
             node_name=self.node_name,
         )
-        # The kubelet's start: it wipes the node's slices and registers the plugin; discovery
-        # publishes only once the plugin is registered.
-        self.agent.start()
-        self.allocator = Allocator(self.api_client, self.node_name)
 
     def service_args(self) -> dict[str, list[str]]:
         assert self.net is not None and self.containerd is not None

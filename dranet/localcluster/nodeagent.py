@@ -31,7 +31,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -204,9 +204,12 @@ class NodeAgent:
         api_client: Any = None,
         node_name: str = "",
         wipe_delay: float = DEFAULT_WIPING_DELAY,
+        host_path: Callable[[str], str] | None = None,
     ) -> None:
         """health_timeout, wipe_delay: the kubelet's timeouts (tests shorten them). api_client (a
-        kubernetes ApiClient) and node_name: for start()'s ResourceSlice wiping."""
+        kubernetes ApiClient) and node_name: for start()'s ResourceSlice wiping. host_path: where a
+        path in the plugin's container (its endpoint) is on this machine."""
+        self.host_path = host_path or (lambda p: p)
         self.registry_dir = Path(registry_dir)
         self.api_client = api_client
         self.node_name = node_name
@@ -285,7 +288,7 @@ class NodeAgent:
                     timeout=5.0,
                 )
                 raise PluginNotFound(f"{sock}: no supported DRA version in {list(info.supported_versions)}")
-            endpoint = info.endpoint or str(sock)
+            endpoint = self.host_path(info.endpoint) if info.endpoint else str(sock)
             plugin = PluginEndpoint(str(sock), endpoint, version, tuple(info.supported_versions), socket_id)
             self._connect(plugin)
             stub.NotifyRegistrationStatus(reg_pb.RegistrationStatus(plugin_registered=True), timeout=5.0)

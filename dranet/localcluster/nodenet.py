@@ -13,6 +13,10 @@ create() made.
     net.create()
     ... net.nics[0].name, net.nics[0].wire_ip ...
     net.remove()
+
+With node_netns (the DaemonSet's shape, a node stand-in's network namespace), the NICs live in
+that netns instead, as macvlans on veth "lower" links whose far ends are in the wire netns:
+discovery's default filter hides veth, as upstream's does, and publishes macvlan.
 """
 
 from __future__ import annotations
@@ -80,10 +84,14 @@ class NodeNet:
     mtu: int = 1500
     nics: list[StandInNic] = field(default_factory=list)
     created: bool = False
+    node_netns: str | None = None  # None: the host's netns
 
     @staticmethod
-    def new(count: int = 3, prefix: str | None = None, subnet_base: str = "10.231") -> NodeNet:
-        return NodeNet(prefix=prefix or f"tlc{secrets.token_hex(2)}", count=count, subnet_base=subnet_base)
+    def new(
+        count: int = 3, prefix: str | None = None, subnet_base: str = "10.231", node_netns: str | None = None
+    ) -> NodeNet:
+        prefix = prefix or f"tlc{secrets.token_hex(2)}"
+        return NodeNet(prefix=prefix, count=count, subnet_base=subnet_base, node_netns=node_netns)
 
     @property
     def wire_netns(self) -> str:
@@ -122,35 +130,33 @@ class NodeNet:
             ip("netns", "add", self.wire_netns)
             self.created = True
             ip("link", "set", "lo", "up", netns=self.wire_netns)
-            for nic in self.nics:
-                ip(
-                    "link",
-                    "add",
-                    nic.name,
-                    "mtu",
-                    str(self.mtu),
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    nic.peer,
-                    "netns",
-                    self.wire_netns,
-                )
-                ip("addr", "add", f"{nic.wire_ip}/24", "dev", nic.peer, netns=self.wire_netns)
-                ip("addr", "add", f"{nic.wire_ip6}/64", "dev", nic.peer, "nodad", netns=self.wire_netns)
-                ip("link", "set", nic.peer, "up", netns=self.wire_netns)
-                ip("link", "set", nic.name, "up")
+            for i, nic in enumerate(self.nics):
+                self._create_nic(nic, f"{self.prefix}l{i}")
         except Exception:
             self.remove()
             raise
         return self.nics
 
+    def _create_nic(self, nic: StandInNic, lower: str) -> None:
+        """A veth pair to the wire netns; with node_netns, its near end is the lower link of the
+        macvlan that is the NIC, both in the node netns."""
+        node = self.node_netns
+        near = lower if node else nic.name
+        ip("link", "add", near, "mtu", str(self.mtu), "type", "veth", "peer", "name", nic.peer,
+           "netns", self.wire_netns, netns=node)  # fmt: skip
+        if node:
+            ip("link", "add", nic.name, "link", lower, "type", "macvlan", "mode", "bridge", netns=node)
+            ip("link", "set", lower, "up", netns=node)
+        ip("addr", "add", f"{nic.wire_ip}/24", "dev", nic.peer, netns=self.wire_netns)
+        ip("addr", "add", f"{nic.wire_ip6}/64", "dev", nic.peer, "nodad", netns=self.wire_netns)
+        ip("link", "set", nic.peer, "up", netns=self.wire_netns)
+        ip("link", "set", nic.name, "up", netns=node)
+
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """Host-side state of each NIC that a detach must restore (name, MTU, MAC, addresses, state)."""
         out: dict[str, dict[str, Any]] = {}
         for nic in self.nics:
-            info = link_info(nic.name)
+            info = link_info(nic.name, self.node_netns)
             if info is None:
                 continue
             out[nic.name] = {
@@ -169,9 +175,9 @@ class NodeNet:
         """Delete the host ends (which deletes their pairs) and the wire netns; returns what failed."""
         errors = []
         for nic in self.nics or self._plan():
-            if link_info(nic.name) is not None:
-                try:
-                    ip("link", "del", nic.name)
+            if link_info(nic.name, self.node_netns) is not None:
+                try:  # a macvlan's lower veth goes with the wire netns' end below
+                    ip("link", "del", nic.name, netns=self.node_netns)
                 except NodeNetError as exc:
                     errors.append(str(exc))
         if netns_exists(self.wire_netns):

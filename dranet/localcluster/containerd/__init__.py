@@ -42,6 +42,7 @@ class Containerd:
         bridge: str = "dranetctrd0",
         subnet: str = "10.223.0.0/24",
         nri_socket: str | Path | None = None,
+        netns: str | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.cache_dir = Path(cache_dir)
@@ -50,6 +51,10 @@ class Containerd:
         self.bridge = bridge
         self.subnet = subnet
         self._nri_socket = Path(nri_socket) if nri_socket else self.run_dir / "nri.sock"
+        # a named network namespace to run in (a node stand-in's): hostNetwork pods and the CNI
+        # bridge land there. nsenter --net, not `ip netns exec`, which would also remount /sys
+        # without the cgroup mounts runc needs.
+        self.netns = netns
         if len(str(self.cri_socket)) > 100 or len(str(self._nri_socket)) > 100:
             raise ValueError(f"{self.run_dir}: too long for a unix socket path; use a short run_dir")
 
@@ -94,8 +99,9 @@ class Containerd:
         return env
 
     def _script(self, name: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        enter = ["nsenter", f"--net=/run/netns/{self.netns}"] if self.netns else []
         return subprocess.run(
-            ["bash", str(HERE / name), *args],
+            [*enter, "bash", str(HERE / name), *args],
             env=self._env(),
             capture_output=True,
             text=True,

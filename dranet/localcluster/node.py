@@ -1,0 +1,317 @@
+"""A node stand-in that runs the driver as it ships: the DaemonSet's pod, through CRI.
+
+DEVELOPMENT AND TEST TOOL, run as root. The node is:
+- a private network namespace ("node netns") holding the node's NICs (stand-in macvlans) and the
+  containerd that runs the pods, so hostNetwork means that namespace and never the machine's own
+  interfaces;
+- a directory standing for the node's root filesystem (host_root): the DaemonSet's hostPath volumes
+  live under it, except /var/run/netns (where the runtime puts the pods' netns files, shared with the
+  machine) and /var/run/nri (the runtime's NRI socket directory);
+- the kubelet's pod-side work for the driver pod (podspec.py + daemonpod.py) with the manifest from
+  `kubectl kustomize deploy/kubernetes`, its image built by `make image` (deploy/image/build.sh) and
+  imported into that containerd;
+- the API server stand-in reached the way a pod reaches a cluster's: the in-cluster config (the
+  `kubernetes` Service env, a projected token, CA and namespace) pointing at https://127.0.0.1:443
+  inside the node netns, where ApiFront terminates TLS for the plain-HTTP local API server;
+- the kubelet's DRA side (nodeagent.py) using the registration socket the pod creates in the
+  hostPath kubelet directory.
+
+`DaemonSetCluster` is demo.Cluster in that shape: the same API helpers, allocator and node agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import secrets
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dranet.localcluster.containerd import DEFAULT_CACHE, Containerd
+from dranet.localcluster.cri import CriClient
+from dranet.localcluster.daemonpod import DaemonPod
+from dranet.localcluster.demo import DRIVER, Cluster, DemoError
+from dranet.localcluster.nodeagent import NodeAgent
+from dranet.localcluster.nodenet import NodeNet, ip
+from dranet.localcluster.podspec import Node, plan, pod_template
+
+ROOT = Path(__file__).resolve().parents[2]
+IMAGE = "localhost/dranet:dev"
+BUILD_SCRIPT = ROOT / "deploy" / "image" / "build.sh"
+KUSTOMIZE_DIR = ROOT / "deploy" / "kubernetes"
+CLONE_NEWNET = 0x40000000
+API_PORT = 443  # the `kubernetes` Service's port, inside the node netns (free: it is private)
+
+
+def build_image(ctrd: Containerd | None = None, timeout: float = 900) -> str:
+    """`make image` (cached; seconds after the first run), imported into ctrd when given."""
+    env = dict(os.environ, IMAGE=IMAGE, PYTHON=sys.executable)
+    if ctrd is not None:
+        env.update(CTR=str(ctrd.cache_dir / "root" / "usr" / "bin" / "ctr"), CTR_ADDRESS=str(ctrd.cri_socket))
+    r = subprocess.run(["bash", str(BUILD_SCRIPT)], env=env, capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0:
+        raise DemoError(f"{BUILD_SCRIPT} failed ({r.returncode}):\n{r.stderr[-3000:]}")
+    return r.stderr
+
+
+def kustomized_docs(directory: Path = KUSTOMIZE_DIR) -> list[dict[str, Any]]:
+    """The manifests as `kubectl apply -k` would send them: `kubectl kustomize`, or without kubectl
+    the two kustomization features deploy/kubernetes uses (resources, images); any other is refused."""
+    if shutil.which("kubectl"):
+        r = subprocess.run(
+            ["kubectl", "kustomize", str(directory)], capture_output=True, text=True, timeout=120
+        )
+        if r.returncode != 0:
+            raise DemoError(f"kubectl kustomize {directory}: {r.stderr.strip()}")
+        return [d for d in yaml.safe_load_all(r.stdout) if d]
+    k = yaml.safe_load((directory / "kustomization.yaml").read_text())
+    unknown = set(k) - {"apiVersion", "kind", "resources", "images"}
+    if unknown:
+        raise DemoError(
+            f"{directory}/kustomization.yaml uses {sorted(unknown)}: install kubectl to render it"
+        )
+    docs = [d for f in k["resources"] for d in yaml.safe_load_all((directory / f).read_text()) if d]
+    images = {i["name"]: i for i in k.get("images") or []}
+    for d in docs:
+        for c in ((d.get("spec") or {}).get("template") or {}).get("spec", {}).get("containers", []):
+            i = images.get(c["image"])
+            if i:
+                c["image"] = i.get("newName", c["image"]) + (f":{i['newTag']}" if "newTag" in i else "")
+    return docs
+
+
+# ---------------------------------------------------------------- network namespace helpers
+
+
+def socket_in_netns(netns: str, host: str, port: int) -> socket.socket:
+    """A listening TCP socket that lives in the named network namespace (made by a short-lived
+    thread that setns()es there: a socket keeps the netns it was created in)."""
+    result: list[Any] = []
+
+    def make() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        try:
+            with open(f"/run/netns/{netns}") as f:
+                if libc.setns(f.fileno(), CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), f"setns into {netns}")
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, port))
+            s.listen(64)
+            result.append(s)
+        except Exception as exc:
+            result.append(exc)
+        # the thread ends here, and its netns with it; the process's other threads never moved
+
+    t = threading.Thread(target=make, name=f"setns-{netns}")
+    t.start()
+    t.join()
+    if isinstance(result[0], Exception):
+        raise result[0]
+    sock: socket.socket = result[0]
+    return sock
+
+
+def make_certs(directory: Path, ip_san: str) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for ip_san signed by it: (ca.crt, server.crt, server.key)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key, ca, key, csr, crt = (
+        directory / n for n in ("ca.key", "ca.crt", "server.key", "server.csr", "server.crt")
+    )
+    ext = directory / "san.ext"
+    ext.write_text(f"subjectAltName=IP:{ip_san}\nbasicConstraints=CA:FALSE\n")
+    steps = [
+        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca, "-days", "2",
+         "-subj", "/CN=dranet-node-standin-ca"],
+        ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=kubernetes"],
+        ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", crt,
+         "-days", "2", "-extfile", ext],
+    ]  # fmt: skip
+    for argv in steps:
+        r = subprocess.run(["openssl", *map(str, argv)], capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            raise DemoError(f"openssl {argv[0]}: {r.stderr.strip()} (make system-deps installs openssl)")
+    return ca, crt, key
+
+
+class ApiFront:
+    """TLS in front of the plain-HTTP API server stand-in, listening inside the node netns: the pod's
+    in-cluster config (https://127.0.0.1:443, the CA in its projected volume) reaches it there."""
+
+    def __init__(self, netns: str, upstream: tuple[str, int], certs: tuple[Path, Path, Path]) -> None:
+        self.netns = netns
+        self.upstream = upstream
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(certs[1], certs[2])
+        self._sock = socket_in_netns(netns, "127.0.0.1", API_PORT)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="api-front", daemon=True)
+        self._server: asyncio.AbstractServer | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+        fut = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self._handle, sock=self._sock, ssl=self.ctx), self._loop
+        )
+        self._server = fut.result(timeout=10)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_r, up_w = await asyncio.open_connection(*self.upstream)
+        except OSError:
+            writer.close()
+            return
+
+        async def pump(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError, ssl.SSLError, asyncio.IncompleteReadError):
+                while data := await r.read(65536):
+                    w.write(data)
+                    await w.drain()
+            with contextlib.suppress(OSError, ssl.SSLError, RuntimeError):
+                w.close()
+
+        await asyncio.gather(pump(reader, up_w), pump(up_r, writer))
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._loop.call_soon_threadsafe(self._server.close)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        with contextlib.suppress(OSError):
+            self._sock.close()
+
+
+# ---------------------------------------------------------------- the cluster in the DaemonSet's shape
+
+
+@dataclass
+class DaemonSetCluster(Cluster):
+    """demo.Cluster with the driver as the DaemonSet's pod on a node stand-in (module docstring).
+
+    Brings up its own containerd inside the node netns (containerd must be None)."""
+
+    node_netns: str = ""
+    host_root: Path = field(default=Path())
+    pod: DaemonPod | None = None
+    front: ApiFront | None = None
+    template: dict[str, Any] = field(default_factory=dict)
+    startup_timeout: float = 120.0
+
+    def __post_init__(self) -> None:
+        tag = secrets.token_hex(3)
+        self.prefix = self.prefix or f"tds{tag[:4]}"
+        self.node_netns = self.node_netns or f"{self.prefix}-node"
+        self.host_root = self.workdir / "node"
+
+    @property
+    def registry_dir(self) -> Path:
+        return self.host_root / "var/lib/kubelet/plugins_registry"
+
+    def node(self) -> Node:
+        return Node(
+            name=self.node_name,
+            ip="127.0.0.1",
+            host_root=self.host_root,
+            host_paths={
+                "/var/run/netns": "/var/run/netns",
+                "/var/run/nri": str(self.host_root / "var/run/nri"),
+            },
+            pod_dir=self.workdir / "pods" / "driver",
+            images={c["image"]: IMAGE for c in self.template["spec"]["containers"]},
+            pod_uid=str(uuid.uuid4()),
+            api_service=("127.0.0.1", API_PORT),
+        )
+
+    def _start(self) -> None:
+        if self.containerd is not None:
+            raise DemoError("DaemonSetCluster runs its own containerd inside the node netns")
+        self.template = dict(pod_template(kustomized_docs()))
+        ip("netns", "add", self.node_netns)
+        ip("link", "set", "lo", "up", netns=self.node_netns)
+        self.containerd = Containerd(
+            self.workdir / "ctrd",
+            self.ctrd_cache or DEFAULT_CACHE,
+            bridge=f"{self.prefix}br",
+            subnet="10.225.0.0/24",
+            nri_socket=self.host_root / "var/run/nri/nri.sock",
+            netns=self.node_netns,
+        )
+        self._own_containerd = True
+        self.log(f"  node netns {self.node_netns}: containerd 2.1 with NRI in it ...")
+        self.containerd.up()
+        self.log("  the driver image (make image), imported into that containerd ...")
+        build_image(self.containerd)
+        super()._start()
+
+    def make_net(self) -> NodeNet:
+        return NodeNet.new(count=self.nic_count, prefix=self.prefix, node_netns=self.node_netns)
+
+    def make_agent(self) -> NodeAgent:
+        if self.agent is not None:  # made by start_services: the kubelet watches plugins from the start
+            return self.agent
+        assert self.containerd is not None
+        node = self.node()
+        return NodeAgent(
+            self.registry_dir,
+            str(self.containerd.cri_socket),
+            driver_name=DRIVER,
+            log_dir=str(self.workdir / "pods"),
+            api_client=self.api_client,
+            node_name=self.node_name,
+            host_path=node.host_path,
+        )
+
+    def start_services(self) -> None:
+        """The DaemonSet's pod, as the kubelet would run it, until its readiness probes pass."""
+        assert self.apiserver is not None and self.containerd is not None
+        host, port = self.apiserver.url.rsplit("//", 1)[1].rsplit(":", 1)
+        ca, crt, key = make_certs(self.workdir / "pki", "127.0.0.1")
+        self.front = ApiFront(self.node_netns, (host, int(port)), (ca, crt, key))
+        self.front.start()
+        self.registry_dir.mkdir(parents=True, exist_ok=True)  # the kubelet makes it at boot (type Directory)
+        node = self.node()
+        pod_plan = plan(self.template, node, sa_token="node-standin-token", root_ca=ca.read_text())
+        self.pod = DaemonPod(pod_plan, CriClient(str(self.containerd.cri_socket)))
+        self.pod.up()
+        # The kubelet's plugin watcher runs from its start and registers the driver as soon as its
+        # registration socket appears: the pod's readiness includes being registered.
+        self.agent = self.make_agent()
+        self.agent.start()
+        self.pod.wait_ready(self.startup_timeout)
+        self.log(f"  the DaemonSet's pod {pod_plan.name} is ready (logs in {pod_plan.sandbox.log_directory})")
+
+    def wait_services(self, services: tuple[str, ...] = (), timeout: float = 30.0) -> None:
+        assert self.pod is not None
+        self.pod.wait_ready(timeout)
+
+    def stop_services(self) -> None:
+        if self.pod is not None:
+            errors = self.pod.down()
+            self.pod.cri.close()
+            self.pod = None
+            if errors:
+                raise DemoError(f"the driver pod did not go cleanly: {errors}")
+        if self.front is not None:
+            self.front.stop()
+            self.front = None
+
+    def stop(self) -> list[str]:
+        errors = super().stop()
+        if Path("/run/netns", self.node_netns).exists():
+            try:
+                ip("netns", "del", self.node_netns)
+            except Exception as exc:
+                errors.append(f"node netns: {exc}")
+        return errors

@@ -1,0 +1,244 @@
+"""The driver as it ships: deploy/kubernetes (kustomized) run as the DaemonSet's pod, from the image
+`make image` builds, through CRI on a real containerd inside a node stand-in's network namespace
+(dranet.localcluster.node). What the pod gets is checked from inside its containers; a pod with a
+claimed NIC is run through the real DRA gRPC (registration socket in the hostPath kubelet
+directory) and CRI, as in test_full_path.py.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dranet.localcluster.containerd import PackagesUnavailable
+from dranet.localcluster.daemonpod import ProbeState
+from dranet.localcluster.demo import addresses, links_in
+from dranet.localcluster.node import DaemonSetCluster, kustomized_docs
+from dranet.localcluster.nodenet import StandInNic, link_info
+from dranet.localcluster.podspec import Probe
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
+
+# Read inside a container: credentials, root filesystem, network devices, the processes it sees.
+CHECK = r"""
+import json, os
+def st(k):
+    for l in open('/proc/self/status'):
+        if l.startswith(k + ':'): return l.split()[1]
+try:
+    open('/probe-rw', 'w'); rootfs = 'rw'
+except OSError as e:
+    rootfs = 'ro' if e.errno == 30 else str(e)
+procs = set()
+for p in os.listdir('/proc'):
+    if p.isdigit():
+        try: procs.add(open(f'/proc/{p}/cmdline').read().replace('\0', ' ').strip())
+        except OSError: pass
+print(json.dumps({'uid': os.getuid(), 'CapEff': st('CapEff'), 'CapBnd': st('CapBnd'),
+  'NoNewPrivs': st('NoNewPrivs'), 'Seccomp': st('Seccomp'), 'rootfs': rootfs,
+  'netdevs': sorted(os.listdir('/sys/class/net')), 'env': {k: os.environ.get(k) for k in
+  ('NODE_NAME', 'POD_IP', 'KUBERNETES_SERVICE_HOST')}, 'processes': sorted(procs - {''}),
+  'netns_dir': os.path.isdir('/var/run/netns')}))
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[DaemonSetCluster]:
+    for tool in ("mmdebstrap", "kubectl", "openssl"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} is missing: `make system-deps` installs the tools the tests use")
+    workdir = Path(tempfile.mkdtemp(prefix="tds-", dir="/tmp"))
+    c = DaemonSetCluster(workdir, nic_count=4, log=lambda s: None)
+    try:
+        c.start()
+        c.wait_slices(timeout=60)
+        for doc in kustomized_docs():  # the shipped DeviceClasses, as `kubectl apply -k` creates them
+            if doc["kind"] == "DeviceClass":
+                c.create("resource.k8s.io/v1", "deviceclasses", doc)
+        yield c
+    except PackagesUnavailable as exc:
+        pytest.skip(f"containerd's Debian packages could not be downloaded: {exc}")
+    finally:
+        errors = c.stop()
+        subprocess.run(["rm", "-rf", str(workdir)], check=False)
+        assert not errors, errors
+
+
+def inside(cluster: DaemonSetCluster, container: str) -> dict[str, Any]:
+    assert cluster.pod is not None
+    code, out, err = cluster.pod.exec(container, ["python3", "-c", CHECK], timeout=20)
+    assert code == 0, err
+    return dict(json.loads(out))
+
+
+def test_containers_run_with_the_manifests_security_context(cluster: DaemonSetCluster) -> None:
+    main, worker = inside(cluster, "dranet"), inside(cluster, "netns")
+    # dranet: root without any capability, no_new_privs, seccomp filter, read-only root
+    assert (main["uid"], int(main["CapEff"], 16), main["NoNewPrivs"], main["Seccomp"], main["rootfs"]) == (
+        0,
+        0,
+        "1",
+        "2",
+        "ro",
+    )
+    # netns: NET_ADMIN and SYS_ADMIN only, also in the bounding set; read-only root
+    net_and_sys_admin = (1 << 12) | (1 << 21)
+    assert int(worker["CapEff"], 16) == int(worker["CapBnd"], 16) == net_and_sys_admin
+    assert worker["rootfs"] == "ro"
+    # env from fieldRef and the `kubernetes` Service; $(POD_IP) expanded in the args
+    assert main["env"] == {
+        "NODE_NAME": cluster.node_name,
+        "POD_IP": "127.0.0.1",
+        "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+    }
+    assert any("--metrics-address=127.0.0.1:9180" in p for p in worker["processes"])
+    # shareProcessNamespace: the main container sees the worker
+    assert any(service_of(p) == "netns" for p in main["processes"])
+    # hostNetwork is the node netns: its NICs, never the machine's interfaces
+    assert cluster.net is not None
+    assert {n.name for n in cluster.net.nics} <= set(main["netdevs"])
+    machine = set(Path("/sys/class/net").iterdir())
+    assert not {p.name for p in machine} & set(main["netdevs"]) - {"lo"}
+    assert worker["netns_dir"]
+
+
+def test_probes_pass_with_the_manifests_commands(cluster: DaemonSetCluster) -> None:
+    pod = cluster.pod
+    assert pod is not None
+    assert pod.ready() == {"dranet": True, "netns": True}
+    for name, rc in pod.containers.items():
+        for kind, state in rc.probes.items():
+            code, out, err = pod.exec(name, state.probe.command, state.probe.timeout)
+            assert code == 0, f"{name} {kind}: {out} {err}"
+        assert rc.restarts == [], f"{name} restarted: {rc.restarts}"
+    assert pod.prober_errors == []
+
+
+def service_of(cmdline: str) -> str:
+    """ "netns" for ".../dranet netns --runtime-dir=...", "" for anything else."""
+    words = cmdline.split()
+    return next((words[i + 1] for i in range(len(words) - 1) if words[i].endswith("dranet")), "")
+
+
+def test_audit_from_the_host_passes(cluster: DaemonSetCluster) -> None:
+    """`dranet audit` on the host, against the processes of the running containers (their host
+    pids: the pids the services report over the bus are the pod's own pid namespace's)."""
+    assert cluster.pod is not None
+    pids = cluster.pod.host_pids()
+    flags = []
+    for service in ("netns", "discovery", "dra", "nri"):
+        found = [pid for cmd, pid in pids.items() if service_of(cmd) == service]
+        assert len(found) == 1, f"{service}: {found} among {pids}"
+        flags += ["--pid", f"{service}={found[0]}"]
+    run_dir = next(v.host_path for v in cluster.pod.plan.volumes if v.name == "run")
+    r = subprocess.run(
+        [sys.executable, "-m", "dranet", "audit", f"--runtime-dir={run_dir}", *flags, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def by_ifname(name: str) -> str:
+    # guarded: the node's PCI NICs whose netdev is outside the node netns are published without one
+    return f'"ifName" in device.attributes["dra.net"] && device.attributes["dra.net"].ifName == "{name}"'
+
+
+def claimed_pod(cluster: DaemonSetCluster, nic: StandInNic, name: str) -> dict[str, Any]:
+    """A pod whose claim asks for nic by name, as eth1 with the NIC's pod address."""
+    claim = {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceClaim",
+        "metadata": {"name": f"{name}-claim", "namespace": "default"},
+        "spec": {
+            "devices": {
+                "requests": [
+                    {
+                        "name": "nic",
+                        "exactly": {
+                            "deviceClassName": "dranet",
+                            "selectors": [{"cel": {"expression": by_ifname(nic.name)}}],
+                        },
+                    }
+                ],
+                "config": [
+                    {
+                        "requests": ["nic"],
+                        "opaque": {
+                            "driver": "dra.net",
+                            "parameters": {"interface": {"name": "eth1", "addresses": [nic.pod_address()]}},
+                        },
+                    }
+                ],
+            }
+        },
+    }
+    cluster.create("resource.k8s.io/v1", "resourceclaims", claim, "default")
+    return cluster.make_pod(name, {"net": f"{name}-claim"})
+
+
+def has_nic(netns: str, nic: StandInNic, mac: str) -> bool:
+    eth1 = links_in(netns).get("eth1")
+    return eth1 is not None and nic.pod_address() in addresses(eth1) and eth1["address"] == mac
+
+
+def assert_home(cluster: DaemonSetCluster, nic: StandInNic, before: dict[str, Any]) -> None:
+    assert cluster.net is not None
+    deadline = time.monotonic() + 15
+    while cluster.net.snapshot().get(nic.name) != before[nic.name] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert cluster.net.snapshot().get(nic.name) == before[nic.name]
+
+
+def test_claimed_nic_in_the_pod_and_back(cluster: DaemonSetCluster) -> None:
+    assert cluster.net is not None
+    nic = cluster.net.nics[0]
+    before = cluster.net.snapshot()
+    pod = claimed_pod(cluster, nic, "tds-pod")
+    run = cluster.run_pod(pod)
+    try:
+        assert run.status is not None and run.status.netns
+        assert has_nic(run.status.netns, nic, before[nic.name]["address"])
+        assert link_info(nic.name, cluster.node_netns) is None  # gone from the node
+    finally:
+        cluster.remove_pod(pod, run)
+    assert_home(cluster, nic, before)
+
+
+def test_liveness_failure_restarts_the_sidecar_and_attached_nics_stay(cluster: DaemonSetCluster) -> None:
+    """The prober's restart on the real runtime: a liveness probe that fails (here a probe that
+    always fails, period 1 s, threshold 2; the manifest's own values are checked in
+    tests/unit/test_podspec.py) restarts the netns container as the kubelet does, the new one gets
+    the manifest's probes back and becomes ready, and a pod attached meanwhile keeps its NIC."""
+    assert cluster.pod is not None and cluster.net is not None
+    nic = cluster.net.nics[1]
+    before = cluster.net.snapshot()
+    pod = claimed_pod(cluster, nic, "tds-live")
+    run = cluster.run_pod(pod)
+    try:
+        assert run.status is not None
+        rc = cluster.pod.containers["netns"]
+        attempt, restarts = rc.attempt, len(rc.restarts)
+        failing = Probe("livenessProbe", ["false"], 1, 5, 2, 1, 0)
+        rc.probes["livenessProbe"] = ProbeState(failing, time.monotonic())
+        deadline = time.monotonic() + 90
+        while len(rc.restarts) == restarts and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert rc.attempt == attempt + 1
+        assert rc.restarts[-1].startswith("livenessProbe failed 2 times")
+        assert rc.probes["livenessProbe"].probe.period == 30  # the manifest's again
+        cluster.pod.wait_ready(90)
+        assert has_nic(run.status.netns, nic, before[nic.name]["address"])
+    finally:
+        cluster.remove_pod(pod, run)
+    assert_home(cluster, nic, before)

@@ -1,0 +1,135 @@
+"""The node stand-in's kubelet logic without a runtime: the DaemonSet's template translated into CRI
+requests (podspec.plan), its refusals, and the prober's counters (daemonpod.ProbeState)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from dranet._generated import cri_pb2
+from dranet.localcluster import node as node_module
+from dranet.localcluster.daemonpod import ProbeState
+from dranet.localcluster.podspec import Node, Probe, Unsupported, plan, pod_template
+
+ROOT = Path(__file__).resolve().parents[2]
+CAP_KEYS = ("add_capabilities", "drop_capabilities")
+
+
+def template() -> dict[str, Any]:
+    docs = list(yaml.safe_load_all((ROOT / "deploy/kubernetes/daemonset.yaml").read_text()))
+    return copy.deepcopy(dict(pod_template(docs)))
+
+
+def node(tmp_path: Path) -> Node:
+    return Node(
+        name="n1",
+        ip="10.0.0.7",
+        host_root=tmp_path / "node",
+        host_paths={"/var/run/netns": "/var/run/netns"},
+        pod_dir=tmp_path / "pod",
+        images={"dranet": "localhost/dranet:dev"},
+        pod_uid="uid-1",
+        api_service=("127.0.0.1", 443),
+    )
+
+
+def test_the_shipped_template_becomes_the_kubelets_cri_requests(tmp_path: Path) -> None:
+    p = plan(template(), node(tmp_path), sa_token="tok", root_ca="CA")
+    assert p.sandbox.hostname == ""  # hostNetwork: no hostname (runc refuses one)
+    opts = p.sandbox.linux.security_context.namespace_options
+    assert (opts.network, opts.pid) == (cri_pb2.NODE, cri_pb2.POD)  # hostNetwork, shareProcessNamespace
+    main, worker = (c.config for c in p.containers)
+    sc_main, sc_worker = main.linux.security_context, worker.linux.security_context
+    assert [list(getattr(sc_main.capabilities, k)) for k in CAP_KEYS] == [[], ["ALL"]]
+    assert [list(getattr(sc_worker.capabilities, k)) for k in CAP_KEYS] == [
+        ["NET_ADMIN", "SYS_ADMIN"],
+        ["ALL"],
+    ]
+    assert sc_main.no_new_privs and not sc_worker.no_new_privs  # unset in the manifest for the worker
+    assert sc_main.readonly_rootfs and sc_worker.readonly_rootfs
+    assert sc_main.HasField("run_as_user") and sc_main.run_as_user.value == 0
+    assert sc_main.seccomp.profile_type == cri_pb2.SecurityProfile.RuntimeDefault
+    env = {kv.key: kv.value.decode() for kv in main.envs}
+    assert env["NODE_NAME"] == "n1" and env["POD_IP"] == "10.0.0.7"
+    assert env["KUBERNETES_SERVICE_HOST"] == "127.0.0.1" and env["KUBERNETES_SERVICE_PORT"] == "443"
+    assert "--metrics-address=10.0.0.7:9180" in worker.args  # $(POD_IP) expanded
+    mounts = {m.container_path: m for m in worker.mounts}
+    netns = mounts["/var/run/netns"]
+    assert (netns.host_path, netns.readonly) == ("/var/run/netns", True)
+    assert netns.propagation == cri_pb2.PROPAGATION_HOST_TO_CONTAINER
+    assert mounts["/var/lib/dranet/netns"].host_path == str(tmp_path / "node/var/lib/dranet/netns")
+    assert main.linux.resources.memory_limit_in_bytes == 512 * 2**20
+    vols = {v.name: v for v in p.volumes}
+    assert vols["tmp-netns"].tmpfs_bytes == 16 * 2**20  # a sizeLimit is enforced with a tmpfs
+    assert vols["run"].host_path == str(tmp_path / "node/run/dranet")  # the bus: a host directory
+    assert dict(vols["kube-api-access"].files) == {"token": "tok", "ca.crt": "CA", "namespace": "dranet"}
+    assert vols["kube-api-access"].mode == 0o444
+    probes = p.containers[1].probes
+    assert probes["livenessProbe"].period == 30 and probes["livenessProbe"].failure_threshold == 4
+    assert probes["startupProbe"].period == 5 and probes["startupProbe"].failure_threshold == 60
+    assert p.grace == 30
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (lambda s: s.update(hostPID=True), "spec.hostPID"),
+        (lambda s: s["containers"][0].update(imagePullPolicy="Always"), "imagePullPolicy: Always"),
+        (
+            lambda s: s["containers"][0]["readinessProbe"].update(exec=None, httpGet={"port": 1}),
+            "readinessProbe",
+        ),
+        (lambda s: s["containers"][1]["volumeMounts"][0].update(subPath="x"), "subPath"),
+        (lambda s: s["volumes"].append({"name": "sec", "secret": {"secretName": "s"}}), "volumes[sec]"),
+        (
+            lambda s: s["containers"][0]["env"].append(
+                {"name": "X", "valueFrom": {"secretKeyRef": {"name": "s"}}}
+            ),
+            "env[X]",
+        ),
+        (lambda s: s["containers"][0]["securityContext"].update(runAsNonRoot=True), "runAsNonRoot"),
+        (lambda s: s.update(automountServiceAccountToken=True), "automountServiceAccountToken"),
+    ],
+)
+def test_what_the_stand_in_cannot_do_is_refused_by_name(tmp_path: Path, change: Any, named: str) -> None:
+    t = template()
+    change(t["spec"])
+    with pytest.raises(Unsupported, match=named.replace("[", r"\[").replace("]", r"\]")):
+        plan(t, node(tmp_path))
+
+
+def probe(period: int = 10, failures: int = 3, delay: int = 0) -> Probe:
+    return Probe("livenessProbe", ["true"], period, 1, failures, 1, delay)
+
+
+def test_liveness_fires_only_after_failure_threshold_consecutive_failures() -> None:
+    s = ProbeState(probe(failures=3), started_at=0.0)
+    assert [s.record(False, t) for t in (0, 10)] == [False, False]
+    assert s.record(True, 20) is False  # a success resets the count
+    assert [s.record(False, t) for t in (30, 40, 50)] == [False, False, True]
+
+
+def test_probes_wait_for_the_initial_delay_and_the_period() -> None:
+    s = ProbeState(probe(period=30, delay=5), started_at=100.0)
+    assert not s.due(104.0) and s.due(105.0)
+    s.record(True, 105.0)
+    assert s.passed and not s.due(134.0) and s.due(135.0)
+
+
+def test_the_manifests_without_kubectl_are_what_kubectl_kustomize_renders(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if shutil.which("kubectl") is None:
+        pytest.skip("no kubectl here to compare with")
+    rendered = node_module.kustomized_docs()
+    monkeypatch.setattr(node_module.shutil, "which", lambda name: None)
+    fallback = node_module.kustomized_docs()
+    key = lambda docs: sorted(json.dumps(d, sort_keys=True) for d in docs)  # noqa: E731
+    assert key(fallback) == key(rendered)
+    assert pod_template(fallback)["spec"]["containers"][0]["image"] == "dranet:0.1.0"
