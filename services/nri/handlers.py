@@ -103,6 +103,12 @@ class Options:
     sysfs_root: str = "/sys"
 
 
+# Late-attach failures that may pass on a later try (the worker busy, restarting or slow).
+_RETRIABLE = frozenset(
+    {ErrorCode.TIMEOUT, ErrorCode.DEADLINE_EXCEEDED, ErrorCode.UNAVAILABLE, ErrorCode.CONFLICT}
+)
+
+
 def _is_timeout(exc: BusError) -> bool:
     return exc.code in (ErrorCode.TIMEOUT, ErrorCode.DEADLINE_EXCEEDED)
 
@@ -484,10 +490,18 @@ class PodHandlers:
                 "pod has several running sandboxes, none with its devices: no late attach",
                 extra={"pod_uid": uid},
             )
+        retry: list[BusError] = []
         for late in todo.late:
             with self._locks.hold(late.pod.uid):
-                if self._late_attach(late.pod, late.held, timeout):
-                    done["late_attached"].append(late.pod.uid)
+                try:
+                    if self._late_attach(late.pod, late.held, timeout):
+                        done["late_attached"].append(late.pod.uid)
+                except BusError as exc:
+                    retry.append(exc)
+        if retry:
+            # A pod whose sandbox started without us stays refused (CDI hook) until this succeeds:
+            # a transient failure must be retried, not left for the next reconnection.
+            raise BusError(retry[0].code, f"late attach of {len(retry)} pod(s) failed: {retry[0].message}")
         return done
 
     def _forget_unlisted(self, pods: list[PodInfo], seen: set[str]) -> None:
@@ -525,6 +539,8 @@ class PodHandlers:
             log.error(
                 "late attach failed", extra={"pod_uid": pod.uid, "code": exc.code, "reason": exc.message}
             )
+            if exc.code in _RETRIABLE:
+                raise
             return False
         LATE_ATTACHES.labels(outcome="attached").inc()
         self._remember(pod, names, self._char_devices(devices, attachments))

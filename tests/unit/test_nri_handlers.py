@@ -555,3 +555,28 @@ def test_memory_of_pod_events_does_not_grow_with_the_pods_a_node_runs() -> None:
     assert not h._seen
     assert len(h._locks) == 0 and h._sandboxes == {} and h._netns_of == {}
     h.close()
+
+
+def test_a_late_attach_that_fails_for_a_while_is_retried_until_it_succeeds() -> None:
+    # The sandbox started while nri was away; until the late attach succeeds the CDI hook keeps
+    # the pod's containers from starting, so a transient failure must not be the last word.
+    netns = FakeNetns()
+    h, _ = make(FakeDra({"u1": [dev("eth1")]}), netns, detach_retry_max=0.05)
+    netns.attach_error = BusError("unavailable", "the worker is restarting")
+    h.synchronize([POD])
+    assert wait_until(lambda: [c for c in netns.calls if c[0] == "attach"])
+    netns.attach_error = None
+    assert wait_until(lambda: netns.in_netns(POD.netns) == ["eth1"])
+    assert wait_until(lambda: h.background_tasks() == 0)
+    h.close()
+
+
+def test_a_late_attach_refused_for_good_is_not_retried() -> None:
+    netns = FakeNetns()
+    h, events = make(FakeDra({"u1": [dev("eth1")]}), netns, detach_retry_max=0.05)
+    netns.attach_error = BusError("invalid_config", "interface.mtu: too large")
+    h.synchronize([POD])
+    assert wait_until(lambda: h.background_tasks() == 0)
+    assert len([c for c in netns.calls if c[0] == "attach"]) == 1
+    assert [e["event"] for e in events] == ["late_attach_failed"]
+    h.close()
