@@ -119,6 +119,7 @@ class BusServer:
         self._busy = 0  # requests handed to the pool and not finished
         self._idle = threading.Condition()
         self._draining = threading.Event()
+        self._closed_to_new = threading.Event()  # the dispatcher takes no new request any more
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -137,8 +138,13 @@ class BusServer:
         """Stop taking requests, let those in flight finish and get their replies (up to `drain`
         seconds), then close. After this no handler runs, so the service may close what they use."""
         self._draining.set()
+        end = time.monotonic() + drain
+        if self._thread is not None and self._thread.is_alive():
+            # A request the dispatcher is receiving right now still counts: wait until it has
+            # stopped listening, or that request's handler could start after the drain below.
+            self._closed_to_new.wait(drain)
         with self._idle:
-            self._idle.wait_for(lambda: self._busy == 0, timeout=drain)
+            self._idle.wait_for(lambda: self._busy == 0, timeout=max(end - time.monotonic(), 0))
             if self._busy:
                 log.warning("bus: stopping with %d requests still running", self._busy)
         self._stop.set()
@@ -177,6 +183,7 @@ class BusServer:
             while not self._stop.is_set():
                 if self._draining.is_set() and router in dict(poller.sockets):
                     poller.unregister(router)  # new requests wait for the next instance
+                    self._closed_to_new.set()
                 for sock, _ in poller.poll(100):
                     if sock is router:
                         self._receive(router)

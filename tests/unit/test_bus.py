@@ -432,3 +432,41 @@ def test_a_subscriber_drops_a_notification_that_does_not_fit_its_topic(tmp_path:
         sub.close()
         pub.close()
         srv.stop()
+
+
+def test_no_handler_runs_after_stop_returns_even_for_a_request_being_received(tmp_path: Path) -> None:
+    # stop() promises the service may then close what handlers use (the worker closes its netlink
+    # sockets). A request the dispatcher was in the middle of receiving must not run past it.
+    receiving = threading.Event()
+    handler_ends: list[float] = []
+
+    class SlowReceive(BusServer):
+        def _receive(self, router: Any) -> None:
+            receiving.set()
+            time.sleep(0.3)  # stop() is called while we are here
+            super()._receive(router)
+
+    def handler(body: dict[str, Any], ctx: Any) -> dict[str, Any]:
+        time.sleep(0.2)  # work that uses what the service closes after stop()
+        handler_ends.append(time.monotonic())
+        return {"released": []}
+
+    srv = SlowReceive(tmp_path, "t", {"detach": handler})
+    srv.start()
+    client = BusClient(tmp_path, "t", timeout=2)
+    caller = threading.Thread(target=lambda: _ignore_bus_error(client.call, "detach", {"pod_uid": "p"}))
+    caller.start()
+    assert receiving.wait(5)
+    srv.stop()
+    stop_returned = time.monotonic()
+    caller.join(5)
+    client.close()
+    time.sleep(0.3)
+    assert all(end <= stop_returned for end in handler_ends), "a handler ran on after stop() returned"
+
+
+def _ignore_bus_error(fn: Any, *args: Any) -> None:
+    try:
+        fn(*args)
+    except BusError:
+        pass
