@@ -38,6 +38,7 @@ from dranet.localcluster.nodenet import NodeNet, link_info
 DRIVER = "dra.net"
 NODE_NAME = "dranet-demo-node"
 SERVICES = ("netns", "discovery", "dra", "nri")
+SCHEDULE_TIMEOUT = 10.0  # seconds a pod may wait for its claims to be allocatable, as if requeued
 
 
 class DemoError(Exception):
@@ -396,7 +397,19 @@ class Cluster:
     def run_pod(self, pod: dict[str, Any]) -> PodRun:
         """Scheduler then kubelet: allocate and reserve the pod's claims, prepare, run the sandbox."""
         assert self.allocator is not None and self.agent is not None
-        claims = self.allocator.allocate_pod(pod)
+        from dranet.localcluster.allocator import AllocationError
+
+        # Like the scheduler, which requeues a pod it cannot place: a pool being rewritten (its
+        # newest generation not complete yet) offers no device for a moment.
+        end = time.monotonic() + SCHEDULE_TIMEOUT
+        while True:
+            try:
+                claims = self.allocator.allocate_pod(pod)
+                break
+            except AllocationError:
+                if time.monotonic() >= end:
+                    raise
+                time.sleep(0.2)
         return self.agent.start_pod(pod, claims)
 
     def remove_pod(self, pod: dict[str, Any], run: PodRun | None) -> None:
