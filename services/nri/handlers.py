@@ -350,8 +350,9 @@ class PodHandlers:
     ) -> list[CharDevice]:
         """The RDMA char devices to add to a container of `pod` (none for most pods)."""
         start = self._clock()
+        key = (pod.uid, self._netns(pod))  # _netns takes self._lock itself
         with self._lock:
-            state = self._sandboxes.get((pod.uid, self._netns(pod)))
+            state = self._sandboxes.get(key)
         if state is None:  # a pod started before this process: ask dra
             try:
                 devices = self.dra.pod_devices(

@@ -322,6 +322,22 @@ def test_char_devices_listed_by_the_worker_are_used() -> None:
     assert h.create_container(POD) == [CharDevice("/dev/infiniband/uverbs3", 231, 195)]
 
 
+def test_container_of_a_host_network_pod_is_answered() -> None:
+    """CreateContainer in a hostNetwork pod (no netns path; e.g. the driver's own pod when the
+    kubelet restarts one of its containers) once deadlocked: the sandbox lookup held the handlers'
+    lock while _netns() took it again. The runtime then dropped the plugin at every request."""
+    h, _ = make(FakeDra({}), FakeNetns())
+    result: list[Any] = []
+    t = threading.Thread(
+        target=lambda: result.append(h.create_container(PodInfo(uid="u9", sandbox_id="s9", netns=""))),
+        daemon=True,
+    )
+    t.start()
+    t.join(5)
+    assert result == [[]], "create_container did not return (the handlers' lock taken twice?)"
+    h.synchronize([])  # and the lock is free for the next request
+
+
 def test_reconcile_attaches_late_and_releases_orphans() -> None:
     netns = FakeNetns()
     netns.hold("gone", "/var/run/netns/cni-gone", "eth7")  # its pod no longer exists
