@@ -132,6 +132,9 @@ if [[ -n $CTR_ADDRESS ]]; then
         END { for (r in idonly) if (!(idonly[r] in named)) print r }' | xargs -r "$CTR" -a "$CTR_ADDRESS" -n k8s.io images rm >/dev/null
     step "imported $IMAGE into $CTR_ADDRESS"
 fi
-# old base/deps layers: keep only the ones this build used
-find "$CACHE" -maxdepth 1 \( -name 'base-*.tar' -o -name 'deps-*.tar' \) ! -path "$BASE" ! -path "$DEPS" -delete
+# old base/deps layers: those of other inputs, unused for a day (a build from another checkout
+# with other dependencies may be packing its layer right now: never delete a fresh one)
+touch "$BASE" "$DEPS"
+find "$CACHE" -maxdepth 1 \( -name 'base-*.tar' -o -name 'deps-*.tar' \) ! -path "$BASE" ! -path "$DEPS" \
+    -mmin +1440 -delete
 step "done"
