@@ -64,7 +64,7 @@ MMARGS=(--variant=essential --include=python3,python3-venv,libstdc++6   # pyzmq'
 SOURCES=("deb $MIRROR $SUITE main" "deb $MIRROR $SUITE-updates main" "deb $SECURITY_MIRROR $SUITE-security main")
 KEY=$(printf '%s\n' "$(mmdebstrap --version)" "${MMARGS[@]}" "${SOURCES[@]}" | sha256sum | cut -c1-16)
 BASE=$CACHE/base-$SUITE-$KEY.tar
-if [[ ! -f $BASE ]]; then
+if [[ ! -s $BASE ]]; then
     step "mmdebstrap $SUITE -> $BASE"
     mmdebstrap --format=tar "${MMARGS[@]}" "$SUITE" "$BASE.part" "${SOURCES[@]}" >"$WORK/mmdebstrap.log" 2>&1 \
         || { tail -30 "$WORK/mmdebstrap.log" >&2; exit 1; }
@@ -101,7 +101,7 @@ tar -xpf "$BASE" -C "$R" --numeric-owner
 IMGPY=$(chroot "$R" python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 [[ $IMGPY == "$HOSTPY" ]] || { echo "build.sh: image python $IMGPY, wheels built for $HOSTPY" >&2; exit 1; }
 mkdir -p "$R/tmp/wheels"
-if [[ ! -f $DEPS ]]; then
+if [[ ! -s $DEPS ]]; then
     cp "$CACHE"/wheelhouse/*.whl "$APPWHL" "$R/tmp/wheels/"
     in_chroot "$R" deps /tmp/wheels
     tar -C "$R" --numeric-owner -cf "$DEPS.part" opt/dranet
@@ -134,7 +134,7 @@ if [[ -n $CTR_ADDRESS ]]; then
 fi
 # old base/deps layers: those of other inputs, unused for a day (a build from another checkout
 # with other dependencies may be packing its layer right now: never delete a fresh one)
-touch "$BASE" "$DEPS"
+touch -c "$BASE" "$DEPS"  # -c: never create one (another build may have deleted it)
 find "$CACHE" -maxdepth 1 \( -name 'base-*.tar' -o -name 'deps-*.tar' \) ! -path "$BASE" ! -path "$DEPS" \
     -mmin +1440 -delete
 step "done"
