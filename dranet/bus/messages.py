@@ -314,6 +314,14 @@ OPS: dict[str, Op] = {
         doc='which of the devices are attached in the netns of this identity ("<st_dev>:<st_ino>"); '
         "the CDI hook asks it before a claimed pod's container starts",
     ),
+    "ethtool_features": Op(
+        "netns",
+        _s("EthtoolFeaturesRequest", ifname=str),
+        _s("EthtoolFeatures", features=AnyMap, fixed=[str], private_flags=AnyMap),
+        read_only=True,
+        doc="a host interface's ethtool table: each feature's value, the fixed ones, its private flags; "
+        "dra checks a claim's ethtool names against it at prepare",
+    ),
     # test and benchmark op served only when a test registers it (mutating: the tests count runs)
     "echo": Op("*", _open("Echo"), _open("Echo"), doc="returns its body"),
 }

@@ -4,6 +4,7 @@ from dranet.config.checks import check_routes_reachable, check_supported, valida
 from dranet.config.decode import parse_network_config
 from dranet.config.encode import network_config_to_dict
 from dranet.config.errors import ConfigError
+from dranet.config.ethtool import FeatureTable, check_ethtool, check_private_flags, resolve_features
 from dranet.config.merge import merge_configs
 from dranet.config.model import (
     EthtoolConfig,
@@ -21,12 +22,15 @@ from dranet.config.values import json_type
 __all__ = [
     "ConfigError",
     "EthtoolConfig",
+    "FeatureTable",
     "InterfaceConfig",
     "NeighborConfig",
     "NetworkConfig",
     "RouteConfig",
     "RuleConfig",
     "VrfConfig",
+    "check_ethtool",
+    "check_private_flags",
     "check_routes_reachable",
     "check_supported",
     "effective_interface_name",
@@ -34,6 +38,7 @@ __all__ = [
     "merge_configs",
     "network_config_to_dict",
     "parse_network_config",
+    "resolve_features",
     "validate_rdma_only",
     "vrf_default_table",
 ]

@@ -20,6 +20,7 @@ from .cdi import CdiSpecs
 from .checkpoint import Checkpoint
 from .metrics import CLAIM_RESULTS, PREPARE_SECONDS, PREPARED_CLAIMS
 from .prepare import (
+    FeatureLookup,
     InventoryLookup,
     PreparedClaim,
     PreparedDevice,
@@ -69,6 +70,7 @@ class Driver:
         on_prepared: Callable[[PreparedClaim], None] | None = None,
         on_failed: Callable[[ClaimRef, str], None] | None = None,
         cdi: CdiSpecs | None = None,
+        features: FeatureLookup | None = None,
     ) -> None:
         self.driver_name = driver_name
         self.node_name = node_name
@@ -80,6 +82,7 @@ class Driver:
         self._on_prepared = on_prepared
         self._on_failed = on_failed  # (claim, error) after a prepare failed for it: for an Event
         self._cdi = cdi  # None: prepare returns no CDI devices (no fail-closed hook)
+        self._features = features  # a host interface's ethtool table (the netns worker reads it)
         # One lock over state and checkpoint, like the kubelet helper's Serialize(true); the slow
         # API server reads happen before it is taken.
         self._lock = threading.Lock()
@@ -149,7 +152,11 @@ class Driver:
                 "the claim was deleted and re-created; the kubelet will retry with the new one"
             )
         return prepare_claim(
-            claim, driver=self.driver_name, node_name=self.node_name, inventory=self._inventory
+            claim,
+            driver=self.driver_name,
+            node_name=self.node_name,
+            inventory=self._inventory,
+            features=self._features,
         )
 
     def _commit(self, fresh: dict[str, PreparedClaim]) -> dict[str, ClaimResult]:

@@ -21,6 +21,7 @@ from typing import Any
 from kubernetes import client
 
 from dranet.bus import BusClient, BusError, Subscriber
+from dranet.config import FeatureTable
 from dranet.service import ServiceHost
 from dranet.settings import kube_api_client
 
@@ -180,6 +181,7 @@ class DraService:
             on_prepared=lambda _claim: self.health.kick(),
             on_failed=lambda ref, error: self.events.claim_failed(ref.namespace, ref.name, ref.uid, error),
             cdi=self._cdi_specs(args, s.runtime_dir),
+            features=self._ethtool_table,
         )
         interval = float(getattr(args, "health_interval", 2.0))
         self._list_timeout = min(2.0, max(interval, 0.5))
@@ -218,6 +220,19 @@ class DraService:
             wait=float(getattr(args, "cdi_hook_wait", DEFAULT_WAIT)),
         )
         return CdiSpecs(directory, self.driver_name, hook)
+
+    def _ethtool_table(self, ifname: str) -> FeatureTable:
+        """The interface's ethtool table, read by the netns worker (dra holds no capability)."""
+        try:
+            return FeatureTable.from_wire(
+                self.netns.call("ethtool_features", {"ifname": ifname}, timeout=5.0)
+            )
+        except BusError as exc:
+            raise PrepareError(
+                f"cannot check the claim's ethtool settings: the netns worker could not read the "
+                f"features of {ifname}: {exc}; the kubelet will retry",
+                retriable=True,
+            ) from None
 
     def _detach(self, pod_uid: str, devices: list[str]) -> None:
         self.netns.call("detach", {"pod_uid": pod_uid, "devices": devices}, timeout=10.0)

@@ -13,6 +13,8 @@ from typing import Any
 
 from dranet.config import (
     ConfigError,
+    FeatureTable,
+    check_ethtool,
     check_routes_reachable,
     check_supported,
     json_type,
@@ -27,6 +29,8 @@ from .model import PreparedClaim, PreparedDevice, PrepareError
 __all__ = ["PrepareError", "PreparedClaim", "PreparedDevice", "prepare_claim"]
 
 InventoryLookup = Callable[[str], Mapping[str, Any] | None]
+# A host interface's ethtool table, read by the netns worker; PrepareError when it cannot be had.
+FeatureLookup = Callable[[str], FeatureTable]
 
 
 def pod_consumer(claim: Mapping[str, Any]) -> str:
@@ -100,15 +104,18 @@ def prepare_claim(
     driver: str,
     node_name: str,
     inventory: InventoryLookup,
+    features: FeatureLookup | None = None,
 ) -> PreparedClaim:
-    """Build the prepared claim or raise PrepareError naming the device, field and reason."""
+    """Build the prepared claim or raise PrepareError naming the device, field and reason.
+    features: the device's ethtool table, when the claim names ethtool features or flags."""
     meta = claim.get("metadata") or {}
     pod_uid = pod_consumer(claim)
     results = driver_results(claim, driver)
     if not results:
         raise PrepareError(f"claim has no allocation result for driver {driver}")
     devices = [
-        _prepare_device(claim, r, driver=driver, node_name=node_name, inventory=inventory) for r in results
+        _prepare_device(claim, r, driver=driver, node_name=node_name, inventory=inventory, features=features)
+        for r in results
     ]
     return PreparedClaim(
         uid=str(meta.get("uid", "")),
@@ -126,6 +133,7 @@ def _prepare_device(
     driver: str,
     node_name: str,
     inventory: InventoryLookup,
+    features: FeatureLookup | None,
 ) -> PreparedDevice:
     request = str(result.get("request", ""))
     pool = str(result.get("pool", ""))
@@ -164,6 +172,13 @@ def _prepare_device(
             validate_rdma_only(cfg)
         except ConfigError as exc:
             raise PrepareError(f"{where}: invalid config for an RDMA-only device: {exc}") from None
+    eth = cfg.ethtool
+    if features is not None and dev.get("ifname") and eth is not None and (eth.features or eth.private_flags):
+        # Refused here, with the field, rather than when the pod starts.
+        try:
+            check_ethtool(eth, features(str(dev["ifname"])))
+        except ConfigError as exc:
+            raise PrepareError(f"{where}: invalid config: {exc}") from None
     return PreparedDevice(
         request=request,
         pool=pool,

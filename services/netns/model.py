@@ -43,34 +43,6 @@ ATTACHING = "attaching"
 ATTACHED = "attached"
 DETACHING = "detaching"
 
-# Upstream dranet accepts the legacy `ethtool -K` names; each maps to kernel feature names
-# (a trailing * matches every feature with that prefix that the device has).
-ETHTOOL_ALIASES: Mapping[str, tuple[str, ...]] = {
-    "rx": ("rx-checksum",),
-    "tx": ("tx-checksum-*",),
-    "sg": ("tx-scatter-gather*",),
-    "tso": (
-        "tx-tcp-segmentation",
-        "tx-tcp-ecn-segmentation",
-        "tx-tcp-mangleid-segmentation",
-        "tx-tcp6-segmentation",
-    ),
-    "tcp-segmentation-offload": (
-        "tx-tcp-segmentation",
-        "tx-tcp-ecn-segmentation",
-        "tx-tcp-mangleid-segmentation",
-        "tx-tcp6-segmentation",
-    ),
-    "ufo": ("tx-udp-fragmentation",),
-    "gso": ("tx-generic-segmentation",),
-    "gro": ("rx-gro",),
-    "lro": ("rx-lro",),
-    "rxvlan": ("rx-vlan-hw-parse",),
-    "txvlan": ("tx-vlan-hw-insert",),
-    "ntuple": ("rx-ntuple-filter",),
-    "rxhash": ("rx-hashing",),
-}
-
 
 class RequestError(ValueError):
     """A request refused before any change: a bus error code, the field and the reason."""
@@ -101,24 +73,6 @@ def check_ifname(name: str, path: str) -> None:
             f"{name!r} is not a legal interface name "
             "(1-15 of letters, digits, '-', '_', '.'; not '.' or '..')",
         )
-
-
-def expand_ethtool_features(wanted: Mapping[str, bool], available: Iterable[str]) -> dict[str, bool]:
-    """Kernel feature names for a claim's `ethtool.features` (aliases and globs expanded).
-
-    Raises RequestError naming the first name the device does not have."""
-    names = sorted(available)
-    out: dict[str, bool] = {}
-    for key, on in wanted.items():
-        patterns = ETHTOOL_ALIASES.get(key, (key,))
-        matched = [
-            n for p in patterns for n in names if (n.startswith(p[:-1]) if p.endswith("*") else n == p)
-        ]
-        if not matched:
-            raise RequestError("invalid_config", f"ethtool.features.{key}", "the device has no such feature")
-        for n in matched:
-            out[n] = on
-    return out
 
 
 def route_facts(r: Route) -> RouteFacts:

@@ -53,6 +53,7 @@ from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 from pyroute2.netlink.rtnl.ndmsg import ndmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
+from dranet.config.ethtool import FeatureTable
 from dranet.netlink import rtnl as reader
 
 CLONE_NEWNET = 0x40000000
@@ -781,6 +782,11 @@ class Ethtool:
 
     def features(self, ifname: str) -> dict[str, bool]:
         return self.feature_states(ifname)[0]
+
+    def table(self, ifname: str, *, private_flags: bool = True) -> FeatureTable:
+        """The device's features, its fixed ones and (when asked) its private flags."""
+        features, fixed = self.feature_states(ifname)
+        return FeatureTable(features, fixed, self.private_flags(ifname) if private_flags else {})
 
     def feature_states(self, ifname: str) -> tuple[dict[str, bool], frozenset[str]]:
         """(every feature -> on, the fixed ones: those the driver cannot change)."""

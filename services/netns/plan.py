@@ -8,6 +8,7 @@ field path, the same for every caller.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +22,16 @@ from dranet.services.netns.model import (
     snapshot_addresses,
     snapshot_routes,
 )
-from dranet.services.netns.netlink import READ_ONLY_PROC_SYS, Address, Link, Route, proc_sys_writable
+from dranet.services.netns.netlink import (
+    READ_ONLY_PROC_SYS,
+    RT_TABLE_MAIN,
+    RTNH_F_ONLINK,
+    SCOPE_LINK,
+    Address,
+    Link,
+    Route,
+    proc_sys_writable,
+)
 
 from dranet.bus.messages import BusError
 from dranet.config import (
@@ -163,6 +173,8 @@ def plan(
         # One dump each, shared by the checks and the snapshot.
         addresses = snapshot_addresses(addresses_of(link.index))
         check_config(path, cfg, addresses)
+        routes = snapshot_routes(r for r in host.routes if r.oif == link.index)
+        check_moved_routes(path, cfg, routes)
         plans.append(
             Plan(
                 device,
@@ -173,7 +185,7 @@ def plan(
                 pod_ifname,
                 link,
                 addresses=addresses,
-                routes=snapshot_routes(r for r in host.routes if r.oif == link.index),
+                routes=routes,
                 master_name=next((m.name for m in host.links if link.master and m.index == link.master), ""),
             )
         )
@@ -272,3 +284,43 @@ def check_config(path: str, cfg: NetworkConfig, host_addresses: Sequence[Address
         check_routes_reachable(cfg, addresses)
     except ConfigError as err:
         raise _config_error(path, err) from None
+
+
+def route_text(r: Route) -> str:
+    """A route as `ip route` shows it, for messages."""
+    text = r.destination + (f" via {r.gateway}" if r.gateway else "")
+    return text + (f" table {r.table}" if r.table != RT_TABLE_MAIN else "")
+
+
+def check_moved_routes(path: str, cfg: NetworkConfig, routes: Sequence[Route]) -> None:
+    """The host's routes through the link move with it; with claimed addresses each must still work
+    in the pod: its gateway on-link for those addresses (or under a link-scope route that moves or
+    that the claim adds) and its preferred source one of them. Refused before any change, naming
+    the route: the kernel would refuse it half-way through the attach. Inherited addresses are the
+    ones the routes were made for, so there is nothing to check then."""
+    if not cfg.interface.addresses:
+        return
+    pod = [ipaddress.ip_interface(a) for a in cfg.interface.addresses]
+    own = {a.ip for a in pod}
+    on_link = [a.network for a in pod]
+    on_link += [ipaddress.ip_network(r.destination) for r in cfg.routes if r.scope == SCOPE_LINK]
+    on_link += [ipaddress.ip_network(r.destination) for r in routes if r.scope == SCOPE_LINK]
+    fix = "give the claim an address in that subnet (interface.addresses), or remove the route from the host"
+    for r in routes:
+        where = (
+            f"{path}.config.interface.addresses: the host's route {route_text(r)} moves with the interface"
+        )
+        if r.source is not None and ipaddress.ip_address(r.source) not in own:
+            raise BusError(
+                "invalid_config",
+                f"{where}, but its source {r.source} is not one of the claimed addresses; add it to "
+                "interface.addresses, or remove the route from the host",
+            )
+        if r.gateway is None or r.flags & RTNH_F_ONLINK:
+            continue
+        gw = ipaddress.ip_address(r.gateway)
+        if (gw.version == 6 and gw.is_link_local) or any(
+            gw.version == n.version and gw in n for n in on_link
+        ):
+            continue
+        raise BusError("invalid_config", f"{where}, but {gw} is not on-link for the claimed addresses; {fix}")

@@ -20,7 +20,6 @@ from dranet.services.netns.model import (
     HostSnapshot,
     JournalEntry,
     RequestError,
-    expand_ethtool_features,
     snapshot_rules,
     sorted_routes,
 )
@@ -42,12 +41,13 @@ from dranet.services.netns.netlink import (
 from dranet.services.netns.plan import Plan
 from dranet.services.netns.podns import Netns
 
-from dranet.config import NetworkConfig
+from dranet.config import ConfigError, NetworkConfig, check_private_flags, resolve_features
 
 
 def snapshot(host: Netns, plan: Plan) -> HostSnapshot:
     """The host side of plan.link as it is now (what restore puts back). Also resolves the claim's
-    ethtool feature names into plan.features. RequestError when the device lacks a feature or flag."""
+    ethtool feature names into plan.features (the changes to make). RequestError when the device
+    lacks a feature or flag, or cannot change a feature as asked."""
     if plan.rdma_only:
         return HostSnapshot(link=plan.link)
     link = plan.link
@@ -58,18 +58,15 @@ def snapshot(host: Netns, plan: Plan) -> HostSnapshot:
     features: dict[str, bool] = {}
     pflags: dict[str, bool] = {}
     eth = plan.cfg.ethtool
-    if eth is not None and eth.features:
-        current, fixed = host.ethtool.feature_states(link.name)
-        plan.features = ethtool_changes(eth.features, current, fixed)
-        features = {k: current[k] for k in plan.features}
-    if eth is not None and eth.private_flags:
-        current_p = host.ethtool.private_flags(link.name)
-        missing = [k for k in eth.private_flags if k not in current_p]
-        if missing:
-            raise RequestError(
-                "invalid_config", f"config.ethtool.privateFlags.{missing[0]}", "the device has no such flag"
-            )
-        pflags = {k: current_p[k] for k in eth.private_flags}
+    if eth is not None and (eth.features or eth.private_flags):
+        table = host.ethtool.table(link.name, private_flags=bool(eth.private_flags))
+        try:
+            plan.features = resolve_features(eth.features, table)
+            check_private_flags(eth.private_flags, table)
+        except ConfigError as err:
+            raise RequestError("invalid_config", f"config.{err.field}", err.reason) from None
+        features = {k: table.features[k] for k in plan.features}
+        pflags = {k: table.private_flags[k] for k in eth.private_flags}
     return HostSnapshot(
         link=link,
         addresses=plan.addresses,
@@ -81,31 +78,6 @@ def snapshot(host: Netns, plan: Plan) -> HostSnapshot:
         devconf=host.rtnl.devconf(link.index) or DevConf(),
         master_name=plan.master_name,
     )
-
-
-def ethtool_changes(
-    wanted: Mapping[str, bool], current: Mapping[str, bool], fixed: frozenset[str]
-) -> dict[str, bool]:
-    """The kernel features to set for a claim's `ethtool.features` (aliases and globs expanded),
-    leaving out those already as asked. RequestError (before any change) for a name the device
-    lacks, or one its driver cannot change: a fixed feature fails the attach half-way otherwise.
-    An alias that covers several features needs only one of them changeable (as `ethtool -K`)."""
-    out: dict[str, bool] = {}
-    for key, on in wanted.items():
-        try:
-            names = expand_ethtool_features({key: on}, current)
-        except RequestError as err:
-            raise RequestError(err.code, f"config.{err.field}", err.reason) from None
-        blocked = sorted(n for n in names if current[n] != on and n in fixed)
-        if blocked and len(blocked) == len(names):
-            state = "on" if current[blocked[0]] else "off"
-            raise RequestError(
-                "invalid_config",
-                f"config.ethtool.features.{key}",
-                f"{', '.join(blocked)} cannot be changed on this device (fixed {state} by its driver)",
-            )
-        out.update({n: on for n in names if n not in blocked})
-    return out
 
 
 def configure(
@@ -121,7 +93,6 @@ def configure(
     """Move the device into the pod and configure it there; the entry as attached."""
     cfg, iface, snap = plan.cfg, plan.cfg.interface, entry.host
     dev = plan.device
-    inherited = not iface.addresses
 
     def run(step: str, fn: Callable[[], Any]) -> Any:
         return run_step(step, dev, fn, hook)
@@ -172,12 +143,13 @@ def configure(
         addresses = [relabel(a, snap.link.name, plan.pod_ifname) for a in snap.addresses]
     run("addresses", lambda: [pod.rtnl.add_address(link.index, a) for a in addresses])
     run("up", lambda: pod.rtnl.set_link(link.index, LinkChange(up=True)))
+    # The host's routes through the link, and the rules to their tables, move with it whether or
+    # not the claim gives addresses (as upstream); planning checked they fit the pod's addresses.
     routes = [pod_route(r, cfg, link.index) for r in cfg.routes]
-    if inherited:
-        routes += [moved_route(r, link.index, vrf.table if vrf else None) for r in snap.routes]
+    routes += [moved_route(r, link.index, vrf.table if vrf else None) for r in snap.routes]
     run("routes", lambda: add_all(pod.rtnl.add_route, sorted_routes(routes)))
     if vrf is None:
-        rules = [pod_rule(r) for r in cfg.rules] + (list(snap.rules) if inherited else [])
+        rules = [pod_rule(r) for r in cfg.rules] + list(snap.rules)
         run("rules", lambda: add_all(pod.rtnl.add_rule, rules))
     neighbors = [Neighbor(n.destination, n.hardware_addr) for n in cfg.neighbors] + list(snap.neighbors)
     run("neighbors", lambda: add_all(lambda n: pod.rtnl.add_neighbor(link.index, n), neighbors))

@@ -30,14 +30,15 @@ from dranet.services.netns.model import (
     JournalEntry,
     RequestError,
     check_device_name,
+    check_ifname,
     check_pod_uid,
     config_digest,
     netns_ident,
     uplinks,
 )
-from dranet.services.netns.netlink import Link, Route
+from dranet.services.netns.netlink import Link, NetlinkError, Route
 from dranet.services.netns.nspath import DEFAULT_ROOTS, alive, names_netns, netns_id, open_netns
-from dranet.services.netns.plan import Allowed, HostView, Plan, check_request, plan
+from dranet.services.netns.plan import Allowed, HostView, Plan, check_request, is_allowed, plan
 from dranet.services.netns.podns import Netns
 from dranet.services.netns.restore import restore
 from dranet.services.netns.steps import configure, snapshot
@@ -154,7 +155,26 @@ class NetnsWorker:
             "netns_alive": lambda body, ctx: self.alive_netns(body["netns"]),
             "release": lambda body, ctx: self.release(body["pod_uid"], body["device"]),
             "attached_in": lambda body, ctx: self.attached_in(body["netns_id"], body["devices"]),
+            "ethtool_features": lambda body, ctx: self.ethtool_features(body["ifname"]),
         }
+
+    def ethtool_features(self, ifname: str) -> dict[str, Any]:
+        """The ethtool table of an allocatable host interface, for dra's checks at prepare (the
+        slow read happens there, not in the attach)."""
+        try:
+            check_ifname(ifname, "ifname")
+        except RequestError as err:
+            raise as_bus_error(err) from None
+        if not is_allowed(self._allowed, ifname):
+            raise BusError(
+                "not_allowed", f"ifname: {ifname!r} is not in the inventory of allocatable devices"
+            )
+        if self.hostns.rtnl.get_link(name=ifname) is None:
+            raise BusError("not_found", f"ifname: no interface {ifname!r} on the node")
+        try:
+            return self.hostns.ethtool.table(ifname).to_wire()
+        except NetlinkError as exc:
+            raise as_bus_error(exc, step="ethtool") from None
 
     def attached_in(self, netns_id: str, devices: Sequence[str]) -> dict[str, Any]:
         """Which of `devices` are attached in the netns of this identity (the CDI hook's question)."""

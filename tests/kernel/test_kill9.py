@@ -101,8 +101,9 @@ def pod_links(ns: str) -> set[str]:
 @pytest.fixture
 def node(worker_node: WorkerNode) -> WorkerNode:
     for i in range(NICS):
-        worker_node.tb.add_nic(f"tnks{i}", addresses=(f"10.1.{i}.2/24",), mtu=1450)
-        ip_args = ("route", "add", f"10.5{i}.0.0/16", "via", f"10.1.{i}.1")
+        # The host's route moves with the link: its gateway is on-link for the claimed address.
+        worker_node.tb.add_nic(f"tnks{i}", addresses=(f"10.9.{i}.3/24",), mtu=1450)
+        ip_args = ("route", "add", f"10.5{i}.0.0/16", "via", f"10.9.{i}.1")
         subprocess.run(["ip", "-n", worker_node.tb.node, *ip_args], check=True)
     return worker_node
 

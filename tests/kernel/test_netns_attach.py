@@ -87,7 +87,8 @@ def test_attach_every_field_and_detach_restores(tb: Testbed, worker: NetnsWorker
     config = {
         "interface": {
             "name": "net1",
-            "addresses": ["10.9.0.2/24", "fd00:9::2/64"],
+            # 10.1.0.5/24 keeps the host's gateway 10.1.0.1 on-link: the host's routes move too
+            "addresses": ["10.9.0.2/24", "10.1.0.5/24", "fd00:9::2/64"],
             "mtu": 1400,
             "hardwareAddr": "02:aa:bb:cc:dd:01",
             "gsoMaxSize": 60000,
@@ -113,7 +114,7 @@ def test_attach_every_field_and_detach_restores(tb: Testbed, worker: NetnsWorker
     )
     att = res["attachments"][0]
     assert att["pod_ifname"] == "net1" and att["hardware_address"] == "02:aa:bb:cc:dd:01"
-    assert att["ips"] == ["10.9.0.2/24", "fd00:9::2/64"]
+    assert att["ips"] == ["10.9.0.2/24", "10.1.0.5/24", "fd00:9::2/64"]
     assert tb.link("tnwa0") is None
     link = tb.link("net1", ns=pod)
     assert link is not None and "UP" in link["flags"]
@@ -125,18 +126,21 @@ def test_attach_every_field_and_detach_restores(tb: Testbed, worker: NetnsWorker
     )
     nl = read_link(pod, "net1")  # iproute2 here does not print the IPv4 sizes
     assert (nl.gso_ipv4_max_size, nl.gro_ipv4_max_size) == (50000, 50000)
-    assert tb.addresses("net1", ns=pod) == ["10.9.0.2/24", "fd00:9::2/64"]
+    assert tb.addresses("net1", ns=pod) == ["10.1.0.5/24", "10.9.0.2/24", "fd00:9::2/64"]
     routes = {(r.get("dst"), r.get("gateway"), r.get("table", "main")) for r in tb.routes("net1", ns=pod)}
     assert {
         ("10.77.0.0/16", "10.9.0.1", "main"),
         ("10.88.0.0/16", "10.9.0.1", "200"),
         ("fd00:77::/64", "fd00:9::1", "main"),
         ("10.99.0.0/24", None, "main"),
+        ("10.50.0.0/16", "10.1.0.1", "main"),  # the host's, moved with the link
+        ("10.60.0.0/16", "10.1.0.1", "100"),
     } <= routes
     rules = ip_json("rule", "show", ns=pod)
     assert any(
         r.get("priority") == 500 and r.get("src") == "10.9.0.0" and r.get("table") == "200" for r in rules
     )
+    assert any(r.get("priority") == 1000 and r.get("table") == "100" for r in rules)  # the host's
     neigh = ip_json("neigh", "show", "dev", "net1", ns=pod)
     assert any(n["dst"] == "10.9.0.7" and n["lladdr"] == "02:00:00:00:00:07" for n in neigh)
     assert any(n["dst"] == "10.1.0.9" for n in neigh)  # the host's permanent neighbour came along
@@ -283,3 +287,42 @@ def test_pod_netns_deleted_while_attached_restores_to_host(tb: Testbed, worker: 
     assert host_state(tb, "tnwg0") == before
     assert worker.attachments() == {"attachments": []}
     assert worker.events[-1]["state"] == "detached"  # type: ignore[attr-defined]
+
+
+def test_host_routes_and_rules_move_even_with_claimed_addresses(tb: Testbed, worker: NetnsWorker) -> None:
+    """Upstream's e2e "route rules and routes with non-default table are copied": the claim gives
+    addresses, and the host's routes through the interface (other tables too) and the rules that
+    point at those tables still move with it, and come back at detach."""
+    tb.add_nic("tnwr0", addresses=("169.254.169.13/24",))
+    ip("route", "add", "10.10.10.0/24", "via", "169.254.169.1", "dev", "tnwr0", "table", "100", ns=tb.node)
+    ip("route", "add", "10.11.0.0/16", "via", "169.254.169.1", "dev", "tnwr0", ns=tb.node)
+    ip("rule", "add", "from", "10.20.30.0/24", "table", "100", "priority", "500", ns=tb.node)
+    pod = tb.add_netns()
+    cfg = {"interface": {"name": "eth99", "addresses": ["169.254.169.13/24"]}}
+    worker.attach("pod-r", f"/run/netns/{pod}", [{"device": "nic-r", "ifname": "tnwr0", "config": cfg}])
+    routes = {(r.get("dst"), r.get("gateway"), r.get("table", "main")) for r in tb.routes("eth99", ns=pod)}
+    assert ("10.10.10.0/24", "169.254.169.1", "100") in routes
+    assert ("10.11.0.0/16", "169.254.169.1", "main") in routes
+    assert any(
+        r.get("priority") == 500 and r.get("src") == "10.20.30.0" and r.get("table") == "100"
+        for r in ip_json("rule", "show", ns=pod)
+    )
+    worker.detach("pod-r")
+    assert ("10.10.10.0/24", "169.254.169.1", "100") in {
+        (r.get("dst"), r.get("gateway"), r.get("table", "main")) for r in tb.routes("tnwr0")
+    }
+    assert any(r.get("priority") == 500 for r in ip_json("rule", "show", ns=tb.node))
+
+
+def test_host_route_the_claimed_addresses_cannot_reach_is_refused(tb: Testbed, worker: NetnsWorker) -> None:
+    """A host route that moves with the interface but whose gateway is off-link for the claimed
+    addresses is refused before any change, naming the route (the kernel would refuse it half-way)."""
+    tb.add_nic("tnwq0", addresses=("10.12.0.2/24",))
+    ip("route", "add", "10.13.0.0/16", "via", "10.12.0.1", ns=tb.node)
+    pod = tb.add_netns()
+    cfg = {"interface": {"addresses": ["10.14.0.2/24"]}}
+    with pytest.raises(BusError) as err:
+        worker.attach("pod-q", f"/run/netns/{pod}", [{"device": "nic-q", "ifname": "tnwq0", "config": cfg}])
+    assert err.value.code == "invalid_config"
+    assert "10.13.0.0/16 via 10.12.0.1" in err.value.message and "not on-link" in err.value.message
+    assert tb.link("tnwq0") is not None and tb.addresses("tnwq0") == ["10.12.0.2/24"]

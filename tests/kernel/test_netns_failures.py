@@ -19,7 +19,8 @@ from dranet.services.netns.worker import NetnsWorker  # noqa: E402
 FULL = {
     "interface": {
         "name": "net1",
-        "addresses": ["10.9.0.2/24", "fd00:9::2/64"],
+        # 10.1.0.5/24: the host's route via 10.1.0.1 moves with the link and needs it on-link
+        "addresses": ["10.9.0.2/24", "10.1.0.5/24", "fd00:9::2/64"],
         "mtu": 1400,
         "arpIgnore": 1,
         "hardwareAddr": "02:aa:bb:cc:dd:02",

@@ -53,8 +53,9 @@ CHILD = textwrap.dedent(
 def tb() -> Iterator[Testbed]:
     bed = Testbed("tnw")
     try:
-        bed.add_nic("tnwk0", addresses=("10.1.0.2/24",), mtu=1450)
-        ip("route", "add", "10.50.0.0/16", "via", "10.1.0.1", ns=bed.node)
+        # The host's route moves with the link: its gateway is on-link for the claimed 10.9.0.2/24.
+        bed.add_nic("tnwk0", addresses=("10.9.0.3/24",), mtu=1450)
+        ip("route", "add", "10.50.0.0/16", "via", "10.9.0.1", ns=bed.node)
         yield bed
     finally:
         bed.close()

@@ -9,15 +9,18 @@ it; a device is found by identity, never by MAC alone.
 from __future__ import annotations
 
 import errno
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from dranet.services.netns.netlink import Ethtool
 from dranet.services.netns.testbed import Testbed, ip, ip_json
 from dranet.services.netns.worker import NetnsWorker
 
 from dranet.bus import BusError
+from dranet.config import FeatureTable
 from dranet.observability import metrics
 
 pytestmark = pytest.mark.kernel
@@ -368,3 +371,36 @@ def test_a_failing_restore_is_retried_with_a_growing_delay(
     worker.check_pods()
     assert worker.attachments() == {"attachments": []}
     assert tb.addresses("tnrw0") == ["10.6.0.2/24"]
+
+
+def test_feature_table_for_prepare_and_the_whole_tso_group(tb: Testbed, worker: NetnsWorker) -> None:
+    """dra's question at prepare (`ethtool_features`), and `tcp-segmentation-offload: false`
+    turning off every tx-tcp*-segmentation the kernel has (tx-tcp-accecn-segmentation on 6.18),
+    back on at detach."""
+    tb.add_nic("tnrh0", addresses=("10.1.0.2/24",))
+    table = FeatureTable.from_wire(worker.ethtool_features("tnrh0"))
+    assert "rx-lro" in table.fixed and table.features["rx-lro"] is False
+    group = sorted(n for n in table.features if n.startswith("tx-tcp") and n.endswith("-segmentation"))
+    assert len(group) >= 4 and all(table.features[n] for n in group)
+    with pytest.raises(BusError) as err:
+        worker.ethtool_features("tnnope0")
+    assert err.value.code == "not_found"
+    pod = tb.add_netns()
+    cfg = {"ethtool": {"features": {"tcp-segmentation-offload": False, "large-receive-offload": False}}}
+    worker.attach("pod-h", f"/run/netns/{pod}", [{"device": "h0", "ifname": "tnrh0", "config": cfg}])
+    in_pod = pod_features(pod, "tnrh0")
+    assert {n: in_pod[n] for n in group} == dict.fromkeys(group, False)
+    worker.detach("pod-h")
+    assert FeatureTable.from_wire(worker.ethtool_features("tnrh0")).features == table.features
+
+
+def pod_features(ns: str, ifname: str) -> dict[str, bool]:
+    fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
+    try:
+        eth = Ethtool(fd)
+        try:
+            return eth.features(ifname)
+        finally:
+            eth.close()
+    finally:
+        os.close(fd)

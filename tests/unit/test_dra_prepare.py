@@ -15,6 +15,8 @@ from dranet.services.dra.prepare import (
     prepare_claim,
 )
 
+from dranet.config import FeatureTable
+
 DRIVER = "dra.net"
 NODE = "node-a"
 INVENTORY = {
@@ -228,3 +230,59 @@ def test_device_conflicts() -> None:
     b = PreparedClaim("b", "ns", "b", ["p2"], [PreparedDevice("nic", NODE, "eth1", "eth1", {})])
     assert device_conflicts(b, [a]) == [f"device {NODE}/eth1 is already prepared for claim ns/a"]
     assert device_conflicts(a, [a]) == []
+
+
+# The features of eth1 as the netns worker reads them (rx-lro fixed off, as on a veth).
+ETH1_FEATURES = FeatureTable(
+    features={
+        "rx-gro": True,
+        "rx-lro": False,
+        "tx-tcp-segmentation": True,
+        "tx-tcp-accecn-segmentation": True,
+    },
+    fixed=frozenset({"rx-lro"}),
+)
+
+
+def prep_with_features(params: dict[str, Any], asked: list[str]) -> PreparedClaim:
+    def features(ifname: str) -> FeatureTable:
+        asked.append(ifname)
+        return ETH1_FEATURES
+
+    return prepare_claim(
+        claim_json(configs=[config(params)]),
+        driver=DRIVER,
+        node_name=NODE,
+        inventory=INVENTORY.get,
+        features=features,
+    )
+
+
+def test_ethtool_names_are_checked_against_the_device_at_prepare() -> None:
+    """Upstream's long names pass; a fixed feature at its value is a no-op; the table is asked
+    only when the claim names ethtool settings."""
+    asked: list[str] = []
+    ok = {"tcp-segmentation-offload": False, "generic-receive-offload": False, "large-receive-offload": False}
+    prepared = prep_with_features({"ethtool": {"features": ok}}, asked)
+    assert prepared.devices[0].config["ethtool"]["features"] == ok and asked == ["eth1"]
+    prep_with_features({"interface": {"mtu": 1400}}, asked)
+    assert asked == ["eth1"]
+
+
+@pytest.mark.parametrize(
+    ("features", "fragment"),
+    [
+        ({"warp-drive": True}, "ethtool.features.warp-drive: the device has no such feature"),
+        ({"lro": True}, "ethtool.features.lro: rx-lro cannot be changed on this device (fixed off"),
+    ],
+)
+def test_ethtool_refusals_at_prepare_name_the_field(features: dict[str, bool], fragment: str) -> None:
+    with pytest.raises(PrepareError) as err:
+        prep_with_features({"ethtool": {"features": features}}, [])
+    assert fragment in err.value.message and not err.value.retriable
+
+
+def test_ethtool_private_flag_the_device_lacks_is_refused_at_prepare() -> None:
+    with pytest.raises(PrepareError) as err:
+        prep_with_features({"ethtool": {"privateFlags": {"legacy-rx": True}}}, [])
+    assert "ethtool.privateFlags.legacy-rx" in err.value.message

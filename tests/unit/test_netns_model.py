@@ -19,7 +19,6 @@ from dranet.services.netns.model import (
     check_ifname,
     check_pod_uid,
     config_digest,
-    expand_ethtool_features,
     snapshot_routes,
     snapshot_rules,
     sorted_routes,
@@ -74,28 +73,6 @@ def test_identifiers_match_whole(check: object, name: str) -> None:
     """`$` also matches before a trailing newline: `p\n` got through and named a journal file."""
     with pytest.raises(RequestError):
         check(name)  # type: ignore[operator]
-
-
-def test_ethtool_aliases_and_globs() -> None:
-    have = [
-        "tx-checksum-ipv4",
-        "tx-checksum-ip-generic",
-        "tx-tcp-segmentation",
-        "tx-tcp6-segmentation",
-        "rx-gro",
-    ]
-    assert expand_ethtool_features({"tx": False, "gro": True}, have) == {
-        "tx-checksum-ipv4": False,
-        "tx-checksum-ip-generic": False,
-        "rx-gro": True,
-    }
-    assert expand_ethtool_features({"tso": False}, have) == {
-        "tx-tcp-segmentation": False,
-        "tx-tcp6-segmentation": False,
-    }
-    with pytest.raises(RequestError) as err:
-        expand_ethtool_features({"lro": True}, have)
-    assert err.value.field == "ethtool.features.lro"
 
 
 def test_snapshot_filters() -> None:
