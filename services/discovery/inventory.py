@@ -9,7 +9,8 @@
   default route that moves takes effect at once; links that become or stop being uplinks are logged.
 - A device whose interface moved into a pod vanishes from the host; while the netns worker
   reports it attached, it stays in the inventory (and so in the slices) with its last attributes
-  (live values win when part of it is still visible, e.g. the PCI function).
+  (live values win when part of it is still visible, e.g. the PCI function). Those attributes are
+  kept in the state directory (kept.py), so a restarted discovery publishes them too.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from dranet.netlink.rtnl import EVENT_GROUPS, NetlinkError, RtnlSocket, open_in_
 from dranet.observability.metrics import gauge, histogram
 
 from .devices import NetdevSysfs, ScanOptions, build_devices
+from .kept import KeptDevices
 from .model import Device
 from .netlinkscan import scan
 from .sysfs import Sysfs
@@ -51,6 +53,8 @@ class InventoryConfig:
     resync_interval: float = 60.0
     # Pre-opened (events, dump) sockets, e.g. made in another netns before capabilities were dropped.
     sockets: tuple[RtnlSocket, RtnlSocket] | None = None
+    # Where the attributes of devices in pods are kept across restarts (None: in memory only).
+    kept_path: str | Path | None = None
 
 
 def merge_kept(live: list[Device], last_seen: dict[str, Device], attached: set[str]) -> list[Device]:
@@ -87,8 +91,10 @@ class Inventory:
         self._on_change = on_change
         self._attached_provider = attached
         self._attached: set[str] = set()
+        self._attached_known = False  # the worker answered at least once
         self._facts: dict[tuple[int, str], NetdevSysfs] = {}
-        self._last_seen: dict[str, Device] = {}
+        self._kept = KeptDevices(Path(config.kept_path)) if config.kept_path else None
+        self._last_seen: dict[str, Device] = self._kept.load() if self._kept else {}
         self._devices: list[Device] = []
         self._uplinks = UplinkReporter()
         self._lock = threading.Lock()
@@ -140,10 +146,18 @@ class Inventory:
         if vanished and self._attached_provider is not None:
             self._refresh_attached()
         for dev in live:
-            self._last_seen[dev.name] = copy.deepcopy(dev)
+            last = self._last_seen.get(dev.name)
+            seen = copy.deepcopy(dev)
+            if last is not None and dev.name in self._attached:
+                # In a pod but partly visible (a PCI function): keep what only the host showed.
+                seen.attributes = {**last.attributes, **dev.attributes}
+            self._last_seen[dev.name] = seen
         for name in vanished:
-            if name not in self._attached:
+            # Until the worker has answered, a device read back from the state dir may be in a pod.
+            if name not in self._attached and self._attached_known:
                 self._last_seen.pop(name, None)
+        if self._kept is not None and self._attached_known:
+            self._kept.save({n: d for n, d in self._last_seen.items() if n in self._attached})
         devices = merge_kept(live, self._last_seen, self._attached)
         self.last_scan_seconds = time.perf_counter() - started
         SCAN_SECONDS.labels().observe(self.last_scan_seconds)
@@ -181,6 +195,7 @@ class Inventory:
             return
         if names is not None:
             self._attached = set(names)
+            self._attached_known = True
 
     def _run(self) -> None:
         backoff = 0.1

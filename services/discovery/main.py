@@ -113,6 +113,7 @@ def build(args: argparse.Namespace, settings: Settings) -> tuple[Inventory, Slic
         netns=args.netns,
         coalesce=args.coalesce_ms / 1000.0,
         resync_interval=args.resync_interval,
+        kept_path=settings.state_dir / "discovery" / "kept-devices.json",
     )
     return Inventory(config, attached=_attached_provider(settings.runtime_dir)), publisher
 

@@ -73,3 +73,15 @@ class Device:
             "allocatable": self.allocatable,
             "attributes": dict(self.attributes),
         }
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> Device:
+        attrs = d.get("attributes") or {}
+        return cls(
+            name=str(d["name"]),
+            ifname=str(d.get("ifname") or ""),
+            pci_address=str(d.get("pci_address") or ""),
+            rdma_device=str(d.get("rdma_device") or ""),
+            allocatable=bool(d.get("allocatable", True)),
+            attributes={str(k): v for k, v in attrs.items() if isinstance(v, str | int | bool)},
+        )

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .atomic import write_atomic
+from dranet.atomic import write_atomic
+
 from .model import PreparedClaim
 
 log = logging.getLogger(__name__)

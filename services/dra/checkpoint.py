@@ -21,7 +21,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .atomic import write_atomic
+from dranet.atomic import write_atomic
+
 from .metrics import CHECKPOINT_CORRUPT, CHECKPOINT_WRITE_SECONDS
 from .model import PreparedClaim
 

@@ -127,6 +127,57 @@ def test_route_changes_reevaluate_uplinks(inventory: Inventory, node: str) -> No
     assert by_ifname(inventory)["br-up"].allocatable
 
 
+def test_device_in_a_pod_keeps_its_attributes_across_a_restart(node: str, tmp_path: Path) -> None:
+    """eth-a moves into a pod netns (as an attach does): discovery keeps publishing it with its
+    attributes, and so does a new discovery started while it is still in the pod (read back from
+    the state dir); once it is no longer attached, it goes."""
+    (tmp_path / "sys").mkdir()
+    attached: set[str] | None = {"eth-a"}
+
+    def start() -> Inventory:
+        cfg = InventoryConfig(
+            sysfs_root=tmp_path / "sys",
+            options=ScanOptions(filter=DeviceFilter("true")),
+            netns=node,
+            coalesce=0.02,
+            kept_path=tmp_path / "state" / "discovery" / "kept-devices.json",
+        )
+        inv = Inventory(cfg, attached=lambda: None if attached is None else set(attached))
+        inv.start()
+        assert inv.ready.wait(DEADLINE)
+        return inv
+
+    def names(inv: Inventory) -> dict[str, Device]:
+        return {d.name: d for d in inv.devices()[1]}
+
+    inv = start()
+    before = names(inv)["eth-a"].attributes
+    assert before["dra.net/ifName"] == "eth-a"
+    pod = node + "p"
+    ip("netns", "add", pod)
+    try:
+        ip("link", "set", "eth-a", "netns", pod, ns=node)
+        inv.request_rescan(refresh_attached=True)
+        wait_until(lambda: "eth-a" in names(inv) and not names(inv)["eth-a"].ifname, "eth-a kept")
+        inv.stop()
+        attached = None  # the worker does not answer yet when discovery comes back
+        inv = start()
+        assert "eth-a" not in names(inv)  # not published while unknown...
+        attached = {"eth-a"}
+        inv.request_rescan(refresh_attached=True)
+        kept = wait_until(lambda: names(inv).get("eth-a"), "eth-a back in the inventory")
+        assert kept.attributes == before and kept.ifname == "" and kept.allocatable
+        attached = set()
+        inv.request_rescan(refresh_attached=True)
+        wait_until(lambda: "eth-a" not in names(inv), "eth-a gone once released")
+        inv.stop()
+        inv = start()
+        assert "eth-a" not in names(inv)  # and not read back again
+        inv.stop()
+    finally:
+        subprocess.run(["ip", "netns", "del", pod], capture_output=True)
+
+
 def test_default_filter_hides_veth(node: str, tmp_path: Path) -> None:
     (tmp_path / "sys").mkdir()
     inv = Inventory(InventoryConfig(sysfs_root=tmp_path / "sys", netns=node))

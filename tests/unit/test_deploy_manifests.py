@@ -266,6 +266,7 @@ def test_host_paths_are_exactly_what_each_container_needs() -> None:
         "/var/lib/kubelet/plugins/dra.net",
         "/var/run/nri",
         "/var/lib/dranet/dra",
+        "/var/lib/dranet/discovery",
         "/run/dranet",
     }
     assert set(host_paths(side)) == {"/var/run/netns", "/var/lib/dranet/netns", "/run/dranet"}

@@ -1,5 +1,6 @@
 """Replacing a file atomically: a reader (the kubelet helper's peers, the runtime's CDI cache) sees
-the old content or the new, never a torn file."""
+the old content or the new, never a torn file. Shared by dra (checkpoint, CDI specs) and discovery
+(the attributes of devices in pods)."""
 
 from __future__ import annotations
 
