@@ -224,6 +224,7 @@ ATTACHMENT = Struct(
         "carrier": Opt(bool),
         "operstate": Opt(str),
         "link_error": Opt(str),  # instead of the four above when the link could not be read
+        "ebpf_detached": Opt([str]),  # disableEbpfPrograms: the programs the attach took off
     },
     strict=False,
 )
@@ -321,6 +322,14 @@ OPS: dict[str, Op] = {
         read_only=True,
         doc="a host interface's ethtool table: each feature's value, the fixed ones, its private flags; "
         "dra checks a claim's ethtool names against it at prepare",
+    ),
+    "tcx_programs": Op(
+        "netns",
+        _EMPTY,
+        _s("TcxPrograms", links=AnyMap),
+        read_only=True,
+        doc="the names of the tcx programs of each host interface that has some (bpf(2) needs the "
+        "worker's capabilities); discovery publishes them as dra.net/tcxProgramNames",
     ),
     # test and benchmark op served only when a test registers it (mutating: the tests count runs)
     "echo": Op("*", _open("Echo"), _open("Echo"), doc="returns its body"),

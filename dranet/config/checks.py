@@ -103,8 +103,3 @@ def check_supported(cfg: NetworkConfig) -> None:
             "interface.dhcp",
             "DHCP is not supported by this driver yet; give interface.addresses instead",
         )
-    if cfg.interface.disable_ebpf_programs:
-        raise ConfigError(
-            "interface.disableEbpfPrograms",
-            "detaching eBPF programs is not supported by this driver yet; remove it",
-        )

@@ -1,5 +1,5 @@
-"""The project's read-only rtnetlink reader: dump links, addresses and routes, look a route up;
-receive events.
+"""The project's read-only rtnetlink reader: dump links, addresses, routes and tc bpf filters,
+look a route up; receive events.
 
 Discovery and the netns worker read a few attributes per message. pyroute2 decodes every
 attribute of every message into Python objects, which for 1,000 links costs ~0.3 s and ~50 MiB
@@ -28,6 +28,7 @@ NLMSG_ERROR, NLMSG_DONE = 2, 3
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
+RTM_GETQDISC, RTM_GETTFILTER = 38, 46
 LINK_EVENTS = frozenset({RTM_NEWLINK, RTM_DELLINK})
 ADDR_EVENTS = frozenset({RTM_NEWADDR, RTM_DELADDR})
 ROUTE_EVENTS = frozenset({RTM_NEWROUTE, RTM_DELROUTE})
@@ -53,6 +54,12 @@ IFLA_CARRIER, IFLA_GSO_MAX_SIZE, IFLA_PROP_LIST, IFLA_ALT_IFNAME, IFLA_PERM_ADDR
 IFLA_PARENT_DEV_NAME, IFLA_PARENT_DEV_BUS_NAME, IFLA_GRO_MAX_SIZE = 56, 57, 58
 IFLA_GSO_IPV4_MAX_SIZE, IFLA_GRO_IPV4_MAX_SIZE = 63, 64
 IFLA_LINK_NETNSID = 37
+IFLA_XDP = 43
+IFLA_XDP_ATTACHED, IFLA_XDP_PROG_ID = 2, 4
+IFLA_XDP_DRV_PROG_ID, IFLA_XDP_SKB_PROG_ID, IFLA_XDP_HW_PROG_ID = 5, 6, 7
+# XDP_ATTACHED_* -> the XDP_FLAGS_* mode that detaches it (DRV_MODE 4, SKB_MODE 2, HW_MODE 8).
+XDP_MODE_FLAGS = {1: 4, 2: 2, 3: 8}
+XDP_PROG_ID_MODES = {IFLA_XDP_DRV_PROG_ID: 4, IFLA_XDP_SKB_PROG_ID: 2, IFLA_XDP_HW_PROG_ID: 8}
 IFLA_INFO_KIND = 1
 IFLA_AF_SPEC, IFLA_INET_CONF, IFLA_INET6_CONF = 26, 1, 2
 # IPv6 per-device settings by DEVCONF_* index (linux/ipv6.h), as /proc/sys/net/ipv6/conf/<if>/ names.
@@ -115,6 +122,10 @@ RTAX_NAMES = (
     "RTAX_FASTOPEN_NO_COOKIE",
 )
 RTAX_CC_ALGO = 16  # a string, not a number
+TCA_KIND, TCA_OPTIONS = 1, 2
+TCA_BPF_NAME, TCA_BPF_ID = 7, 11
+# The clsact (or ingress) qdisc's filter blocks: parent ffff:fff2 (ingress) and ffff:fff3 (egress).
+TC_PARENTS = (("ingress", 0xFFFFFFF2), ("egress", 0xFFFFFFF3))
 
 OPERSTATES = ("UNKNOWN", "NOTPRESENT", "DOWN", "LOWERLAYERDOWN", "TESTING", "DORMANT", "UP")
 
@@ -123,6 +134,7 @@ _IFINFOMSG = struct.Struct("=BxHiII")
 _IFADDRMSG = struct.Struct("=BBBBI")
 _RTMSG = struct.Struct("=BBBBBBBBI")
 _RTATTR = struct.Struct("=HH")
+_TCMSG = struct.Struct("=BxxxiIII")
 _RTNEXTHOP = struct.Struct("=HBBi")
 _U32 = struct.Struct("=I")
 
@@ -153,6 +165,7 @@ class RawLink:
     gro_max_size: int | None = None
     gso_ipv4_max_size: int | None = None
     gro_ipv4_max_size: int | None = None
+    xdp: tuple[tuple[int, int], ...] = ()  # (XDP_FLAGS_* mode, program id) of each XDP program
 
 
 @dataclass(frozen=True)
@@ -168,6 +181,19 @@ class RawAddr:
     flags: int = 0  # IFA_F_* (IFA_FLAGS when given, else the header's 8 bits)
     valid: int = 0xFFFFFFFF  # seconds left; 0xFFFFFFFF = forever
     preferred: int = 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class TcBpfFilter:
+    """A bpf filter (cls_bpf) on a clsact block: its name as tc gave it (an object file's
+    "file.o:[section]"; "" when none) and its program's id."""
+
+    direction: str  # "ingress" | "egress"
+    name: str
+    prog_id: int
+    handle: int
+    priority: int
+    protocol: int
 
 
 @dataclass(frozen=True)
@@ -223,6 +249,7 @@ def parse_link(msg: memoryview) -> RawLink:
     foreign_link = False
     alt: list[str] = []
     sizes: dict[int, int] = {}
+    xdp: tuple[tuple[int, int], ...] = ()
     for kind_id, value in _attrs(msg, _IFINFOMSG.size, len(msg)):
         if kind_id == IFLA_IFNAME:
             name = _cstr(value)
@@ -262,6 +289,8 @@ def parse_link(msg: memoryview) -> RawLink:
             IFLA_GRO_IPV4_MAX_SIZE,
         ):
             sizes[kind_id] = _u32(value)
+        elif kind_id == IFLA_XDP:
+            xdp = parse_xdp(value)
     return RawLink(
         index,
         ifi_type,
@@ -283,7 +312,24 @@ def parse_link(msg: memoryview) -> RawLink:
         gro_max_size=sizes.get(IFLA_GRO_MAX_SIZE),
         gso_ipv4_max_size=sizes.get(IFLA_GSO_IPV4_MAX_SIZE),
         gro_ipv4_max_size=sizes.get(IFLA_GRO_IPV4_MAX_SIZE),
+        xdp=xdp,
     )
+
+
+def parse_xdp(value: memoryview) -> tuple[tuple[int, int], ...]:
+    """IFLA_XDP: the (detaching mode flag, program id) of the one program, or of each one when
+    programs are attached in several modes (XDP_ATTACHED_MULTI)."""
+    attached, single, per_mode = 0, 0, []
+    for kind_id, v in _attrs(value, 0, len(value)):
+        if kind_id == IFLA_XDP_ATTACHED:
+            attached = v[0]
+        elif kind_id == IFLA_XDP_PROG_ID:
+            single = _u32(v)
+        elif kind_id in XDP_PROG_ID_MODES:
+            per_mode.append((XDP_PROG_ID_MODES[kind_id], _u32(v)))
+    if attached in XDP_MODE_FLAGS and single:
+        return ((XDP_MODE_FLAGS[attached], single),)
+    return tuple(per_mode) if attached else ()
 
 
 def parse_devconf(msg: memoryview) -> tuple[dict[int, int], dict[str, int]]:
@@ -396,6 +442,34 @@ def parse_route(msg: memoryview) -> RawRoute:
     )
 
 
+def parse_tc_kind(msg: memoryview) -> tuple[int, int, int, int, str, memoryview | None]:
+    """A qdisc or filter message: (ifindex, handle, parent, info, kind, its TCA_OPTIONS)."""
+    _family, ifindex, handle, parent, info = _TCMSG.unpack_from(msg, 0)
+    kind, options = "", None
+    for kind_id, value in _attrs(msg, _TCMSG.size, len(msg)):
+        if kind_id == TCA_KIND:
+            kind = _cstr(value)
+        elif kind_id == TCA_OPTIONS:
+            options = value
+    return ifindex, handle, parent, info, kind, options
+
+
+def parse_bpf_filter(msg: memoryview, direction: str) -> TcBpfFilter | None:
+    """A filter message as a TcBpfFilter; None for other filter kinds and for the chain's head."""
+    _ifindex, handle, _parent, info, kind, options = parse_tc_kind(msg)
+    if kind != "bpf" or options is None:
+        return None
+    name, prog_id = "", 0
+    for kind_id, value in _attrs(options, 0, len(options)):
+        if kind_id == TCA_BPF_NAME:
+            name = _cstr(value)
+        elif kind_id == TCA_BPF_ID:
+            prog_id = _u32(value)
+    # tcm_info: priority in the upper 16 bits, protocol (network order) in the lower.
+    protocol = socket.ntohs(info & 0xFFFF)
+    return TcBpfFilter(direction, name, prog_id, handle, info >> 16, protocol)
+
+
 def iter_messages(data: bytes, seq: int | None = None) -> Iterator[tuple[int, memoryview]]:
     """(type, payload) for each netlink message in a datagram (only those answering `seq`, when
     given: a late reply to an earlier, interrupted request is skipped); NetlinkError on an error."""
@@ -464,6 +538,12 @@ def lookup_request(family: int, destination: str) -> bytes:
     return head + _RTATTR.pack(4 + len(dst), RTA_DST) + dst
 
 
+def tc_request(index: int = 0, parent: int = 0) -> bytes:
+    """The body of an RTM_GETQDISC (every link's, index 0) or RTM_GETTFILTER (one link's, under
+    parent) dump."""
+    return _TCMSG.pack(0, index, 0, parent, 0)
+
+
 def addr_request(index: int = 0) -> bytes:
     """The body of an RTM_GETADDR dump, of one link's addresses when index is set (strict
     checking filters by the header's index)."""
@@ -500,6 +580,25 @@ class RtnlSocket:
 
     def routes(self) -> list[RawRoute]:
         return [parse_route(m) for m in self._dump(RTM_GETROUTE, ROUTE_DUMP)]
+
+    def clsact_links(self) -> set[int]:
+        """The links with a clsact or ingress qdisc: the only ones that can have tc bpf filters."""
+        out = set()
+        for m in self._dump(RTM_GETQDISC, tc_request()):
+            ifindex, _handle, _parent, _info, kind, _options = parse_tc_kind(m)
+            if kind in ("clsact", "ingress"):
+                out.add(ifindex)
+        return out
+
+    def bpf_filters(self, index: int) -> list[TcBpfFilter]:
+        """The bpf filters on a link's clsact ingress and egress blocks."""
+        out = []
+        for direction, parent in TC_PARENTS:
+            for m in self._dump(RTM_GETTFILTER, tc_request(index, parent)):
+                f = parse_bpf_filter(m, direction)
+                if f is not None:
+                    out.append(f)
+        return out
 
     def lookup(self, family: int, destination: str) -> RawRoute | None:
         """The route the kernel picks for this netns's traffic to `destination` (lookup_request),

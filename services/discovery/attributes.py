@@ -54,6 +54,9 @@ ATTRIBUTE_ORDER: tuple[str, ...] = (
     f"{DOMAIN}/ipv4",
     f"{DOMAIN}/ipv6",
     f"{DOMAIN}/alias",
+    f"{DOMAIN}/ebpf",
+    f"{DOMAIN}/tcFilterNames",
+    f"{DOMAIN}/tcxProgramNames",
 )
 _RANK = {name: i for i, name in enumerate(ATTRIBUTE_ORDER)}
 
@@ -122,6 +125,12 @@ def link_attributes(facts: LinkFacts) -> dict[str, AttrValue]:
         attrs[f"{DOMAIN}/ipv4"] = join_limited(v4)
     if v6:
         attrs[f"{DOMAIN}/ipv6"] = join_limited(v6)
+    # eBPF as upstream: `ebpf` on every netdev; the names (sorted, comma-joined) when there are any.
+    attrs[f"{DOMAIN}/ebpf"] = bool(link.tc_filters or link.tcx_programs)
+    if link.tc_filters:
+        attrs[f"{DOMAIN}/tcFilterNames"] = join_limited(sorted(set(link.tc_filters)))
+    if link.tcx_programs:
+        attrs[f"{DOMAIN}/tcxProgramNames"] = join_limited(sorted(set(link.tcx_programs)))
     return attrs
 
 

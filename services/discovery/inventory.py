@@ -20,7 +20,7 @@ import logging
 import select
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +41,9 @@ DEVICES = gauge("dranet_discovery_devices", "devices in the inventory", ("alloca
 
 # Returns the names of devices currently attached to pods, or None when that is unknown.
 AttachedProvider = Callable[[], set[str] | None]
+# Returns the tcx program names by interface name (the netns worker reads them: bpf(2) needs
+# capabilities discovery does not hold).
+TcxProvider = Callable[[], Mapping[str, Sequence[str]]]
 OnChange = Callable[[list[Device], int], None]
 
 
@@ -84,12 +87,14 @@ class Inventory:
         config: InventoryConfig,
         on_change: OnChange | None = None,
         attached: AttachedProvider | None = None,
+        tcx: TcxProvider | None = None,
     ) -> None:
         self.config = config
         self.sysfs = Sysfs(config.sysfs_root)
         self.options = config.options or ScanOptions()
         self._on_change = on_change
         self._attached_provider = attached
+        self._tcx_provider = tcx
         self._attached: set[str] = set()
         self._attached_known = False  # the worker answered at least once
         self._facts: dict[tuple[int, str], NetdevSysfs] = {}
@@ -138,7 +143,8 @@ class Inventory:
         started = time.perf_counter()
         if full:
             self._facts.clear()
-        snap = scan(sock, self.options.uplink_policy)
+        tcx = self._tcx_provider() if self._tcx_provider is not None else None
+        snap = scan(sock, self.options.uplink_policy, tcx)
         self._uplinks.report(snap.uplinks)
         live = build_devices(snap, self.sysfs, self.options, self._facts)
         live_names = {d.name for d in live}

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from dranet.bus import BusClient, BusError, RequestContext, Subscriber
@@ -68,6 +69,28 @@ def _attached_provider(runtime_dir: Any) -> Any:
     return attached
 
 
+def _tcx_provider(runtime_dir: Any) -> Callable[[], Mapping[str, list[str]]]:
+    """Ask the netns worker for the tcx programs of the node's links; the last answer while it does
+    not answer (asked again 10 s later, so a scan never waits on a worker that is down)."""
+    client = BusClient(runtime_dir, "netns", timeout=0.3)
+    last: dict[str, list[str]] = {}
+    retry_at = 0.0
+
+    def tcx() -> Mapping[str, list[str]]:
+        nonlocal last, retry_at
+        if time.monotonic() < retry_at:
+            return last
+        try:
+            result = client.call("tcx_programs", {}, timeout=0.3)
+        except Exception:
+            retry_at = time.monotonic() + 10.0
+            return last
+        last = {str(k): [str(n) for n in v] for k, v in (result.get("links") or {}).items()}
+        return last
+
+    return tcx
+
+
 def _kubeconfig_server(settings: Settings) -> str:
     """The API server discovery's kubeconfig names, or "" when there is no usable kubeconfig."""
     try:
@@ -115,7 +138,10 @@ def build(args: argparse.Namespace, settings: Settings) -> tuple[Inventory, Slic
         resync_interval=args.resync_interval,
         kept_path=settings.state_dir / "discovery" / "kept-devices.json",
     )
-    return Inventory(config, attached=_attached_provider(settings.runtime_dir)), publisher
+    inventory = Inventory(
+        config, attached=_attached_provider(settings.runtime_dir), tcx=_tcx_provider(settings.runtime_dir)
+    )
+    return inventory, publisher
 
 
 def run(args: argparse.Namespace) -> int:

@@ -32,6 +32,8 @@ class LinkInfo:
     parent_bus: str = ""  # IFLA_PARENT_DEV_BUS_NAME ("pci"), "" when the kernel does not say
     parent_dev: str = ""  # IFLA_PARENT_DEV_NAME ("0000:8a:00.0")
     addresses: tuple[Address, ...] = ()
+    tc_filters: tuple[str, ...] = ()  # names of the bpf filters on its clsact ingress/egress
+    tcx_programs: tuple[str, ...] = ()  # names of its tcx programs (the netns worker reads them)
 
 
 @dataclass(frozen=True)

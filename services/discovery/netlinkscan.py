@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from dranet.netlink.rtnl import RawLink, RawRoute, RtnlSocket
@@ -33,7 +34,12 @@ class NetSnapshot:
     uplinks: dict[int, Uplink] = field(default_factory=dict)  # by ifindex
 
 
-def to_link(raw: RawLink, addresses: tuple[Address, ...] = ()) -> LinkInfo:
+def to_link(
+    raw: RawLink,
+    addresses: tuple[Address, ...] = (),
+    tc_filters: tuple[str, ...] = (),
+    tcx_programs: tuple[str, ...] = (),
+) -> LinkInfo:
     return LinkInfo(
         index=raw.index,
         name=raw.name,
@@ -48,6 +54,8 @@ def to_link(raw: RawLink, addresses: tuple[Address, ...] = ()) -> LinkInfo:
         parent_bus=raw.parent_bus,
         parent_dev=raw.parent_dev,
         addresses=addresses,
+        tc_filters=tc_filters,
+        tcx_programs=tcx_programs,
     )
 
 
@@ -55,12 +63,28 @@ def to_route(raw: RawRoute) -> RouteFacts:
     return RouteFacts(raw.family, raw.table, raw.dst_len, raw.oifs, raw.priority or 0, raw.type)
 
 
-def scan(sock: RtnlSocket, policy: UplinkPolicy | None = None) -> NetSnapshot:
-    """One dump of links, addresses and routes (every table), and the uplinks they make."""
+def scan(
+    sock: RtnlSocket,
+    policy: UplinkPolicy | None = None,
+    tcx: Mapping[str, Sequence[str]] | None = None,
+) -> NetSnapshot:
+    """One dump of links, addresses and routes (every table), and the uplinks they make; the names
+    of the tc bpf filters of the links that have a clsact qdisc (one qdisc dump, then two filter
+    dumps per such link). tcx: the tcx program names by interface, as the netns worker reads them."""
     by_link: dict[int, list[Address]] = defaultdict(list)
     for a in sock.addresses():
         by_link[a.index].append(Address(a.family, f"{a.address}/{a.prefixlen}", a.scope))
-    links = [to_link(raw, tuple(by_link.get(raw.index, ()))) for raw in sock.links()]
+    filters = {index: tuple(f.name for f in sock.bpf_filters(index)) for index in sock.clsact_links()}
+    tcx = tcx or {}
+    links = [
+        to_link(
+            raw,
+            tuple(by_link.get(raw.index, ())),
+            filters.get(raw.index, ()),
+            tuple(tcx.get(raw.name, ())),
+        )
+        for raw in sock.links()
+    ]
     routes = [to_route(r) for r in sock.routes()]
 
     def lookup(family: int, destination: str) -> RouteFacts | None:

@@ -2,7 +2,9 @@
 
 Fed by the netns worker's "attachments" notifications: an attach that succeeded gives condition
 Ready=True (reason NetworkDeviceReady) and networkData; one that failed gives Ready=False with the
-reason and the error message; a detach removes the entry. Unprepare clears every entry of ours.
+reason and the error message; a detach removes the entry. A claim with `disableEbpfPrograms` also
+gets condition EBPFProgramsDetached, whose message lists the programs the attach took off.
+Unprepare clears every entry of ours.
 Each claim's desired entries are kept in memory and written until the API server accepts them, with
 exponential backoff, by server-side apply as upstream does: field manager = the driver name, force,
 the claim's UID as a precondition. The apply holds all our entries and nothing else: the API server
@@ -28,6 +30,8 @@ log = logging.getLogger(__name__)
 READY = "Ready"
 REASON_READY = "NetworkDeviceReady"
 REASON_FAILED = "NetworkDeviceAttachFailed"
+EBPF_DETACHED = "EBPFProgramsDetached"
+REASON_EBPF = "DisableEbpfPrograms"
 MAX_IPS = 16  # API limits on networkData
 MAX_MESSAGE = 32768
 _DETACHED_STATES = {"detached", "released", "removed"}
@@ -54,8 +58,10 @@ def device_entry(
     ready: bool,
     message: str = "",
     network: Mapping[str, Any] | None = None,
+    ebpf_detached: list[str] | None = None,
 ) -> dict[str, Any]:
-    """One AllocatedDeviceStatus of ours (pure)."""
+    """One AllocatedDeviceStatus of ours (pure). ebpf_detached: the programs `disableEbpfPrograms`
+    took off the interface (None: the claim did not ask)."""
     cond = {
         "type": READY,
         "status": "True" if ready else "False",
@@ -66,6 +72,17 @@ def device_entry(
         "lastTransitionTime": now_rfc3339(),
     }
     entry: dict[str, Any] = {"driver": driver, "pool": pool, "device": device, "conditions": [cond]}
+    if ebpf_detached is not None:
+        what = "; ".join(ebpf_detached) or "none: the interface had no tc, tcx or XDP program"
+        entry["conditions"].append(
+            {
+                "type": EBPF_DETACHED,
+                "status": "True",
+                "reason": REASON_EBPF,
+                "message": f"detached at attach (not re-attached at release): {what}"[:MAX_MESSAGE],
+                "lastTransitionTime": cond["lastTransitionTime"],
+            }
+        )
     if network:
         nd: dict[str, Any] = {}
         if network.get("interfaceName"):
@@ -105,6 +122,12 @@ def network_of(body: Mapping[str, Any]) -> dict[str, Any]:
         or body.get("hardware_address")
         or "",
     }
+
+
+def ebpf_of(body: Mapping[str, Any]) -> list[str] | None:
+    """The programs an attach detached (`disableEbpfPrograms`), None when the claim did not ask."""
+    names = body.get("ebpf_detached")
+    return [str(n) for n in names] if isinstance(names, list) else None
 
 
 @dataclass
@@ -172,7 +195,14 @@ class StatusWriter(BackgroundWriter):
             self.set(
                 claim,
                 key,
-                device_entry(self.driver, prepared.pool, device, ready=True, network=network_of(body)),
+                device_entry(
+                    self.driver,
+                    prepared.pool,
+                    device,
+                    ready=True,
+                    network=network_of(body),
+                    ebpf_detached=ebpf_of(body),
+                ),
             )
 
     def set(self, claim: PreparedClaim, key: tuple[str, str], entry: dict[str, Any] | None) -> None:

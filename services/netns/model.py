@@ -199,6 +199,7 @@ class JournalEntry:
     rdma_device: str = ""
     char_devices: tuple[Mapping[str, Any], ...] = ()
     pod_ifindex: int = 0  # the link's index in the pod netns once moved: its identity there
+    ebpf_detached: tuple[str, ...] | None = None  # disableEbpfPrograms: what the attach took off
 
     @property
     def key(self) -> tuple[str, str]:
@@ -224,6 +225,7 @@ class JournalEntry:
             "rdma_device": self.rdma_device,
             "char_devices": [dict(c) for c in self.char_devices],
             "pod_ifindex": self.pod_ifindex,
+            "ebpf_detached": None if self.ebpf_detached is None else list(self.ebpf_detached),
         }
 
     @classmethod
@@ -245,6 +247,7 @@ class JournalEntry:
             rdma_device=d.get("rdma_device", ""),
             char_devices=tuple(d.get("char_devices", ())),
             pod_ifindex=int(d.get("pod_ifindex", 0)),
+            ebpf_detached=None if d.get("ebpf_detached") is None else tuple(d["ebpf_detached"]),
         )
 
     def attachment(self) -> dict[str, Any]:
@@ -263,6 +266,8 @@ class JournalEntry:
         if self.rdma_device:
             out["rdma_device"] = self.rdma_device
             out["char_devices"] = [dict(c) for c in self.char_devices]
+        if self.ebpf_detached is not None:
+            out["ebpf_detached"] = list(self.ebpf_detached)
         return out
 
 

@@ -86,6 +86,8 @@ ETH_SS_PRIV_FLAGS = 2
 IFLA_AF_SPEC = 26
 IFLA_INET_CONF = 1
 NLA_F_NESTED = 1 << 15
+IFLA_XDP_FD, IFLA_XDP_FLAGS = 1, 3
+RTM_DELTFILTER = 45
 # Per-device IPv4 settings (linux/ip.h, enum IPV4_DEVCONF_*): the attribute type inside
 # IFLA_INET_CONF when setting, 1-based (the kernel stores value N at data[N - 1]).
 IPV4_DEVCONF_FORWARDING = 1
@@ -417,6 +419,33 @@ class Rtnl:
         ipv4.pop(IPV4_DEVCONF_MC_FORWARDING, None)
         ipv6.pop("mc_forwarding", None)
         return DevConf(ipv4=ipv4, ipv6=ipv6)
+
+    def xdp_programs(self, index: int) -> tuple[tuple[int, int], ...]:
+        """(XDP_FLAGS_* mode, program id) of each XDP program on the link."""
+        raw = self._raw_link(index)
+        return raw.xdp if raw is not None else ()
+
+    def detach_xdp(self, index: int, mode: int) -> None:
+        """Remove the link's XDP program of that mode (IFLA_XDP_FD -1); EBUSY when a bpf_link
+        holds it."""
+        xdp = _nla(IFLA_XDP_FD, struct.pack("=i", -1)) + _nla(IFLA_XDP_FLAGS, struct.pack("=I", mode))
+        ifinfo = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, index, 0, 0)
+        self.request_raw(ifinfo + _nla(reader.IFLA_XDP | NLA_F_NESTED, xdp), RTM_NEWLINK, NLM_F_ACK)
+
+    def bpf_filters(self, index: int) -> list[reader.TcBpfFilter]:
+        """The bpf filters on the link's clsact ingress and egress blocks."""
+        return [
+            f
+            for direction, parent in reader.TC_PARENTS
+            for m in self._read(reader.RTM_GETTFILTER, reader.tc_request(index, parent))
+            if (f := reader.parse_bpf_filter(m, direction)) is not None
+        ]
+
+    def del_tc_filter(self, index: int, f: reader.TcBpfFilter) -> None:
+        parent = dict(reader.TC_PARENTS)[f.direction]
+        info = (f.priority << 16) | socket.htons(f.protocol)
+        tcmsg = struct.pack("=BxxxiIII", socket.AF_UNSPEC, index, f.handle, parent, info)
+        self.request_raw(tcmsg + _nla(reader.TCA_KIND, b"bpf\0"), RTM_DELTFILTER, NLM_F_ACK)
 
     def links(self) -> list[Link]:
         return [_link(reader.parse_link(m)) for m in self._read(RTM_GETLINK, reader.LINK_DUMP)]

@@ -65,6 +65,7 @@ class Plan:
     routes: tuple[Route, ...] = ()  # through the link, as snapshotted
     master_name: str = ""  # the link's bridge or bond on the host
     rdma_device: str = ""  # set, with no link (NO_LINK), for a device without a netdev
+    tc_programs: list[str] = field(default_factory=list)  # disableEbpfPrograms: read by snapshot
 
     @property
     def rdma_only(self) -> bool:

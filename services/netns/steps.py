@@ -3,7 +3,7 @@
 Free functions over explicit handles (the host's and the pod's `Netns`, the plan, the journal
 entry, the test hook). Each step runs through errors.run_step under its name; the kernel tests
 inject failures by these names (down, move, lookup, sysctl, vrf, addresses, up, routes, rules,
-neighbors, ethtool, rdma).
+neighbors, ethtool, rdma, ebpf).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from dranet.services.netns import rdma
+from dranet.services.netns import ebpf, rdma
 from dranet.services.netns.errors import Hook, StepError, run_step
 from dranet.services.netns.model import (
     ATTACHED,
@@ -55,6 +55,10 @@ def snapshot(host: Netns, plan: Plan) -> HostSnapshot:
     tables = {r.table for r in routes}
     rules = snapshot_rules(host.rtnl.rules(), tables) if tables - {RT_TABLE_MAIN} else ()
     neighbors = tuple(n for n in host.rtnl.neighbors(link.index) if n.state & 0x80)
+    if plan.cfg.interface.disable_ebpf_programs:
+        # The kernel drops tc filters with the clsact qdisc when the link changes netns: what
+        # they were is read here, for the claim status.
+        plan.tc_programs = ebpf.tc_programs(host, link.index)
     features: dict[str, bool] = {}
     pflags: dict[str, bool] = {}
     eth = plan.cfg.ethtool
@@ -162,6 +166,11 @@ def configure(
     if entry.rdma_device:
         run("rdma", lambda: rdma.move_if_exclusive(entry.rdma_device, pod.fd))
         char_devs = tuple(rdma.char_devices(entry.rdma_device, sysfs_root, dev_root))
+    detached: tuple[str, ...] | None = None
+    if iface.disable_ebpf_programs:
+        # Last: a rollback cannot put detached programs back (nor does a release, as upstream).
+        in_pod = run("ebpf", lambda: ebpf.detach_all(pod, link.index))
+        detached = tuple(dict.fromkeys([*plan.tc_programs, *in_pod]))
     # The MAC was set by the move and read back by the lookup; nothing later changes it.
     return entry.with_phase(
         ATTACHED,
@@ -169,6 +178,7 @@ def configure(
         ips=tuple(a.cidr for a in addresses),
         char_devices=char_devs,
         pod_ifindex=link.index,
+        ebpf_detached=detached,
     )
 
 

@@ -19,7 +19,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-from dranet.services.netns import rdma
+from dranet.services.netns import ebpf, rdma
 from dranet.services.netns.errors import Hook, StepError, as_bus_error, run_step
 from dranet.services.netns.journal import Journal
 from dranet.services.netns.ledger import Ledger
@@ -156,6 +156,7 @@ class NetnsWorker:
             "release": lambda body, ctx: self.release(body["pod_uid"], body["device"]),
             "attached_in": lambda body, ctx: self.attached_in(body["netns_id"], body["devices"]),
             "ethtool_features": lambda body, ctx: self.ethtool_features(body["ifname"]),
+            "tcx_programs": lambda body, ctx: {"links": ebpf.tcx_by_link(self.hostns)},
         }
 
     def ethtool_features(self, ifname: str) -> dict[str, Any]:
@@ -574,7 +575,8 @@ class NetnsWorker:
                 "ips": list(entry.ips),
                 "hardwareAddress": entry.hardware_address,
             }
-        self._notify(entry.pod_uid, entry.device, entry.claim_uid, state, network_data=data)
+        extra = {"ebpf_detached": list(entry.ebpf_detached)} if entry.ebpf_detached is not None else None
+        self._notify(entry.pod_uid, entry.device, entry.claim_uid, state, network_data=data, extra=extra)
 
     def _notify(
         self,
@@ -585,6 +587,7 @@ class NetnsWorker:
         *,
         error: BusError | None = None,
         network_data: dict[str, Any] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         log.info(
             state,
@@ -602,6 +605,7 @@ class NetnsWorker:
             body["error"] = {"code": error.code, "message": error.message}
         if network_data is not None:
             body["network_data"] = network_data
+        body.update(extra or {})
         try:
             self._publish("attachments", body)
         except Exception:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from dranet.services.netns.netlink import Link, Rtnl
@@ -15,28 +13,6 @@ from dranet.services.netns.worker import NetnsWorker
 from dranet.bus import BusError
 
 pytestmark = pytest.mark.kernel
-
-
-@pytest.fixture
-def tb() -> Iterator[Testbed]:
-    bed = Testbed("tnw")
-    try:
-        bed.add_uplink("tnwup0")
-        yield bed
-    finally:
-        bed.close()
-
-
-@pytest.fixture
-def worker(tb: Testbed, tmp_path: Path) -> Iterator[NetnsWorker]:
-    events: list[dict] = []
-    w = NetnsWorker(tmp_path, host_netns=tb.node_path, publish=lambda _t, b: events.append(b))
-    w.events = events  # type: ignore[attr-defined]
-    w.start(watch_interval=0)
-    try:
-        yield w
-    finally:
-        w.close()
 
 
 def read_link(ns: str, name: str) -> Link:

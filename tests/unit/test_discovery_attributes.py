@@ -42,7 +42,29 @@ def test_link_attributes_upstream_names() -> None:
         "dra.net/alias": "uplink-b",
         "dra.net/ipv4": "10.0.0.2/24",
         "dra.net/ipv6": "2001:db8::2/64",
+        "dra.net/ebpf": False,
     }
+
+
+def test_ebpf_attributes_as_upstream() -> None:
+    """`ebpf` on every netdev; tc filter and tcx program names sorted, comma-joined, only when
+    there are some, cut at a name boundary within 64 bytes."""
+    link = LinkInfo(
+        index=3,
+        name="dummy0",
+        tc_filters=("dummy_bpf.o:[classifier]", "dummy_bpf.o:[classifier]"),
+        tcx_programs=("handle_ingress", "handle_egress"),
+    )
+    attrs = link_attributes(LinkFacts(link, virtual=True))
+    assert attrs["dra.net/ebpf"] is True
+    assert attrs["dra.net/tcFilterNames"] == "dummy_bpf.o:[classifier]"
+    assert attrs["dra.net/tcxProgramNames"] == "handle_egress,handle_ingress"
+    only_tcx = link_attributes(LinkFacts(LinkInfo(index=4, name="d1", tcx_programs=("p",)), True))
+    assert only_tcx["dra.net/ebpf"] is True and "dra.net/tcFilterNames" not in only_tcx
+    many = tuple(f"prog_{i:02d}_abcdefgh" for i in range(8))
+    cut = link_attributes(LinkFacts(LinkInfo(index=5, name="d2", tcx_programs=many), True))
+    value = cut["dra.net/tcxProgramNames"]
+    assert isinstance(value, str) and len(value) <= 64 and value.split(",") == list(many[:3])
 
 
 def test_address_lists_cut_at_a_boundary_within_64_bytes() -> None:

@@ -198,3 +198,27 @@ def test_claim_gone_is_not_retried() -> None:
         assert api.calls == 1 and w.pending() == 0
     finally:
         w.close()
+
+
+def test_disabled_ebpf_programs_are_named_in_a_condition() -> None:
+    """disableEbpfPrograms: the claim status says which programs the attach took off."""
+    api = FakeAPI()
+    w = writer(api)
+    try:
+        detached = ["tc ingress dummy_bpf.o:[classifier]", "tcx ingress handle_ingress"]
+        w.on_message(
+            "attachments",
+            {"pod_uid": "pod-1", "device": "eth1", "state": "attached", "ebpf_detached": detached},
+        )
+        wait_for(lambda: len(api.devices()) == 1)
+        conds = {c["type"]: c for c in api.devices()[0]["conditions"]}
+        assert conds["Ready"]["status"] == "True"
+        ebpf = conds["EBPFProgramsDetached"]
+        assert ebpf["status"] == "True" and ebpf["reason"] == "DisableEbpfPrograms"
+        assert "tc ingress dummy_bpf.o:[classifier]; tcx ingress handle_ingress" in ebpf["message"]
+    finally:
+        w.close()
+    plain = device_entry(DRIVER, "p", "d", ready=True)
+    assert [c["type"] for c in plain["conditions"]] == ["Ready"]
+    none = device_entry(DRIVER, "p", "d", ready=True, ebpf_detached=[])
+    assert "had no tc, tcx or XDP program" in none["conditions"][1]["message"]

@@ -1,0 +1,123 @@
+"""eBPF on the real kernel: upstream's attributes (ebpf, tcFilterNames, tcxProgramNames) and
+`disableEbpfPrograms` (tc, tcx and XDP programs detached at attach, named in the attachment).
+
+The programs are two-instruction eBPF programs loaded with bpf(2) (tests/kernel/bpfprogs.py) and
+attached as upstream's e2e does: a direct-action tc filter on clsact ingress named like tc names
+an object file's section, a tcx ingress program attached as `bpftool net attach` does, a tcx
+egress program through a bpf_link, and an XDP program.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from bpfprogs import BPF_TCX_EGRESS, BPF_TCX_INGRESS, add_tc_filter, attach_tcx, attach_xdp, ifindex, in_netns
+from dranet.services.discovery.devices import ScanOptions, build_devices
+from dranet.services.discovery.filter import DeviceFilter
+from dranet.services.discovery.netlinkscan import scan
+from dranet.services.discovery.sysfs import Sysfs
+from dranet.services.netns import ebpf
+from dranet.services.netns.testbed import Testbed
+from dranet.services.netns.worker import NetnsWorker
+
+from dranet import bpf
+from dranet.netlink.rtnl import open_in_netns
+
+pytestmark = pytest.mark.kernel
+
+
+def programs(ns: str, ifname: str) -> dict[str, list[str]]:
+    """What is on the link now: tc filters, tcx programs, XDP program ids."""
+    idx = ifindex(ns, ifname)
+    sock = open_in_netns(f"/run/netns/{ns}")
+    try:
+        tc = [f.name for f in sock.bpf_filters(idx)] if idx in sock.clsact_links() else []
+        xdp = [str(prog) for link in sock.links() if link.index == idx for _mode, prog in link.xdp]
+    finally:
+        sock.close()
+    tcx = [p.name for p in in_netns(ns, lambda: bpf.tcx_programs(idx))]
+    return {"tc": tc, "tcx": tcx, "xdp": xdp}
+
+
+def test_ebpf_attributes_as_upstreams_e2e_reads_them(
+    tb: Testbed, worker: NetnsWorker, tmp_path: Path
+) -> None:
+    """Upstream's "validate bpf filter attributes" and "validate tcx bpf filter attributes"."""
+    tb.add_nic("tneb0")
+    tb.add_nic("tnec0")
+    add_tc_filter(tb.node, "tneb0", "dummy_bpf.o:[classifier]")
+    attach_tcx(tb.node, "tneb0", "handle_ingress", BPF_TCX_INGRESS)
+    tcx = worker.handlers()["tcx_programs"]({}, None)["links"]
+    assert tcx == {"tneb0": ["handle_ingress"]}
+    sock = open_in_netns(tb.node_path)
+    try:
+        snap = scan(sock, tcx=tcx)
+    finally:
+        sock.close()
+    (tmp_path / "sys").mkdir()
+    devices = build_devices(snap, Sysfs(tmp_path / "sys"), ScanOptions(filter=DeviceFilter("true")))
+    attrs = {d.ifname: d.attributes for d in devices}
+    assert attrs["tneb0"]["dra.net/ebpf"] is True
+    assert attrs["tneb0"]["dra.net/tcFilterNames"] == "dummy_bpf.o:[classifier]"
+    assert attrs["tneb0"]["dra.net/tcxProgramNames"] == "handle_ingress"
+    assert attrs["tnec0"]["dra.net/ebpf"] is False
+    assert "dra.net/tcFilterNames" not in attrs["tnec0"] and "dra.net/tcxProgramNames" not in attrs["tnec0"]
+
+
+def test_disable_ebpf_programs_detaches_tc_tcx_and_xdp(tb: Testbed, worker: NetnsWorker) -> None:
+    """Upstream's "validate bpf programs are removed", with XDP and a tcx bpf_link too; the
+    attachment and its event name what was taken off; they are not put back at release."""
+    tb.add_nic("tned0", addresses=("10.1.0.2/24",))
+    add_tc_filter(tb.node, "tned0", "dummy_bpf.o:[classifier]")
+    attach_tcx(tb.node, "tned0", "handle_ingress", BPF_TCX_INGRESS)
+    link_fd = attach_tcx(tb.node, "tned0", "handle_egress", BPF_TCX_EGRESS, link=True)
+    attach_xdp(tb.node, "tned0", "xdp_pass")
+    try:
+        assert programs(tb.node, "tned0")["tcx"] == ["handle_ingress", "handle_egress"]
+        pod = tb.add_netns()
+        cfg = {"interface": {"name": "eth1", "disableEbpfPrograms": True}}
+        res = worker.attach("pod-e", f"/run/netns/{pod}", [{"device": "d", "ifname": "tned0", "config": cfg}])
+        assert programs(pod, "eth1") == {"tc": [], "tcx": [], "xdp": []}
+        detached = res["attachments"][0]["ebpf_detached"]
+        assert detached == [
+            "tc ingress dummy_bpf.o:[classifier]",
+            "tcx ingress handle_ingress",
+            "tcx egress handle_egress",
+            "xdp xdp_pass",
+        ]
+        assert worker.events[-1]["ebpf_detached"] == detached  # type: ignore[attr-defined]
+        worker.detach("pod-e")
+        assert programs(tb.node, "tned0") == {"tc": [], "tcx": [], "xdp": []}  # as upstream
+    finally:
+        os.close(link_fd)
+
+
+def test_xdp_held_by_a_bpf_link_is_detached(tb: Testbed) -> None:
+    tb.add_nic("tnex0")
+    fd = attach_xdp(tb.node, "tnex0", "xdp_link", link=True)
+    try:
+        from dranet.services.netns.podns import Netns
+
+        ns = Netns.open_path(tb.node_path)
+        try:
+            assert ebpf.detach_all(ns, ifindex(tb.node, "tnex0")) == ["xdp xdp_link"]
+        finally:
+            ns.close()
+        assert programs(tb.node, "tnex0")["xdp"] == []
+    finally:
+        os.close(fd)
+
+
+def test_without_disable_tcx_and_xdp_stay_and_nothing_is_reported(tb: Testbed, worker: NetnsWorker) -> None:
+    """The kernel keeps tcx and XDP programs across the move to the pod (it drops tc filters with
+    the clsact qdisc); without disableEbpfPrograms the worker leaves them alone."""
+    tb.add_nic("tnef0")
+    add_tc_filter(tb.node, "tnef0", "dummy_bpf.o:[classifier]")
+    attach_tcx(tb.node, "tnef0", "handle_ingress", BPF_TCX_INGRESS)
+    pod = tb.add_netns()
+    res = worker.attach("pod-f", f"/run/netns/{pod}", [{"device": "f", "ifname": "tnef0", "config": {}}])
+    assert "ebpf_detached" not in res["attachments"][0]
+    assert programs(pod, "tnef0")["tcx"] == ["handle_ingress"]
+    worker.detach("pod-f")
