@@ -96,7 +96,8 @@ class Inventory:
         self._attached_provider = attached
         self._tcx_provider = tcx
         self._attached: set[str] = set()
-        self._attached_known = False  # the worker answered at least once
+        # Whether the worker has answered at least once (nothing to ask without a provider).
+        self._attached_known = attached is None
         self._facts: dict[tuple[int, str], NetdevSysfs] = {}
         self._kept = KeptDevices(Path(config.kept_path)) if config.kept_path else None
         self._last_seen: dict[str, Device] = self._kept.load() if self._kept else {}
