@@ -28,6 +28,11 @@ COMMANDS: dict[str, tuple[str, str, bool]] = {
         "OCI hook (from the CDI spec of a claim): refuse a container until its NICs are attached",
         False,
     ),
+    "endpoint": (
+        "dranet.observability.endpoint",
+        "the pod's HTTP endpoint: /metrics of every service, /healthz, /readyz",
+        True,
+    ),
     "audit": ("dranet.audit", "least-privilege audit of the running services", True),
     "demo": ("dranet.localcluster.demo", "the full local run: containerd, API server, a pod, its NIC", False),
 }
@@ -66,6 +71,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     run.add_argument(
         "--logs-dir", default=None, help="per-service logs (default <state-dir>/log; '-' = stdout)"
     )
+    run.add_argument(
+        "--metrics-address",
+        default=None,
+        help="also run `dranet endpoint` there: /metrics, /healthz, /readyz of all four services "
+        "(host:port, [v6]:port or :port; default: off)",
+    )
     run.add_argument("--print-config", action="store_true", help="print the supervisord config and exit")
     run.set_defaults(run=_run)
 
@@ -91,7 +102,9 @@ def _run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     services = [s for s in args.services.split(",") if s]
     extra = {s: shlex.split(getattr(args, f"{s}_args")) for s in SERVICES}
-    text = supervise.render(settings, services, extra, logs_dir=args.logs_dir)
+    text = supervise.render(
+        settings, services, extra, logs_dir=args.logs_dir, metrics_address=args.metrics_address
+    )
     if args.print_config:
         sys.stdout.write(text)
         return 0

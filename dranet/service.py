@@ -1,8 +1,9 @@
 """What every service process does the same way: ServiceHost.
 
 Logging, capability drop, signal handling, the bus server with `ping` (liveness: it answers;
-`healthy`: no fault; `ready`: able to do its job now) and `snapshot`, the
-notification publisher and the metrics endpoint. A service's main() builds one, registers its
+`healthy`: no fault; `ready`: able to do its job now), `snapshot` and `metrics` (the pod's HTTP
+endpoint, dranet/observability/endpoint.py, gathers every service's), and the notification
+publisher. A service's main() builds one, registers its
 handlers with serve(), starts its own work and calls wait().
 
 Order matters at both ends. At start, a service that publishes while it recovers state calls
@@ -29,8 +30,8 @@ from dranet.bus.messages import BusError
 from dranet.bus.pubsub import Publisher
 from dranet.bus.server import BusServer, Handler, RequestContext
 from dranet.capabilities import drop_capabilities
+from dranet.observability import metrics
 from dranet.observability.logging import setup_logging
-from dranet.observability.metrics import serve_metrics
 from dranet.settings import settings_from_args
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,6 @@ class ServiceHost:
         self._ctx: zmq.Context[Any] = zmq.Context()
         self._server: BusServer | None = None
         self._publisher: Publisher | None = None
-        self._metrics: Any = None
         self._health: Callable[[], Mapping[str, Any]] | None = None
         if install_signals:
             signal.signal(signal.SIGTERM, self._on_signal)
@@ -92,11 +92,14 @@ class ServiceHost:
         self._health = health
         rd = self.settings.runtime_dir
         self.start_publishing(snapshots)
-        all_handlers: dict[str, Handler] = {"ping": self._ping, "snapshot": self._snapshot, **handlers}
+        all_handlers: dict[str, Handler] = {
+            "ping": self._ping,
+            "snapshot": self._snapshot,
+            "metrics": self._metrics,
+            **handlers,
+        }
         self._server = BusServer(rd, self.name, all_handlers, context=self._ctx)
         self._server.start()
-        if self.settings.metrics_address:
-            self._metrics = serve_metrics(self.settings.metrics_address)
         log.info("serving", extra={"runtime_dir": str(rd), "pid": os.getpid(), "ops": sorted(all_handlers)})
 
     def publish(self, topic: str, body: Mapping[str, Any]) -> None:
@@ -121,6 +124,9 @@ class ServiceHost:
             "details": details,
         }
 
+    def _metrics(self, _body: dict[str, Any], _ctx: RequestContext) -> dict[str, Any]:
+        return {"text": metrics.render()}
+
     def _snapshot(self, body: dict[str, Any], _ctx: RequestContext) -> dict[str, Any]:
         if self._publisher is None:
             raise BusError("not_found", "no publisher")
@@ -138,14 +144,11 @@ class ServiceHost:
             self._server = None
 
     def close(self) -> None:
-        """Stop serving, close the publisher and metrics, then the ZeroMQ context. Call it after
+        """Stop serving, close the publisher, then the ZeroMQ context. Call it after
         the service's own threads that use the bus (subscribers, publishing loops) have stopped."""
         self.stop_serving()
         if self._publisher:
             self._publisher.close()
             self._publisher = None
-        if self._metrics:
-            self._metrics.shutdown()
-            self._metrics = None
         self._ctx.destroy(linger=0)
         log.info("stopped")

@@ -26,7 +26,6 @@ class Settings:
     driver_name: str
     kubeconfig: str | None
     log_level: str
-    metrics_address: str | None
 
 
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
@@ -46,9 +45,6 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
         choices=["debug", "info", "warning", "error"],
         help="(default %(default)s)",
     )
-    g.add_argument(
-        "--metrics-address", default=None, help="serve Prometheus /metrics on host:port (default: off)"
-    )
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -59,7 +55,6 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         driver_name=getattr(args, "driver_name", DEFAULT_DRIVER_NAME),
         kubeconfig=getattr(args, "kubeconfig", None),
         log_level=getattr(args, "log_level", "info"),
-        metrics_address=getattr(args, "metrics_address", None),
     )
 
 

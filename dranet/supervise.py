@@ -11,7 +11,8 @@ from dranet.bus.endpoints import SERVICES
 from dranet.settings import Settings
 
 # The worker starts first: the others call it, and their clients wait for it anyway.
-PRIORITY = {"netns": 10, "discovery": 20, "dra": 30, "nri": 40}
+# The endpoint last: it only asks the others.
+PRIORITY = {"netns": 10, "discovery": 20, "dra": 30, "nri": 40, "endpoint": 50}
 
 
 def common_flags(settings: Settings) -> list[str]:
@@ -33,10 +34,12 @@ def render(
     extra_args: Mapping[str, Sequence[str]] | None = None,
     logs_dir: str | None = None,
     python: str = sys.executable,
-    metrics_ports: Mapping[str, str] | None = None,
+    metrics_address: str | None = None,
 ) -> str:
     """supervisord.conf text. logs_dir "-" sends every program's output to supervisord's stdout
-    (containers); otherwise one log file per program there (default <state-dir>/log)."""
+    (containers); otherwise one log file per program there (default <state-dir>/log).
+    metrics_address adds the program `endpoint` (dranet/observability/endpoint.py) listening there;
+    it gathers all four services, also those another container runs (the DaemonSet's netns)."""
     for s in services:
         if s not in SERVICES:
             raise ValueError(f"unknown service {s!r}; choose from {', '.join(SERVICES)}")
@@ -63,10 +66,11 @@ def render(
         "[supervisorctl]",
         f"serverurl=unix://{rd}/supervisord.sock",
     ]
-    for name in sorted(services, key=PRIORITY.__getitem__):
+    programs = [*services, "endpoint"] if metrics_address else list(services)
+    for name in sorted(programs, key=PRIORITY.__getitem__):
         argv = [python, "-m", "dranet", name, *common_flags(settings)]
-        if metrics_ports and name in metrics_ports:
-            argv.append(f"--metrics-address={metrics_ports[name]}")
+        if name == "endpoint":
+            argv.append(f"--metrics-address={metrics_address}")
         argv += list((extra_args or {}).get(name, ()))
         lines += [
             "",

@@ -245,6 +245,13 @@ OPS: dict[str, Op] = {
         read_only=True,
         doc="current state of a notification topic; subscribers ask for it on join",
     ),
+    "metrics": Op(
+        "*",
+        _EMPTY,
+        _s("Metrics", text=str),
+        read_only=True,
+        doc="this process's Prometheus metrics (text format); the pod's endpoint gathers them",
+    ),
     # discovery
     "get_inventory": Op(
         "discovery", _EMPTY, INVENTORY, read_only=True, doc="the node's devices and their host interfaces"

@@ -8,17 +8,18 @@ DEVELOPMENT AND TEST TOOL. podspec.plan() says what to send; this module does it
     pod.exec("netns", [...]) # ExecSync
     pod.down()               # Stop (grace period), Remove, StopPodSandbox, RemovePodSandbox, volumes
 
-The prober runs each container's exec probes with the manifest's periods, timeouts and thresholds,
-as the kubelet does: the startup probe first (liveness and readiness wait for it), readiness sets
-the container's ready flag, and liveness failing failureThreshold times in a row restarts the
-container (StopContainer with the grace period, RemoveContainer, CreateContainer with attempt + 1,
-StartContainer); so does a container that exited (restartPolicy Always), with the kubelet's
-doubling back-off from 10 s.
+The prober runs each container's exec and httpGet probes (an httpGet connects from the node's
+netns) with the manifest's periods, timeouts and thresholds, as the kubelet does: the startup
+probe first (liveness and readiness wait for it), readiness sets the container's ready flag, and
+liveness failing failureThreshold times in a row restarts the container (StopContainer with the
+grace period, RemoveContainer, CreateContainer with attempt + 1, StartContainer); so does a
+container that exited (restartPolicy Always), with the kubelet's doubling back-off from 10 s.
 """
 
 from __future__ import annotations
 
 import contextlib
+import http.client
 import logging
 import os
 import shutil
@@ -30,6 +31,7 @@ from pathlib import Path
 
 from dranet._generated import cri_pb2
 from dranet.localcluster.cri import CriClient, CriError
+from dranet.localcluster.nodenet import in_netns
 from dranet.localcluster.podspec import ContainerPlan, PodPlan, Probe
 
 log = logging.getLogger(__name__)
@@ -93,6 +95,26 @@ class RunningContainer:
     def ready(self) -> bool:
         r = self.probes.get("readinessProbe")
         return self.started and (r is None or r.passed)
+
+
+def http_probe(netns: str, probe: Probe) -> tuple[bool, str]:
+    """The kubelet's httpGet from the node's network: passes on a status from 200 to 399."""
+    h = probe.http
+    assert h is not None
+
+    def get() -> int:
+        conn = http.client.HTTPConnection(h.host, h.port, timeout=probe.timeout)
+        try:
+            conn.request("GET", h.path, headers={"User-Agent": "kube-probe/stand-in"})
+            return conn.getresponse().status
+        finally:
+            conn.close()
+
+    try:
+        status = in_netns(netns, get)
+    except OSError as exc:
+        return False, f"GET http://{h.host}:{h.port}{h.path}: {exc}"
+    return 200 <= status < 400, f"GET http://{h.host}:{h.port}{h.path}: {status}"
 
 
 class DaemonPod:
@@ -226,14 +248,16 @@ class DaemonPod:
 
     def _probe_once(self, rc: RunningContainer, kind: str, now: float) -> None:
         state = rc.probes[kind]
-        try:
-            code, _, err = self.cri.exec_sync(rc.id, state.probe.command, state.probe.timeout)
-        except CriError as exc:
-            code, err = -1, str(exc)
-        if state.record(code == 0, time.monotonic()) and kind in ("livenessProbe", "startupProbe"):
-            self.restart(
-                rc.plan.name, f"{kind} failed {state.failures} times: exit {code} {err.strip()[:200]}"
-            )
+        if state.probe.http is not None:
+            ok, why = http_probe(self.plan.netns, state.probe)
+        else:
+            try:
+                code, _, err = self.cri.exec_sync(rc.id, state.probe.command, state.probe.timeout)
+            except CriError as exc:
+                code, err = -1, str(exc)
+            ok, why = code == 0, f"exit {code} {err.strip()[:200]}"
+        if state.record(ok, time.monotonic()) and kind in ("livenessProbe", "startupProbe"):
+            self.restart(rc.plan.name, f"{kind} failed {state.failures} times: {why}")
 
     def _probe_loop(self) -> None:
         while not self._stop.wait(self.tick):

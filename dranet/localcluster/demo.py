@@ -64,6 +64,7 @@ class Cluster:
     prefix: str | None = None
     log: Callable[[str], None] = print
     extra_args: Mapping[str, list[str]] = field(default_factory=dict)
+    metrics_address: str = ""  # `dranet run --metrics-address`: the one HTTP endpoint, when set
     services: tuple[str, ...] = SERVICES
     # filled by start()
     net: NodeNet | None = None
@@ -198,6 +199,8 @@ class Cluster:
         ]
         for s, a in self.service_args().items():
             argv.append(f"--{s}-args={shlex.join(a)}")
+        if self.metrics_address:
+            argv.append(f"--metrics-address={self.metrics_address}")
         out = open(self.logs_dir / "run.out", "ab")
         self.supervisor = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         out.close()

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
 import secrets
 import shutil
@@ -44,14 +43,13 @@ from dranet.localcluster.cri import CriClient
 from dranet.localcluster.daemonpod import DaemonPod
 from dranet.localcluster.demo import DRIVER, Cluster, DemoError
 from dranet.localcluster.nodeagent import NodeAgent
-from dranet.localcluster.nodenet import NodeNet, ip
+from dranet.localcluster.nodenet import NodeNet, in_netns, ip
 from dranet.localcluster.podspec import Node, plan, pod_template
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = "localhost/dranet:dev"
 BUILD_SCRIPT = ROOT / "deploy" / "image" / "build.sh"
 KUSTOMIZE_DIR = ROOT / "deploy" / "kubernetes"
-CLONE_NEWNET = 0x40000000
 API_PORT = 443  # the `kubernetes` Service's port, inside the node netns (free: it is private)
 
 
@@ -96,32 +94,16 @@ def kustomized_docs(directory: Path = KUSTOMIZE_DIR) -> list[dict[str, Any]]:
 
 
 def socket_in_netns(netns: str, host: str, port: int) -> socket.socket:
-    """A listening TCP socket that lives in the named network namespace (made by a short-lived
-    thread that setns()es there: a socket keeps the netns it was created in)."""
-    result: list[Any] = []
+    """A listening TCP socket that lives in the named network namespace."""
 
-    def make() -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        try:
-            with open(f"/run/netns/{netns}") as f:
-                if libc.setns(f.fileno(), CLONE_NEWNET) != 0:
-                    raise OSError(ctypes.get_errno(), f"setns into {netns}")
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((host, port))
-            s.listen(64)
-            result.append(s)
-        except Exception as exc:
-            result.append(exc)
-        # the thread ends here, and its netns with it; the process's other threads never moved
+    def make() -> socket.socket:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, port))
+        s.listen(64)
+        return s
 
-    t = threading.Thread(target=make, name=f"setns-{netns}")
-    t.start()
-    t.join()
-    if isinstance(result[0], Exception):
-        raise result[0]
-    sock: socket.socket = result[0]
-    return sock
+    return in_netns(netns, make)
 
 
 def make_certs(directory: Path, ip_san: str) -> tuple[Path, Path, Path]:
@@ -232,6 +214,7 @@ class DaemonSetCluster(Cluster):
             images={c["image"]: IMAGE for c in self.template["spec"]["containers"]},
             pod_uid=str(uuid.uuid4()),
             api_service=("127.0.0.1", API_PORT),
+            netns=self.node_netns,
         )
 
     def _start(self) -> None:

@@ -21,14 +21,46 @@ discovery's default filter hides veth, as upstream's does, and publishes macvlan
 
 from __future__ import annotations
 
+import ctypes
 import ipaddress
 import json
 import os
 import secrets
 import subprocess
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+CLONE_NEWNET = 0x40000000
+
+
+def in_netns(netns: str, fn: Callable[[], T]) -> T:
+    """fn() run by a short-lived thread that setns()es into the named network namespace first ("":
+    this one), so a socket it makes lives there; the process's other threads never move."""
+    if not netns:
+        return fn()
+    result: list[Any] = []
+
+    def run() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        try:
+            with open(f"/run/netns/{netns}") as f:
+                if libc.setns(f.fileno(), CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), f"setns into {netns}")
+            result.append(fn())
+        except Exception as exc:
+            result.append(exc)
+
+    t = threading.Thread(target=run, name=f"setns-{netns}")
+    t.start()
+    t.join()
+    if isinstance(result[0], Exception):
+        raise result[0]
+    out: T = result[0]
+    return out
 
 
 class NodeNetError(Exception):

@@ -95,6 +95,7 @@ _SECURITY_KEYS = {
 }
 _PROBE_KEYS = {
     "exec",
+    "httpGet",
     "periodSeconds",
     "timeoutSeconds",
     "failureThreshold",
@@ -122,6 +123,7 @@ class Node:
     pod_uid: str
     namespace: str = "dranet"
     api_service: tuple[str, int] | None = None  # the `kubernetes` Service, for in-cluster config
+    netns: str = ""  # the node's network namespace (a name under /run/netns; "" = this process's)
 
     def host_path(self, path: str) -> str:
         for src, dst in sorted(self.host_paths.items(), key=lambda kv: -len(kv[0])):
@@ -131,14 +133,24 @@ class Node:
 
 
 @dataclass(frozen=True)
+class HttpGet:
+    """An httpGet probe: GET http://host:port/path from the node's network; 200-399 passes."""
+
+    host: str
+    port: int
+    path: str
+
+
+@dataclass(frozen=True)
 class Probe:
     kind: str  # startupProbe | readinessProbe | livenessProbe
-    command: list[str]
+    command: list[str]  # an exec probe's; empty for httpGet
     period: int
     timeout: int
     failure_threshold: int
     success_threshold: int
     initial_delay: int
+    http: HttpGet | None = None
 
 
 @dataclass(frozen=True)
@@ -166,6 +178,7 @@ class PodPlan:
     containers: list[ContainerPlan]
     volumes: list[Volume]
     grace: int  # terminationGracePeriodSeconds
+    netns: str = ""  # where the prober's httpGet connects from (Node.netns)
 
 
 def quantity(q: Any, *, milli: bool = False) -> int:
@@ -287,7 +300,7 @@ def _volumes(
     return out
 
 
-def _probes(c: Mapping[str, Any], problems: list[str]) -> dict[str, Probe]:
+def _probes(c: Mapping[str, Any], node: Node, problems: list[str]) -> dict[str, Probe]:
     out = {}
     for kind in PROBE_KINDS:
         p = c.get(kind)
@@ -295,19 +308,47 @@ def _probes(c: Mapping[str, Any], problems: list[str]) -> dict[str, Probe]:
             continue
         where = f"containers[{c['name']}].{kind}"
         _extra(where, p, _PROBE_KEYS, problems)
-        if not p.get("exec"):
-            problems.append(f"{where}: only exec probes")
+        command: list[str] = []
+        http = None
+        if p.get("exec"):
+            command = list(p["exec"]["command"])
+        elif p.get("httpGet"):
+            http = _http_get(c, p["httpGet"], node, f"{where}.httpGet", problems)
+            if http is None:
+                continue
+        else:
+            problems.append(f"{where}: only exec and httpGet probes")
             continue
         out[kind] = Probe(
             kind=kind,
-            command=list(p["exec"]["command"]),
+            command=command,
             period=int(p.get("periodSeconds", 10)),
             timeout=int(p.get("timeoutSeconds", 1)),
             failure_threshold=int(p.get("failureThreshold", 3)),
             success_threshold=int(p.get("successThreshold", 1)),
             initial_delay=int(p.get("initialDelaySeconds", 0)),
+            http=http,
         )
     return out
+
+
+def _http_get(
+    c: Mapping[str, Any], h: Mapping[str, Any], node: Node, where: str, problems: list[str]
+) -> HttpGet | None:
+    """The kubelet's httpGet: plain HTTP to the pod's IP (the node's, under hostNetwork) unless
+    `host` says otherwise; a named port is the container's own port of that name."""
+    _extra(where, h, {"path", "port", "host", "scheme"}, problems)
+    if h.get("scheme", "HTTP") != "HTTP":
+        problems.append(f"{where}.scheme: {h['scheme']} (the prober here speaks plain HTTP)")
+        return None
+    port = h.get("port")
+    if isinstance(port, str) and not port.isdigit():
+        named = {p.get("name"): p.get("containerPort") for p in c.get("ports") or []}
+        if port not in named:
+            problems.append(f"{where}.port: {port!r} names none of the container's ports")
+            return None
+        port = named[port]
+    return HttpGet(host=str(h.get("host") or node.ip), port=int(str(port)), path=str(h.get("path") or "/"))
 
 
 def _security(
@@ -469,10 +510,12 @@ def plan(template: Mapping[str, Any], node: Node, *, sa_token: str = "", root_ca
                 resources=_resources(c, problems), security_context=_security(c, pod_sc, nsopts, problems)
             ),
         )
-        containers.append(ContainerPlan(c["name"], config, _probes(c, problems)))
+        containers.append(ContainerPlan(c["name"], config, _probes(c, node, problems)))
     if problems:
         raise Unsupported(
             "the node stand-in cannot honour these fields of the pod template (it never ignores one): "
             + "; ".join(problems)
         )
-    return PodPlan(name=name, sandbox=sandbox, containers=containers, volumes=volumes, grace=grace)
+    return PodPlan(
+        name=name, sandbox=sandbox, containers=containers, volumes=volumes, grace=grace, netns=node.netns
+    )

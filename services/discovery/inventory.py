@@ -167,7 +167,7 @@ class Inventory:
             self._kept.save({n: d for n, d in self._last_seen.items() if n in self._attached})
         devices = merge_kept(live, self._last_seen, self._attached)
         self.last_scan_seconds = time.perf_counter() - started
-        SCAN_SECONDS.labels().observe(self.last_scan_seconds)
+        SCAN_SECONDS.observe(self.last_scan_seconds)
         with self._lock:
             changed = devices != self._devices
             if changed:

@@ -179,7 +179,7 @@ class SlicePublisher:
             with self._lock:
                 devices = self._devices
                 if self._updates > 1:
-                    PUBLISH_COALESCED.labels().inc(self._updates - 1)
+                    PUBLISH_COALESCED.inc(self._updates - 1)
                 self._updates = 0
             if devices is None:
                 continue
@@ -215,8 +215,8 @@ class SlicePublisher:
             self.healthy = True
             self.last_error = ""
             self.waiting = ""
-            PUBLISH_SECONDS.labels().observe(time.monotonic() - started)
-            LAST_PUBLISHED.labels().set(time.time())
+            PUBLISH_SECONDS.observe(time.monotonic() - started)
+            LAST_PUBLISHED.set(time.time())
             with self.synced:
                 self.sync_count += 1
                 self.synced.notify_all()
@@ -239,7 +239,7 @@ class SlicePublisher:
         desired = desired_contents(devices, self.node_name, self.driver, existing)
         p = plan(desired, existing, node, self.driver, self.generation, self._accepted)
         self.generation = p.generation
-        POOL_GENERATION.labels().set(p.generation)
+        POOL_GENERATION.set(p.generation)
         if not p.empty:
             self._apply(kube, p)
             self._last_write = time.monotonic()

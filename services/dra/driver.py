@@ -18,7 +18,7 @@ from dranet.observability.logging import bind
 
 from .cdi import CdiSpecs
 from .checkpoint import Checkpoint
-from .metrics import CLAIM_RESULTS, PREPARE_SECONDS, PREPARED_CLAIMS
+from .metrics import CLAIM_RESULTS, CLAIM_SECONDS, PREPARED_CLAIMS
 from .prepare import (
     FeatureLookup,
     InventoryLookup,
@@ -132,7 +132,7 @@ class Driver:
                     log.warning("prepare failed", extra={"reason": exc.message})
         if fresh:
             out.update(self._commit(fresh))
-        PREPARE_SECONDS.labels(op="prepare").observe(time.monotonic() - started)
+        CLAIM_SECONDS.labels(op="prepare").observe(time.monotonic() - started)
         if self._on_failed is not None:
             for ref in refs:
                 result = out.get(ref.uid)
@@ -244,7 +244,7 @@ class Driver:
                 log.info("claim unprepared", extra={"claim_uid": c.uid, "claim": f"{c.namespace}/{c.name}"})
                 if self._on_unprepared is not None:
                     self._on_unprepared(c)
-        PREPARE_SECONDS.labels(op="unprepare").observe(time.monotonic() - started)
+        CLAIM_SECONDS.labels(op="unprepare").observe(time.monotonic() - started)
         return out
 
     def _result(self, claim: PreparedClaim) -> ClaimResult:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from dranet.observability.metrics import counter, gauge, histogram
 
-PREPARE_SECONDS = histogram(
-    "dranet_dra_prepare_seconds", "NodePrepareResources/NodeUnprepareResources time per claim", ["op"]
+# One histogram for both calls, named for neither: `op` says which (prepare, unprepare).
+CLAIM_SECONDS = histogram(
+    "dranet_dra_claim_seconds",
+    "Time per claim of NodePrepareResources (op=prepare) or NodeUnprepareResources (op=unprepare)",
+    ["op"],
 )
 CLAIM_RESULTS = counter(
     "dranet_dra_claims_total", "Claims handled by NodePrepare/NodeUnprepare, by outcome", ["op", "outcome"]

@@ -7,7 +7,7 @@ four services under `dranet run`, driven by the local allocator and node agent (
     1 and 8 veths, in private namespaces of a Testbed;
 (b) CRI RunPodSandbox wall time for a pod without a claim and with 1 and 8 claimed interfaces
     (each pod removed through the node agent before the next, and its NICs back on the node);
-(c) per pod, from the services' Prometheus endpoints (--metrics-address via `dranet run`): the nri
+(c) per pod, from the one Prometheus endpoint (`dranet run --metrics-address`): the nri
     RunPodSandbox handler (dranet_nri_handler_duration_seconds), the dra lookup it makes and the
     netns worker's attach (dranet_bus_request_duration_seconds for dra/pod_devices and
     netns/attach), and the worker's per-device part (dranet_netns_attach_device_seconds: snapshot,
@@ -92,7 +92,7 @@ def total(samples: dict[Series, float], name: str, want: dict[str, str]) -> floa
 
 @dataclass
 class Probe:
-    """The services' /metrics endpoints; one reading = (sum, count) per WATCH key."""
+    """The /metrics endpoint of `dranet run`; one reading = (sum, count) per WATCH key."""
 
     urls: list[str]
 
@@ -380,14 +380,14 @@ def run(pods: int, log: Callable[[str], None]) -> int:
     tag = secrets.token_hex(2)
     workdir = Path(tempfile.mkdtemp(prefix=f"tps-{tag}-", dir="/tmp"))
     ctrd = Containerd(workdir / "ctrd", bridge=f"tps{tag}br", subnet="10.226.0.0/24")
-    ports = {s: free_port() for s in ("nri", "netns", "dra")}
+    port = free_port()
     cluster = Cluster(
         workdir,
         nic_count=8,
         prefix=f"tps{tag}",
         containerd=ctrd,
         log=log,
-        extra_args={s: [f"--metrics-address=127.0.0.1:{p}"] for s, p in ports.items()},
+        metrics_address=f"127.0.0.1:{port}",
     )
     errors: list[str] = []
     bench: PodBench | None = None
@@ -411,7 +411,7 @@ def run(pods: int, log: Callable[[str], None]) -> int:
                 "spec": {"selectors": [{"cel": {"expression": 'device.driver == "dra.net"'}}]},
             },
         )
-        probe = Probe([f"http://127.0.0.1:{p}/metrics" for p in ports.values()])
+        probe = Probe([f"http://127.0.0.1:{port}/metrics"])
         bench = PodBench(cluster, probe)
         s = Samples()
         with raw_bed(8, f"tps{tag}") as bed:

@@ -21,11 +21,12 @@ from typing import Any
 from dranet.services.discovery.devices import ScanOptions
 from dranet.services.discovery.filter import DeviceFilter
 from dranet.services.discovery.inventory import Inventory, InventoryConfig
-from dranet.services.discovery.publisher import SLICE_WRITES, SlicePublisher
+from dranet.services.discovery.publisher import SlicePublisher
 from kubernetes import client, config
 from pyroute2 import NetNS
 
 from dranet.localcluster.apiserver import LocalAPIServer
+from dranet.observability.metrics import value
 
 N, FLAPS, PERIOD = 200, 100, 0.1
 
@@ -35,7 +36,8 @@ def ip(*args: str) -> None:
 
 
 def writes() -> dict[str, float]:
-    return {verb: SLICE_WRITES.labels(verb=verb).get() for verb in ("create", "update", "delete")}
+    name = "dranet_discovery_slice_writes_total"
+    return {verb: value(name, verb=verb) for verb in ("create", "update", "delete")}
 
 
 def main() -> int:

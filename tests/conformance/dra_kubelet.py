@@ -68,7 +68,6 @@ def service_args(root: Path, **extra: Any) -> argparse.Namespace:
         driver_name=DRIVER,
         kubeconfig=str(root / "kubeconfig"),
         log_level="warning",
-        metrics_address=None,
         kubelet_registry_dir=str(root / "reg"),
         kubelet_plugins_dir=str(root / "plugins"),
         rolling_update_uid="",

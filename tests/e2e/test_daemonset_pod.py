@@ -7,6 +7,7 @@ directory) and CRI, as in test_full_path.py.
 
 from __future__ import annotations
 
+import http.client
 import json
 import shutil
 import subprocess
@@ -18,12 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from dranet.localcluster.containerd import PackagesUnavailable
-from dranet.localcluster.daemonpod import ProbeState
+from dranet.localcluster.daemonpod import ProbeState, http_probe
 from dranet.localcluster.demo import addresses, links_in
 from dranet.localcluster.node import DaemonSetCluster, kustomized_docs
-from dranet.localcluster.nodenet import StandInNic, link_info
+from dranet.localcluster.nodenet import StandInNic, in_netns, link_info
 from dranet.localcluster.podspec import Probe
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -46,7 +48,7 @@ for p in os.listdir('/proc'):
 print(json.dumps({'uid': os.getuid(), 'CapEff': st('CapEff'), 'CapBnd': st('CapBnd'),
   'NoNewPrivs': st('NoNewPrivs'), 'Seccomp': st('Seccomp'), 'rootfs': rootfs,
   'netdevs': sorted(os.listdir('/sys/class/net')), 'env': {k: os.environ.get(k) for k in
-  ('NODE_NAME', 'POD_IP', 'KUBERNETES_SERVICE_HOST')}, 'processes': sorted(procs - {''}),
+  ('NODE_NAME', 'KUBERNETES_SERVICE_HOST')}, 'processes': sorted(procs - {''}),
   'netns_dir': os.path.isdir('/var/run/netns')}))
 """
 
@@ -94,13 +96,9 @@ def test_containers_run_with_the_manifests_security_context(cluster: DaemonSetCl
     net_and_sys_admin = (1 << 12) | (1 << 21)
     assert int(worker["CapEff"], 16) == int(worker["CapBnd"], 16) == net_and_sys_admin
     assert worker["rootfs"] == "ro"
-    # env from fieldRef and the `kubernetes` Service; $(POD_IP) expanded in the args
-    assert main["env"] == {
-        "NODE_NAME": cluster.node_name,
-        "POD_IP": "127.0.0.1",
-        "KUBERNETES_SERVICE_HOST": "127.0.0.1",
-    }
-    assert any("--metrics-address=127.0.0.1:9180" in p for p in worker["processes"])
+    # env from fieldRef and the `kubernetes` Service
+    assert main["env"] == {"NODE_NAME": cluster.node_name, "KUBERNETES_SERVICE_HOST": "127.0.0.1"}
+    assert any(service_of(p) == "endpoint" and "--metrics-address=:9177" in p for p in main["processes"])
     # shareProcessNamespace: the main container sees the worker
     assert any(service_of(p) == "netns" for p in main["processes"])
     # hostNetwork is the node netns: its NICs, never the machine's interfaces
@@ -111,16 +109,41 @@ def test_containers_run_with_the_manifests_security_context(cluster: DaemonSetCl
     assert worker["netns_dir"]
 
 
-def test_probes_pass_with_the_manifests_commands(cluster: DaemonSetCluster) -> None:
+def test_probes_pass_with_the_manifests_probes(cluster: DaemonSetCluster) -> None:
     pod = cluster.pod
     assert pod is not None
     assert pod.ready() == {"dranet": True, "netns": True}
     for name, rc in pod.containers.items():
         for kind, state in rc.probes.items():
-            code, out, err = pod.exec(name, state.probe.command, state.probe.timeout)
-            assert code == 0, f"{name} {kind}: {out} {err}"
+            assert state.probe.http is not None, f"{name} {kind}: the manifest's probes are httpGet"
+            ok, why = http_probe(pod.plan.netns, state.probe)
+            assert ok, f"{name} {kind}: {why}"
         assert rc.restarts == [], f"{name} restarted: {rc.restarts}"
     assert pod.prober_errors == []
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_one_endpoint_serves_every_services_metrics(cluster: DaemonSetCluster, host: str) -> None:
+    """:9177 in the node's network, over IPv4 and IPv6: the four services' metrics (the worker's
+    from the other container too) and each one's process metrics, under a `service` label."""
+    assert cluster.pod is not None
+
+    def scrape() -> str:
+        conn = http.client.HTTPConnection(host, 9177, timeout=10)
+        try:
+            conn.request("GET", "/metrics")
+            return conn.getresponse().read().decode()
+        finally:
+            conn.close()
+
+    text = in_netns(cluster.node_netns, scrape)
+    samples = [s for f in text_string_to_metric_families(text) for s in f.samples]
+    every = {"discovery", "dra", "nri", "netns"}
+    up = {s.labels["service"]: s.value for s in samples if s.name == "dranet_service_up"}
+    assert up == dict.fromkeys(every, 1.0)
+    for name in ("process_cpu_seconds_total", "process_resident_memory_bytes", "dranet_build_info"):
+        assert {s.labels["service"] for s in samples if s.name == name} == every | {"endpoint"}, name
+    assert any(s.name == "dranet_discovery_devices" and s.labels["service"] == "discovery" for s in samples)
 
 
 def service_of(cmdline: str) -> str:

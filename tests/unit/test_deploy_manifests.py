@@ -303,23 +303,29 @@ def test_every_volume_is_used_and_every_mount_is_defined() -> None:
     assert used == defined
 
 
-def test_probes_ask_dranet_status() -> None:
-    """Liveness (and startup) only ask whether each process answers on its bus (`--live`): an API
-    server outage or a kubelet restart must not restart the driver on every node. Readiness asks
-    whether each service can do its job (dra registered, nri connected, slices published)."""
-    for name, c in containers().items():
-        services = "--services=netns" if name == "netns" else "--services=discovery,dra,nri"
-        base = ["dranet", "status", "--runtime-dir=/run/dranet", services]
-        assert c["startupProbe"]["exec"]["command"] == [*base, "--live"], name
-        assert c["livenessProbe"]["exec"]["command"] == [*base, "--live"], name
-        assert c["readinessProbe"]["exec"]["command"] == base, name
+def test_probes_ask_the_pods_endpoint() -> None:
+    """Liveness (and startup) only ask whether each process answers on its bus (/healthz, what
+    `dranet status --live` says): an API server outage or a kubelet restart must not restart the
+    driver on every node. Readiness (/readyz, what `dranet status` says) asks whether each service
+    can do its job (dra registered, nri connected, slices published). Each container asks about
+    its own processes, on the one port the dranet container serves."""
+    cs = containers()
+    assert "--metrics-address=:9177" in cs["dranet"]["args"]
+    assert cs["dranet"]["ports"] == [{"name": "metrics", "containerPort": 9177, "protocol": "TCP"}]
+    for name, c in cs.items():
+        services = "netns" if name == "netns" else "discovery,dra,nri"
+        kinds = (("startupProbe", "healthz"), ("livenessProbe", "healthz"), ("readinessProbe", "readyz"))
+        for kind, path in kinds:
+            get = c[kind]["httpGet"]
+            assert get["path"] == f"/{path}?service={services}", (name, kind)
+            assert get["port"] in (9177, "metrics") and "scheme" not in get, (name, kind)
 
 
 def test_cdi_is_off_until_the_hook_is_on_the_nodes() -> None:
     # `dranet cdi-hook` runs on the host, outside the image: a spec naming a missing hook would
     # refuse every claimed pod's containers; docs/install.md turns it on
     dra_args = next(a for a in containers()["dranet"]["args"] if a.startswith("--dra-args="))
-    assert dra_args.split()[-1] == "--cdi-dir="
+    assert dra_args.split()[-1] in ("--cdi-dir=", "--dra-args=--cdi-dir=")
 
 
 def test_runtime_and_state_dirs_match_the_mounts() -> None:
@@ -508,3 +514,17 @@ def test_device_names_and_labels_are_dns_safe() -> None:
     dns = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
     for path, doc in all_docs():
         assert dns.match(doc["metadata"]["name"]), f"{path.name}: {doc['metadata']['name']}"
+
+
+def test_pod_monitor_scrapes_the_pods_endpoint() -> None:
+    """deploy/monitoring/podmonitor.yaml (a Prometheus Operator CRD, outside the schema check)
+    selects the DaemonSet's pods in its namespace and names the port the endpoint listens on."""
+    (monitor,) = documents(DEPLOY / "monitoring" / "podmonitor.yaml")
+    assert (monitor["apiVersion"], monitor["kind"]) == ("monitoring.coreos.com/v1", "PodMonitor")
+    ds = find("DaemonSet", "dranet")
+    pod_labels = ds["spec"]["template"]["metadata"]["labels"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert monitor["spec"]["namespaceSelector"]["matchNames"] == [ds["metadata"]["namespace"]]
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    ports = {p["name"]: p["containerPort"] for c in containers().values() for p in c.get("ports", [])}
+    assert endpoint["path"] == "/metrics" and ports[endpoint["port"]] == 9177

@@ -180,15 +180,15 @@ def test_api_server_down_at_start_then_up(tmp_path: Path) -> None:
 
 
 def test_a_burst_of_changes_is_written_at_a_bounded_rate(cluster: Cluster) -> None:
-    from dranet.services.discovery.publisher import PUBLISH_COALESCED, SLICE_WRITES
+    from dranet.observability.metrics import value
 
     p = SlicePublisher(cluster.factory, NODE, DRIVER, min_interval=0.5)
     p.start()
     try:
         p.set_devices(devices(10))
         wait_for(lambda: len(cluster.published_devices()) == 10, "10 devices")
-        writes = SLICE_WRITES.labels(verb="update").get()
-        coalesced = PUBLISH_COALESCED.labels().get()
+        writes = value("dranet_discovery_slice_writes_total", verb="update")
+        coalesced = value("dranet_discovery_publish_coalesced_total")
         for mtu in range(1000, 1040):  # 40 changes in a burst (a flapping link)
             p.set_devices(devices(10, mtu=mtu))
             time.sleep(0.005)
@@ -200,8 +200,8 @@ def test_a_burst_of_changes_is_written_at_a_bounded_rate(cluster: Cluster) -> No
             ),
             "the last change written",
         )
-        assert SLICE_WRITES.labels(verb="update").get() - writes <= 3
-        assert PUBLISH_COALESCED.labels().get() - coalesced >= 30
+        assert value("dranet_discovery_slice_writes_total", verb="update") - writes <= 3
+        assert value("dranet_discovery_publish_coalesced_total") - coalesced >= 30
     finally:
         p.stop()
 

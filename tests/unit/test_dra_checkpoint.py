@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 from dranet.services.dra import checkpoint as cp
-from dranet.services.dra.metrics import CHECKPOINT_CORRUPT
 from dranet.services.dra.model import PreparedClaim, PreparedDevice
+
+from dranet.observability.metrics import value
 
 
 def claim(uid: str = "uid-1", pod: str = "pod-1") -> PreparedClaim:
@@ -57,14 +58,14 @@ def test_corrupt_file_is_quarantined_and_reported(tmp_path: Path, mutate, reason
     store = cp.Checkpoint(tmp_path)
     store.save({"uid-1": claim()})
     store.path.write_text(mutate(store.path.read_text()))
-    before = CHECKPOINT_CORRUPT.labels().get()
+    before = value("dranet_dra_checkpoint_corrupt_total")
     fresh = cp.Checkpoint(tmp_path)
     assert fresh.load() == {}  # never silently used
     assert fresh.corruption is not None and reason in fresh.corruption["reason"]
     aside = Path(fresh.corruption["moved_to"])
     assert aside.exists() and aside.name.startswith("checkpoint.json.corrupt-")
     assert not fresh.path.exists()
-    assert CHECKPOINT_CORRUPT.labels().get() == before + 1
+    assert value("dranet_dra_checkpoint_corrupt_total") == before + 1
     # the next save starts a good file again
     fresh.save({"uid-2": claim("uid-2")})
     assert list(cp.Checkpoint(tmp_path).load()) == ["uid-2"]

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from dranet import __version__
 from dranet.bus.messages import OPS, TOPICS, BusError, Opt, Struct, check, decode_reply, encode_reply
 from dranet.capabilities import CAP_NAMES, names_of
 from dranet.cli import build_parser
+from dranet.observability import metrics
 from dranet.observability.logging import JsonFormatter, bind
-from dranet.observability.metrics import Counter, Histogram, Registry
 from dranet.settings import settings_from_args
 from dranet.supervise import render
 
@@ -50,22 +51,19 @@ def test_every_op_and_topic_is_documented() -> None:
         assert f"`{name}`" in doc, f"docs/bus.md does not document {name}"
 
 
-def test_metrics_text_format() -> None:
-    reg = Registry()
-    c = reg.register(Counter("x_total", "help text", ("op",)))
-    h = reg.register(Histogram("x_seconds", "lat", ("op",), buckets=(0.1, 1)))
-    assert isinstance(c, Counter) and isinstance(h, Histogram)
-    c.labels(op='a"b').inc()
-    c.labels(op='a"b').inc(2)
-    h.labels(op="a").observe(0.05)
-    h.labels(op="a").observe(5)
-    text = reg.render()
-    assert '# TYPE x_total counter\nx_total{op="a\\"b"} 3\n' in text
-    assert 'x_seconds_bucket{op="a",le="0.1"} 1\n' in text
-    assert 'x_seconds_bucket{op="a",le="+Inf"} 2\n' in text
-    assert 'x_seconds_count{op="a"} 2\n' in text
+def test_metrics_are_declared_once_per_process() -> None:
+    c = metrics.counter("dranet_test_platform_total", "help text", ("op",))
+    assert metrics.counter("dranet_test_platform_total", "help text", ("op",)) is c
     with pytest.raises(ValueError):
-        c.labels(wrong="x")
+        metrics.counter("dranet_test_platform_total", "help text", ("other",))
+    with pytest.raises(ValueError):
+        metrics.gauge("dranet_test_platform_total", "help text", ("op",))
+    c.labels(op='a"b').inc(3)
+    assert metrics.value("dranet_test_platform_total", op='a"b') == 3
+    text = metrics.render()
+    assert 'dranet_test_platform_total{op="a\\"b"} 3.0' in text
+    assert f'dranet_build_info{{version="{__version__}"}} 1.0' in text
+    assert "process_cpu_seconds_total" in text and "_created" not in text
 
 
 def test_json_log_lines_carry_context_and_extra() -> None:
@@ -110,11 +108,21 @@ def test_supervisord_config_runs_each_service_with_the_common_flags(tmp_path: Pa
     assert f"file={tmp_path}/supervisord.sock" in text
     with pytest.raises(ValueError):
         render(settings, ["bogus"])
+    with_endpoint = render(settings, ["nri"], metrics_address="[::1]:9177")
+    assert re.findall(r"^\[program:(\w+)\]", with_endpoint, re.M) == ["nri", "endpoint"]
+    assert "-m dranet endpoint" in with_endpoint and "'--metrics-address=[::1]:9177'" in with_endpoint
 
 
 def deploy_config() -> str:
     settings = settings_from_args(_args(*DEPLOY_RUN_ARGS))
-    return render(settings, ["discovery", "dra", "nri"], {}, logs_dir="-", python="/usr/local/bin/python")
+    return render(
+        settings,
+        ["discovery", "dra", "nri"],
+        {},
+        logs_dir="-",
+        python="/usr/local/bin/python",
+        metrics_address=":9177",
+    )
 
 
 def test_deploy_supervisord_conf_is_the_rendered_default() -> None:

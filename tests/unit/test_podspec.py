@@ -4,8 +4,10 @@ requests (podspec.plan), its refusals, and the prober's counters (daemonpod.Prob
 from __future__ import annotations
 
 import copy
+import http.server
 import json
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +16,8 @@ import yaml
 
 from dranet._generated import cri_pb2
 from dranet.localcluster import node as node_module
-from dranet.localcluster.daemonpod import ProbeState
-from dranet.localcluster.podspec import Node, Probe, Unsupported, plan, pod_template
+from dranet.localcluster.daemonpod import ProbeState, http_probe
+from dranet.localcluster.podspec import HttpGet, Node, Probe, Unsupported, plan, pod_template
 
 ROOT = Path(__file__).resolve().parents[2]
 CAP_KEYS = ("add_capabilities", "drop_capabilities")
@@ -56,9 +58,9 @@ def test_the_shipped_template_becomes_the_kubelets_cri_requests(tmp_path: Path) 
     assert sc_main.HasField("run_as_user") and sc_main.run_as_user.value == 0
     assert sc_main.seccomp.profile_type == cri_pb2.SecurityProfile.RuntimeDefault
     env = {kv.key: kv.value.decode() for kv in main.envs}
-    assert env["NODE_NAME"] == "n1" and env["POD_IP"] == "10.0.0.7"
+    assert env["NODE_NAME"] == "n1"
     assert env["KUBERNETES_SERVICE_HOST"] == "127.0.0.1" and env["KUBERNETES_SERVICE_PORT"] == "443"
-    assert "--metrics-address=10.0.0.7:9180" in worker.args  # $(POD_IP) expanded
+    assert "--metrics-address=:9177" in main.args
     mounts = {m.container_path: m for m in worker.mounts}
     netns = mounts["/var/run/netns"]
     assert (netns.host_path, netns.readonly) == ("/var/run/netns", True)
@@ -72,6 +74,11 @@ def test_the_shipped_template_becomes_the_kubelets_cri_requests(tmp_path: Path) 
     assert vols["kube-api-access"].mode == 0o444
     probes = p.containers[1].probes
     assert probes["livenessProbe"].period == 30 and probes["livenessProbe"].failure_threshold == 4
+    # httpGet to the pod's IP (the node's), a named port resolved against the container's ports
+    assert probes["readinessProbe"].http == HttpGet("10.0.0.7", 9177, "/readyz?service=netns")
+    assert p.containers[0].probes["livenessProbe"].http == HttpGet(
+        "10.0.0.7", 9177, "/healthz?service=discovery,dra,nri"
+    )
     assert probes["startupProbe"].period == 5 and probes["startupProbe"].failure_threshold == 60
     assert p.grace == 30
 
@@ -82,8 +89,20 @@ def test_the_shipped_template_becomes_the_kubelets_cri_requests(tmp_path: Path) 
         (lambda s: s.update(hostPID=True), "spec.hostPID"),
         (lambda s: s["containers"][0].update(imagePullPolicy="Always"), "imagePullPolicy: Always"),
         (
-            lambda s: s["containers"][0]["readinessProbe"].update(exec=None, httpGet={"port": 1}),
+            lambda s: s["containers"][0]["readinessProbe"].update(httpGet=None, tcpSocket={"port": 1}),
             "readinessProbe",
+        ),
+        (
+            lambda s: s["containers"][0]["readinessProbe"]["httpGet"].update(scheme="HTTPS"),
+            "readinessProbe.httpGet.scheme: HTTPS",
+        ),
+        (
+            lambda s: s["containers"][0]["readinessProbe"]["httpGet"].update(httpHeaders=[]),
+            "readinessProbe.httpGet.httpHeaders",
+        ),
+        (
+            lambda s: s["containers"][1]["livenessProbe"]["httpGet"].update(port="metrics"),
+            "livenessProbe.httpGet.port: 'metrics' names none",
         ),
         (lambda s: s["containers"][1]["volumeMounts"][0].update(subPath="x"), "subPath"),
         (lambda s: s["volumes"].append({"name": "sec", "secret": {"secretName": "s"}}), "volumes[sec]"),
@@ -133,3 +152,31 @@ def test_the_manifests_without_kubectl_are_what_kubectl_kustomize_renders(
     key = lambda docs: sorted(json.dumps(d, sort_keys=True) for d in docs)  # noqa: E731
     assert key(fallback) == key(rendered)
     assert pod_template(fallback)["spec"]["containers"][0]["image"] == "dranet:0.1.0"
+
+
+def test_http_probe_passes_on_2xx_3xx_and_fails_otherwise() -> None:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response({"/ok": 200, "/moved": 302}.get(self.path, 503))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+
+        def probe_of(path: str, port: int = port) -> Probe:
+            return Probe("readinessProbe", [], 10, 2, 3, 1, 0, http=HttpGet("127.0.0.1", port, path))
+
+        assert http_probe("", probe_of("/ok"))[0] and http_probe("", probe_of("/moved"))[0]
+        ok, why = http_probe("", probe_of("/readyz"))
+        assert not ok and why.endswith(": 503")
+    finally:
+        server.shutdown()
+        server.server_close()
+    ok, why = http_probe("", probe_of("/ok"))  # nothing listens any more
+    assert not ok and "refused" in why.lower()
