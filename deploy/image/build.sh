@@ -6,7 +6,7 @@
 #   deploy/image/build.sh                  # -> $OUT, an OCI image layout tar
 #   CTR=/path/ctr CTR_ADDRESS=/path/containerd.sock deploy/image/build.sh   # + imported there
 #
-# Layers: 1) bookworm from mmdebstrap (python3, python3-venv, libstdc++6), cached by its inputs;
+# Layers: 1) bookworm from mmdebstrap (python3, python3-venv, libstdc++6, pci.ids), cached by its inputs;
 # 2) /opt/dranet, a venv with the dependencies (install.sh deps), cached by the wheel's
 # Requires-Dist and the wheelhouse; 3) the dranet wheel alone (install.sh app), rebuilt every time.
 # install.sh is the script deploy/Dockerfile runs too, and the image config (ENV, ENTRYPOINT, CMD)
@@ -54,7 +54,8 @@ rm -f "$CACHE/wheelhouse/$(basename "$APPWHL")"
 step "wheels: $(basename "$APPWHL") + $(ls "$CACHE/wheelhouse" | wc -l) dependencies"
 
 # ---------------------------------------------------------------- 2. base layer (cached)
-MMARGS=(--variant=essential --include=python3,python3-venv,libstdc++6   # pyzmq's wheel needs libstdc++
+# pyzmq's wheel needs libstdc++; pci.ids: the PCI ID database for pciVendor/pciDevice names
+MMARGS=(--variant=essential --include=python3,python3-venv,libstdc++6,pci.ids
     --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr                  # else usrmerge pulls in perl
     --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*'
     --dpkgopt='path-include=/usr/share/doc/*/copyright' --dpkgopt='path-exclude=/usr/share/locale/*'

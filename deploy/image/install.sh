@@ -30,7 +30,9 @@ app)
     ln -sf "$VENV/bin/dranet" /usr/local/bin/dranet
     # the modules a missing build step would leave out, and the supervisor `dranet run` execs
     "$VENV/bin/dranet" --help >/dev/null
-    "$VENV/bin/python" -c 'import dranet._generated.dra_v1_pb2_grpc, supervisor'
+    "$VENV/bin/python" -c 'import dranet._generated.dra_v1_pb2_grpc, supervisor, prometheus_client'
+    # discovery's PCI names (Debian's package pci.ids, in the base)
+    [ -f /usr/share/misc/pci.ids ] || { echo "install.sh: no /usr/share/misc/pci.ids (Debian package pci.ids)" >&2; exit 1; }
     ;;
 *)
     echo "install.sh: unknown step $step (deps|app)" >&2; exit 2 ;;

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 DOMAIN = "dra.net"
 STD = "resource.kubernetes.io"
 MAX_STRING_BYTES = 64
+UNKNOWN_PCI_NAME = "unknown"  # ghw's name for an id the database does not list
 MAX_ATTRIBUTES = 32  # attributes + capacities per device
 _INT64 = (-(2**63), 2**63 - 1)
 
@@ -136,15 +137,14 @@ def link_attributes(facts: LinkFacts) -> dict[str, AttrValue]:
 
 def pci_attributes(pci: PciInfo) -> dict[str, AttrValue]:
     attrs: dict[str, AttrValue] = {f"{DOMAIN}/pciAddress": pci.address}
-    # Upstream publishes names from pci.ids; without a database the numeric id still identifies it.
-    vendor = pci.vendor_name or pci.vendor_id
-    device = pci.device_name or pci.device_id
-    if vendor:
-        attrs[f"{DOMAIN}/pciVendor"] = vendor
-    if device:
-        attrs[f"{DOMAIN}/pciDevice"] = device
+    # As upstream publishes them (ghw): the PCI ID database's names, "unknown" for an id it does
+    # not list; the subsystem device id in bare lowercase hex.
+    if pci.vendor_id or pci.vendor_name:
+        attrs[f"{DOMAIN}/pciVendor"] = pci.vendor_name or UNKNOWN_PCI_NAME
+    if pci.device_id or pci.device_name:
+        attrs[f"{DOMAIN}/pciDevice"] = pci.device_name or UNKNOWN_PCI_NAME
     if pci.subsystem_id:
-        attrs[f"{DOMAIN}/pciSubsystem"] = pci.subsystem_id
+        attrs[f"{DOMAIN}/pciSubsystem"] = pci.subsystem_id.lower().removeprefix("0x")
     if pci.numa_node is not None:
         attrs[f"{DOMAIN}/numaNode"] = pci.numa_node
         attrs[f"{STD}/numaNode"] = pci.numa_node

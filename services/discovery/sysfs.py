@@ -7,12 +7,15 @@ exception, because devices come and go while we read.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
 
 from .model import PciInfo
 from .naming import is_pci_address
+
+log = logging.getLogger(__name__)
 
 NETWORK_CLASS = 0x02
 # A PCI NIC bound to one of these can never show a netdev, so it is not a network device for us.
@@ -153,12 +156,20 @@ class Sysfs:
 
 
 class PciIds:
-    """Vendor and device names from a pci.ids file, looked up on demand (the file is ~1.5 MB)."""
+    """Vendor and device names from a pci.ids file, looked up on demand (the file is ~1.5 MB).
+    The image ships Debian's (package pci.ids, /usr/share/misc/pci.ids); $PCIDB_PATH, upstream's
+    variable, names another."""
 
     def __init__(self, path: str | Path | None = None) -> None:
         candidates = [str(path)] if path else [os.environ.get("PCIDB_PATH", ""), *PCI_IDS_PATHS]
         self.path = next((p for p in candidates if p and os.path.isfile(p)), "")
         self._cache: dict[tuple[str, str], str] = {}
+        if not self.path:
+            log.warning(
+                "no PCI ID database: pciVendor and pciDevice will be 'unknown'; install Debian's "
+                "package pci.ids or set PCIDB_PATH to a pci.ids file",
+                extra={"looked_in": [c for c in candidates if c]},
+            )
 
     def vendor(self, vendor_id: str) -> str:
         return self._lookup(vendor_id, "")

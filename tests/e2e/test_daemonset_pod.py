@@ -49,7 +49,7 @@ print(json.dumps({'uid': os.getuid(), 'CapEff': st('CapEff'), 'CapBnd': st('CapB
   'NoNewPrivs': st('NoNewPrivs'), 'Seccomp': st('Seccomp'), 'rootfs': rootfs,
   'netdevs': sorted(os.listdir('/sys/class/net')), 'env': {k: os.environ.get(k) for k in
   ('NODE_NAME', 'KUBERNETES_SERVICE_HOST')}, 'processes': sorted(procs - {''}),
-  'netns_dir': os.path.isdir('/var/run/netns')}))
+  'netns_dir': os.path.isdir('/var/run/netns'), 'pci_ids': os.path.isfile('/usr/share/misc/pci.ids')}))
 """
 
 
@@ -107,6 +107,7 @@ def test_containers_run_with_the_manifests_security_context(cluster: DaemonSetCl
     machine = set(Path("/sys/class/net").iterdir())
     assert not {p.name for p in machine} & set(main["netdevs"]) - {"lo"}
     assert worker["netns_dir"]
+    assert main["pci_ids"]  # Debian's PCI ID database: pciVendor/pciDevice names as upstream's
 
 
 def test_probes_pass_with_the_manifests_probes(cluster: DaemonSetCluster) -> None:

@@ -106,7 +106,8 @@ def test_pci_attributes() -> None:
     )
     attrs = pci_attributes(pci)
     assert attrs["dra.net/pciAddress"] == "0000:8a:00.0"
-    assert attrs["dra.net/pciVendor"] == "0x15b3"
+    assert attrs["dra.net/pciVendor"] == attrs["dra.net/pciDevice"] == "unknown"  # no names: ghw's word
+    assert attrs["dra.net/pciSubsystem"] == "0016"  # bare lowercase hex, as upstream
     assert attrs["dra.net/numaNode"] == 1
     assert attrs["resource.kubernetes.io/numaNode"] == 1
     assert attrs["resource.kubernetes.io/pcieRoot"] == "pci0000:80"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from dranet.services.discovery.devices import ScanOptions, build_devices
 from dranet.services.discovery.filter import DeviceFilter
-from dranet.services.discovery.model import Address, LinkInfo
+from dranet.services.discovery.model import Address, Device, LinkInfo
 from dranet.services.discovery.netlinkscan import NetSnapshot
 from dranet.services.discovery.sysfs import PciIds, Sysfs
 
@@ -209,3 +209,55 @@ def test_missing_tree_is_empty(tmp_path: Path) -> None:
     assert sysfs.pci_network_devices() == [] and sysfs.rdma_devices() == {}
     snap = NetSnapshot(links=[LinkInfo(index=2, name="eth0")])
     assert [d.name for d in build_devices(snap, sysfs, ScanOptions())] == ["eth0"]
+
+
+# Debian's PCI ID database (package pci.ids), what the image ships; `make system-deps` installs it.
+DEBIAN_PCI_IDS = Path("/usr/share/misc/pci.ids")
+
+
+def debian_pci_ids() -> Path:
+    if not DEBIAN_PCI_IDS.is_file():
+        pytest.fail(f"{DEBIAN_PCI_IDS} is missing: `make system-deps` installs Debian's package pci.ids")
+    return DEBIAN_PCI_IDS
+
+
+def test_pci_attributes_as_upstream_publishes_them(tmp_path: Path) -> None:
+    """The same sysfs tree gives upstream's values: pciVendor and pciDevice are the database's names
+    (ghw's), "unknown" for an id it does not list, cut at 64 bytes; pciSubsystem is the subsystem
+    device id in bare lowercase hex. So a DeviceClass written for upstream selects the same NICs."""
+    t = Tree(tmp_path / "sys")
+    cx6 = t.pci("pci0000:00/0000:00:02.0/0000:03:00.0")  # 15b3:101d, subsystem 0016
+    efa = t.pci(
+        "pci0000:00/0000:00:05.0", driver="efa", vendor="0x1d0f", device="0xefa1", subsystem_device="0xEFA1"
+    )
+    odd = t.pci("pci0000:00/0000:00:06.0", driver="ena", vendor="0x1d0f", device="0xfff7")
+    nobody = t.pci("pci0000:00/0000:00:07.0", driver="x", vendor="0x0bad", device="0x0001")
+    links = []
+    for i, (dev, name) in enumerate(((cx6, "eth1"), (efa, "eth2"), (odd, "eth3"), (nobody, "eth4"))):
+        t.netdev(dev, name, 10 + i)
+        links.append(LinkInfo(index=10 + i, name=name, link_type="ether"))
+    opts = ScanOptions(exclude=(), filter=DeviceFilter("true"))
+    devices = build_devices(NetSnapshot(links=links), Sysfs(t.root, pci_ids=debian_pci_ids()), opts)
+    got = {
+        d.ifname: tuple(d.attributes.get(f"dra.net/{k}") for k in ("pciVendor", "pciDevice", "pciSubsystem"))
+        for d in devices
+    }
+    assert got == {
+        "eth1": ("Mellanox Technologies", "MT2892 Family [ConnectX-6 Dx]", "0016"),
+        "eth2": ("Amazon.com, Inc.", "Elastic Fabric Adapter (EFA)", "efa1"),
+        "eth3": ("Amazon.com, Inc.", "unknown", "0016"),
+        "eth4": ("unknown", "unknown", "0016"),
+    }
+    # the selector of upstream's AWS DeviceClass
+    import cel
+
+    efa_class = "device.attributes[\"dra.net\"].pciDevice == 'Elastic Fabric Adapter (EFA)'"
+    def in_dra_net(d: Device) -> dict[str, object]:
+        return {k.removeprefix("dra.net/"): v for k, v in d.attributes.items() if k.startswith("dra.net/")}
+
+    selected = [
+        d.ifname
+        for d in devices
+        if cel.evaluate(efa_class, {"device": {"attributes": {"dra.net": in_dra_net(d)}}})
+    ]
+    assert selected == ["eth2"]
