@@ -124,8 +124,14 @@ def test_make_image_runs_the_dockerfiles_install_steps() -> None:
     """One install for both builds: the Dockerfile's final stage installs only through
     deploy/image/install.sh, in the two steps `make image` runs in its chroot, in that order."""
     runs = [rest for word, rest in final_stage() if word == "RUN"]
-    steps = [re.findall(r"sh /tmp/install\.sh (\w+) /wheels", r) for r in runs]
+    apt = [r for r in runs if "apt-get install" in r]
+    steps = [re.findall(r"sh /tmp/install\.sh (\w+) /wheels", r) for r in runs if r not in apt]
     assert steps == [["deps"], ["app"]], runs
+    # Debian packages beyond python: the Dockerfile's apt-get and make image's base, the same ones
+    (line,) = apt
+    from_apt = set(re.search(r"--no-install-recommends ([^&]+)", line)[1].split())
+    include = re.search(r"--include=([\w.,+-]+)", (IMAGE_DIR / "build.sh").read_text())[1]
+    assert set(include.split(",")) - {"python3", "python3-venv", "libstdc++6"} == from_apt == {"pci.ids"}
     assert ("COPY", "deploy/image/install.sh /tmp/install.sh") in final_stage()
     build = (IMAGE_DIR / "build.sh").read_text()
     assert re.findall(r'in_chroot "\$R" (\w+) /tmp/wheels', build) == ["deps", "app"]
