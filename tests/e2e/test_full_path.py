@@ -237,12 +237,28 @@ def test_ipv6_addresses_and_routes(cluster: Cluster, nics: Nics) -> None:
 # ------------------------------------------------------------------ failures
 
 
-def test_invalid_config_fails_at_prepare_naming_the_field(cluster: Cluster, nics: Nics) -> None:
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"interface": {"mtu": 20}}, r"interface\.mtu"),
+        # checked against the device's features, which dra asks the netns worker for (rx-lro is
+        # fixed off on a veth)
+        (
+            {"ethtool": {"features": {"large-receive-offload": True}}},
+            r"ethtool\.features\.large-receive-offload: rx-lro cannot be changed",
+        ),
+    ],
+)
+def test_invalid_config_fails_at_prepare_naming_the_field(
+    cluster: Cluster, nics: Nics, extra: dict[str, Any], field: str
+) -> None:
     (nic,) = nics.take()
     assert cluster.net is not None
     before = cluster.net.snapshot()
-    pod = new_pod(cluster, [("nic", nic, simple_cfg(nic, mtu=20))])
-    with pytest.raises(NodeAgentError, match=r"interface\.mtu"):
+    cfg = simple_cfg(nic)
+    cfg = {**cfg, **extra, "interface": {**cfg["interface"], **extra.get("interface", {})}}
+    pod = new_pod(cluster, [("nic", nic, cfg)])
+    with pytest.raises(NodeAgentError, match=field):
         cluster.run_pod(pod)
     cluster.remove_pod(pod, None)
     assert_home(cluster, before, nic)

@@ -10,7 +10,10 @@ egress program through a bpf_link, and an XDP program.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from bpfprogs import BPF_TCX_EGRESS, BPF_TCX_INGRESS, add_tc_filter, attach_tcx, attach_xdp, ifindex, in_netns
@@ -21,8 +24,11 @@ from dranet.services.discovery.sysfs import Sysfs
 from dranet.services.netns import ebpf
 from dranet.services.netns.testbed import Testbed
 from dranet.services.netns.worker import NetnsWorker
+from test_discovery_kernel import wait_until
+from workerproc import WorkerNode
 
 from dranet import bpf
+from dranet.bus import BusClient, BusError
 from dranet.netlink.rtnl import open_in_netns
 
 pytestmark = pytest.mark.kernel
@@ -121,3 +127,43 @@ def test_without_disable_tcx_and_xdp_stay_and_nothing_is_reported(tb: Testbed, w
     assert "ebpf_detached" not in res["attachments"][0]
     assert programs(pod, "tnef0")["tcx"] == ["handle_ingress"]
     worker.detach("pod-f")
+
+
+def test_discovery_service_publishes_tcx_names_it_asks_the_worker_for(worker_node: WorkerNode) -> None:
+    """The real processes: discovery (no capability) asks the netns worker for the tcx programs
+    over the bus and publishes them beside the tc filter names it reads itself."""
+    node = worker_node
+    node.tb.add_nic("tnks0")
+    add_tc_filter(node.tb.node, "tnks0", "dummy_bpf.o:[classifier]")
+    attach_tcx(node.tb.node, "tnks0", "handle_ingress", BPF_TCX_INGRESS)
+    worker = node.start("worker")
+    (node.logs / "sys").mkdir()
+    discovery = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "dranet", "discovery", "--runtime-dir", node.runtime_dir),
+            *("--state-dir", node.state_dir, "--node-name", "n1", "--no-publish"),
+            *("--sysfs-root", str(node.logs / "sys"), "--filter", "true", "--netns", node.tb.node),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(node.logs / "discovery.log", "wb"),
+    )
+    client = BusClient(node.runtime_dir, "discovery", timeout=2)
+    try:
+
+        def attributes() -> dict[str, Any] | None:
+            try:
+                devices = client.call("get_inventory")["devices"]
+            except BusError:
+                return None
+            found = [d["attributes"] for d in devices if d["ifname"] == "tnks0"]
+            return found[0] if found and found[0].get("dra.net/tcxProgramNames") else None
+
+        attrs = wait_until(attributes, "tcx names in discovery's inventory")
+        assert attrs["dra.net/ebpf"] is True
+        assert attrs["dra.net/tcFilterNames"] == "dummy_bpf.o:[classifier]"
+        assert attrs["dra.net/tcxProgramNames"] == "handle_ingress"
+    finally:
+        client.close()
+        discovery.terminate()
+        discovery.wait(10)
+        node.stop(worker, "worker")
