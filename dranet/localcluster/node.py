@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -32,6 +33,7 @@ import subprocess
 import sys
 import threading
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,7 +68,8 @@ def build_image(ctrd: Containerd | None = None, timeout: float = 900) -> str:
 
 def kustomized_docs(directory: Path = KUSTOMIZE_DIR) -> list[dict[str, Any]]:
     """The manifests as `kubectl apply -k` would send them: `kubectl kustomize`, or without kubectl
-    the two kustomization features deploy/kubernetes uses (resources, images); any other is refused."""
+    the kustomization features deploy/kubernetes uses (resources, images, replacements, local-config
+    resources left out); any other is refused."""
     if shutil.which("kubectl"):
         r = subprocess.run(
             ["kubectl", "kustomize", str(directory)], capture_output=True, text=True, timeout=120
@@ -75,7 +78,7 @@ def kustomized_docs(directory: Path = KUSTOMIZE_DIR) -> list[dict[str, Any]]:
             raise DemoError(f"kubectl kustomize {directory}: {r.stderr.strip()}")
         return [d for d in yaml.safe_load_all(r.stdout) if d]
     k = yaml.safe_load((directory / "kustomization.yaml").read_text())
-    unknown = set(k) - {"apiVersion", "kind", "resources", "images"}
+    unknown = set(k) - {"apiVersion", "kind", "resources", "images", "replacements"}
     if unknown:
         raise DemoError(
             f"{directory}/kustomization.yaml uses {sorted(unknown)}: install kubectl to render it"
@@ -87,7 +90,41 @@ def kustomized_docs(directory: Path = KUSTOMIZE_DIR) -> list[dict[str, Any]]:
             i = images.get(c["image"])
             if i:
                 c["image"] = i.get("newName", c["image"]) + (f":{i['newTag']}" if "newTag" in i else "")
-    return docs
+    for rep in k.get("replacements") or []:
+        _replace(docs, rep)
+    local = "config.kubernetes.io/local-config"
+    return [d for d in docs if (d["metadata"].get("annotations") or {}).get(local) != "true"]
+
+
+def _replace(docs: list[dict[str, Any]], rep: Mapping[str, Any]) -> None:
+    """One kustomize replacement: source by kind and name; targets by kind and name, field paths
+    with [key=value] list selectors, and an optional delimiter and index."""
+
+    def one(kind: str, name: str) -> dict[str, Any]:
+        (doc,) = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+        return doc
+
+    def walk(node: Any, path: str) -> tuple[Any, str]:  # (the field's parent, its key)
+        *parents, last = path.split(".")
+        for part in parents:
+            m = re.fullmatch(r"\[(\w+)=(.+)\]", part)
+            node = next(e for e in node if e.get(m[1]) == m[2]) if m else node[part]
+        return node, last
+
+    src = rep["source"]
+    parent, key = walk(one(src["kind"], src["name"]), src["fieldPath"])
+    value = parent[key]
+    for target in rep["targets"]:
+        doc = one(target["select"]["kind"], target["select"]["name"])
+        opts = target.get("options") or {}
+        for path in target["fieldPaths"]:
+            parent, key = walk(doc, path)
+            if "delimiter" in opts:
+                parts = parent[key].split(opts["delimiter"])
+                parts[opts.get("index", 0)] = value
+                parent[key] = opts["delimiter"].join(parts)
+            else:
+                parent[key] = value
 
 
 # ---------------------------------------------------------------- network namespace helpers

@@ -20,6 +20,7 @@ MANIFEST_DIRS = [DEPLOY / "kubernetes", DEPLOY / "examples"]
 # apiVersion, kind -> the client's model. A manifest of another kind fails: add it here.
 MODELS: dict[tuple[str, str], type] = {
     ("v1", "Namespace"): k8s.V1Namespace,
+    ("v1", "ConfigMap"): k8s.V1ConfigMap,
     ("v1", "ResourceQuota"): k8s.V1ResourceQuota,
     ("v1", "ServiceAccount"): k8s.V1ServiceAccount,
     ("v1", "Pod"): k8s.V1Pod,
@@ -241,13 +242,13 @@ def test_only_the_sidecar_has_net_admin_and_sys_admin() -> None:
 
 
 def test_security_contexts_pass_the_api_servers_own_rule() -> None:
-    # The API server refuses allowPrivilegeEscalation: false together with privileged or an added
-    # CAP_SYS_ADMIN; the check here is by meaning (with or without the CAP_ prefix).
+    """The API server refuses allowPrivilegeEscalation: false together with privileged: true or an
+    added capability spelled exactly CAP_SYS_ADMIN (its validation compares the string); SYS_ADMIN,
+    the spelling here, passes, so both containers set it."""
     for name, c in containers().items():
         sc = c["securityContext"]
-        if sc.get("allowPrivilegeEscalation") is False:
-            added = {a.removeprefix("CAP_") for a in sc.get("capabilities", {}).get("add", [])}
-            assert not sc.get("privileged") and "SYS_ADMIN" not in added, name
+        assert sc["allowPrivilegeEscalation"] is False, name
+        assert not sc.get("privileged") and "CAP_SYS_ADMIN" not in sc["capabilities"].get("add", []), name
 
 
 def host_paths(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -325,7 +326,7 @@ def test_cdi_is_off_until_the_hook_is_on_the_nodes() -> None:
     # `dranet cdi-hook` runs on the host, outside the image: a spec naming a missing hook would
     # refuse every claimed pod's containers; docs/install.md turns it on
     dra_args = next(a for a in containers()["dranet"]["args"] if a.startswith("--dra-args="))
-    assert dra_args.split()[-1] in ("--cdi-dir=", "--dra-args=--cdi-dir=")
+    assert "--cdi-dir=" in dra_args.removeprefix("--dra-args=").split()
 
 
 def test_runtime_and_state_dirs_match_the_mounts() -> None:
@@ -338,36 +339,30 @@ def test_runtime_and_state_dirs_match_the_mounts() -> None:
 # ---------------------------------------------------------------- RBAC and admission
 
 
-def test_cluster_role_is_least_rights() -> None:
-    role = find("ClusterRole", "dranet")
-    granted = {
-        (g, r, v)
-        for rule in role["rules"]
-        for g in rule["apiGroups"]
-        for r in rule["resources"]
-        for v in rule["verbs"]
-    }
-    rs = "resource.k8s.io"
-    expected = (
-        {(rs, "resourceslices", v) for v in ("get", "list", "watch", "create", "update", "patch", "delete")}
-        | {(rs, "resourceclaims", v) for v in ("get", "list", "watch")}
-        | {(rs, "resourceclaims/status", "patch")}
-        | {(rs, "resourceclaims/driver", "associated-node:patch")}
-        | {(rs, "deviceclasses", v) for v in ("get", "list")}
-        | {("", "nodes", "get"), ("", "pods", "get"), ("", "pods", "list")}
-        | {(g, "events", v) for g in ("", "events.k8s.io") for v in ("create", "patch")}
-    )
-    assert granted == expected
+def test_cluster_role_names_no_wildcard_and_cannot_rebind_upstreams() -> None:
+    """What it grants is compared with the code's calls in test_deploy_rbac.py. Its name and its
+    binding's are not upstream's (`dranet`), so installing both never rebinds the other's role."""
+    role = find("ClusterRole", "dranet-python")
     assert all("*" not in json.dumps(rule) for rule in role["rules"])
     driver_rule = next(r for r in role["rules"] if "resourceclaims/driver" in r["resources"])
     assert driver_rule["resourceNames"] == ["dra.net"]
+    names = {d["metadata"]["name"] for _, d in all_docs() if d["kind"].startswith("ClusterRole")}
+    assert "dranet" not in names
+
+
+def test_pods_carry_upstreams_labels_too() -> None:
+    ds = find("DaemonSet", "dranet")
+    labels = ds["spec"]["template"]["metadata"]["labels"]
+    upstream = {"app": "dranet", "k8s-app": "dranet", "tier": "node"}
+    assert upstream.items() <= labels.items() and labels["app.kubernetes.io/name"] == "dranet"
+    assert ds["spec"]["selector"]["matchLabels"].items() <= labels.items()
 
 
 def test_binding_and_policy_name_the_driver_service_account() -> None:
     sa = find("ServiceAccount", SERVICE_ACCOUNT)
     assert sa["metadata"]["namespace"] == NAMESPACE
-    binding = find("ClusterRoleBinding", "dranet")
-    assert binding["roleRef"]["name"] == "dranet"
+    binding = find("ClusterRoleBinding", "dranet-python")
+    assert binding["roleRef"]["name"] == "dranet-python"
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": NAMESPACE}
     ]

@@ -53,7 +53,7 @@ def test_the_shipped_template_becomes_the_kubelets_cri_requests(tmp_path: Path) 
         ["NET_ADMIN", "SYS_ADMIN"],
         ["ALL"],
     ]
-    assert sc_main.no_new_privs and not sc_worker.no_new_privs  # unset in the manifest for the worker
+    assert sc_main.no_new_privs and sc_worker.no_new_privs
     assert sc_main.readonly_rootfs and sc_worker.readonly_rootfs
     assert sc_main.HasField("run_as_user") and sc_main.run_as_user.value == 0
     assert sc_main.seccomp.profile_type == cri_pb2.SecurityProfile.RuntimeDefault
@@ -180,3 +180,64 @@ def test_http_probe_passes_on_2xx_3xx_and_fails_otherwise() -> None:
         server.server_close()
     ok, why = http_probe("", probe_of("/ok"))  # nothing listens any more
     assert not ok and "refused" in why.lower()
+
+
+def _render_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, edit: Any, kubectl: bool) -> list[Any]:
+    """deploy/kubernetes copied, edited, rendered (by kubectl kustomize, or the stand-in's own)."""
+    copy = tmp_path / "k"
+    shutil.copytree(ROOT / "deploy/kubernetes", copy)
+    edit(copy)
+    if not kubectl:
+        monkeypatch.setattr(node_module.shutil, "which", lambda name: None)
+    return node_module.kustomized_docs(copy)
+
+
+@pytest.mark.parametrize("kubectl", [False, True])
+def test_kubelet_root_and_nri_socket_dir_are_set_in_one_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kubectl: bool
+) -> None:
+    if kubectl and shutil.which("kubectl") is None:
+        pytest.skip("no kubectl here")
+
+    def edit(d: Path) -> None:
+        f = d / "node-paths.yaml"
+        text = f.read_text().replace("/var/lib/kubelet", "/var/lib/k0s/kubelet")
+        f.write_text(text.replace("nriSocketDir: /var/run/nri", "nriSocketDir: /run/k0s/nri"))
+
+    docs = _render_copy(tmp_path, monkeypatch, edit, kubectl)
+    assert not [d for d in docs if d["kind"] == "ConfigMap"]  # local-config: never applied
+    text = json.dumps(docs)
+    assert "/var/lib/kubelet" not in text  # no place left with the old root
+    spec = pod_template(docs)["spec"]
+    vols = {v["name"]: v.get("hostPath", {}).get("path") for v in spec["volumes"]}
+    assert vols["plugins-registry"] == "/var/lib/k0s/kubelet/plugins_registry"
+    assert vols["plugin-dir"] == "/var/lib/k0s/kubelet/plugins/dra.net"
+    assert vols["nri"] == "/run/k0s/nri"
+    main = spec["containers"][0]
+    mounts = {m["name"]: m["mountPath"] for m in main["volumeMounts"]}
+    assert mounts["plugins-registry"] == vols["plugins-registry"]  # the kubelet dials the host path
+    assert mounts["plugin-dir"] == vols["plugin-dir"] and mounts["nri"] == "/var/run/nri"
+    # and dra is told: $(KUBELET_ROOT_DIR) in its flags, as the kubelet expands it
+    for c in spec["containers"]:
+        c["image"] = "dranet"  # as node() knows it
+    args = " ".join(plan({"metadata": {}, "spec": spec}, node(tmp_path)).containers[0].config.args)
+    assert "--kubelet-registry-dir=/var/lib/k0s/kubelet/plugins_registry" in args
+    assert "--kubelet-plugins-dir=/var/lib/k0s/kubelet/plugins " in args + " "
+
+
+def test_a_namespace_change_moves_the_admission_policys_service_account(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if shutil.which("kubectl") is None:
+        pytest.skip("no kubectl here: `namespace:` is kustomize's")
+
+    def edit(d: Path) -> None:
+        with (d / "kustomization.yaml").open("a") as f:
+            f.write("namespace: netdrivers\n")
+
+    docs = _render_copy(tmp_path, monkeypatch, edit, kubectl=True)
+    (policy,) = [d for d in docs if d["kind"] == "ValidatingAdmissionPolicy"]
+    (cond,) = policy["spec"]["matchConditions"]
+    assert cond["expression"] == 'request.userInfo.username == "system:serviceaccount:netdrivers:dranet"'
+    (binding,) = [d for d in docs if d["kind"] == "ClusterRoleBinding"]
+    assert binding["subjects"][0]["namespace"] == "netdrivers"
