@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -266,3 +267,29 @@ def test_liveness_failure_restarts_the_sidecar_and_attached_nics_stay(cluster: D
     finally:
         cluster.remove_pod(pod, run)
     assert_home(cluster, nic, before)
+
+
+def test_the_checks_after_an_install_pass(cluster: DaemonSetCluster) -> None:
+    """docs/install.md's commands after `kubectl apply -k`: `kubectl get` against the node
+    stand-in's API server, `kubectl exec ds/dranet -c C -- CMD` as CMD run in container C."""
+    from tests.unit.test_install_doc import install_commands
+
+    assert cluster.pod is not None and cluster.kubeconfig is not None
+    ran = []
+    for cmd in install_commands():
+        argv = shlex.split(cmd)
+        if argv[:1] != ["kubectl"] or "apply" in argv:
+            continue
+        if "exec" in argv:
+            container, inner = argv[argv.index("-c") + 1], argv[argv.index("--") + 1 :]
+            code, out, err = cluster.pod.exec(container, inner, timeout=60)
+        else:
+            r = subprocess.run(
+                [*argv, f"--kubeconfig={cluster.kubeconfig}"], capture_output=True, text=True, timeout=60
+            )
+            code, out, err = r.returncode, r.stdout, r.stderr
+            if "resourceslices" in argv:
+                assert cluster.node_name in out, out
+        assert code == 0, f"{cmd}: {out} {err}"
+        ran.append(cmd)
+    assert len(ran) == 4, ran
