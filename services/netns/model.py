@@ -10,7 +10,7 @@ import json
 import re
 import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from dranet.services.netns.netlink import (
@@ -120,11 +120,19 @@ class HostSnapshot:
     master_name: str = ""  # the bridge or bond the link was enslaved to (link.master is its index)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["ethtool_features"] = dict(self.ethtool_features)
-        d["ethtool_private_flags"] = dict(self.ethtool_private_flags)
-        d["devconf"] = {"ipv4": dict(self.devconf.ipv4), "ipv6": dict(self.devconf.ipv6)}
-        return d
+        # By hand, not dataclasses.asdict: that deep-copies every value (a millisecond per journal
+        # write on the pod start path); these records hold only immutable values.
+        return {
+            "link": _plain(self.link),
+            "addresses": [_plain(a) for a in self.addresses],
+            "routes": [_plain(r) for r in self.routes],
+            "rules": [_plain(r) for r in self.rules],
+            "neighbors": [_plain(n) for n in self.neighbors],
+            "ethtool_features": dict(self.ethtool_features),
+            "ethtool_private_flags": dict(self.ethtool_private_flags),
+            "devconf": {"ipv4": dict(self.devconf.ipv4), "ipv6": dict(self.devconf.ipv6)},
+            "master_name": self.master_name,
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> HostSnapshot:
@@ -153,6 +161,11 @@ class HostSnapshot:
             ),
             master_name=d.get("master_name", ""),
         )
+
+
+def _plain(record: Link | Address | Route | Rule | Neighbor) -> dict[str, Any]:
+    """A frozen record of immutable values as a dict of its fields (what asdict gives, uncopied)."""
+    return dict(vars(record))
 
 
 def snapshot_addresses(addresses: Iterable[Address]) -> tuple[Address, ...]:

@@ -563,6 +563,7 @@ class NetnsWorker:
         while not self._stop.wait(interval):
             try:
                 self.check_pods()
+                self.journal.prepare_spares()  # off the start path: attaches use them up
             except Exception:
                 log.exception("netns watch pass failed")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from dranet.services.netns import rdma
-from dranet.services.netns.journal import Journal
+from dranet.services.netns.journal import SPARES, Journal
 from dranet.services.netns.model import (
     ATTACHED,
     HostSnapshot,
@@ -118,7 +118,7 @@ def test_journal_roundtrip_and_bad_files(tmp_path: Path) -> None:
     (tmp_path / "garbage.json").write_text("{not json")
     (tmp_path / "half.tmp").write_text("x")
     assert j.load() == [entry]
-    assert (tmp_path / "garbage.bad").exists() and not (tmp_path / "half.tmp").exists()
+    assert (tmp_path / "garbage.json.bad").exists() and not (tmp_path / "half.tmp").exists()
     other = replace(entry, device="dev-2")
     j.write(other, durable=False)
     assert [p.name for p in tmp_path.glob("*.json")] == ["pod-1.json"]  # one file per pod
@@ -130,6 +130,90 @@ def test_journal_roundtrip_and_bad_files(tmp_path: Path) -> None:
     assert j.load() == [] and list(tmp_path.glob("*.json")) == []
     j.close()
     assert config_digest({"a": 1, "b": [1]}) == config_digest({"b": [1], "a": 1})
+
+
+def record_fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The path of every file fsynced from now on, in order."""
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return synced
+
+
+def _entry(device: str = "dev-1", phase: str = ATTACHED) -> JournalEntry:
+    snap = HostSnapshot(link=link(4, "eth1"), addresses=(Address("10.0.0.2/24"),))
+    return JournalEntry("pod-1", device, "claim", "/run/netns/x", (1, 2), phase, snap, "eth0", {})
+
+
+def test_journal_fsyncs_only_durable_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The snapshots' write reaches the disk (file, then directory) before it returns; the later
+    writes (phases) are not fsynced: on the start path each fsync cost milliseconds."""
+    synced = record_fsyncs(monkeypatch)
+    j = Journal(tmp_path)
+    j.write(_entry(phase="attaching"), durable=True)
+    assert synced == [str(tmp_path / "pod-1.json.tmp"), str(tmp_path)]
+    synced.clear()
+    j.write(_entry(phase=ATTACHED), durable=False)
+    j.write(_entry(phase="detaching"), durable=False)
+    j.remove("pod-1")
+    assert synced == []
+    assert list(tmp_path.iterdir()) == []
+    j.close()
+
+
+def test_journal_torn_live_file_falls_back_to_the_snapshots(tmp_path: Path) -> None:
+    """A power loss may tear the unsynced live file: the start then reads the durable one, which
+    holds every snapshot (and the pod netns are gone, so any phase means restore)."""
+    j = Journal(tmp_path)
+    j.write(_entry(phase="attaching"), durable=True)
+    j.write(_entry(phase=ATTACHED), durable=False)
+    assert Journal(tmp_path).load() == [_entry(phase=ATTACHED)]  # the newest version wins
+    (tmp_path / "pod-1.live").write_bytes(b"\0" * 64)  # rename on disk, data not
+    assert Journal(tmp_path).load() == [_entry(phase="attaching")]
+    # A durable write after a live one is the newer: a stale live file is never preferred.
+    j.write(_entry(phase=ATTACHED), durable=False)
+    j.write(_entry("dev-2", phase="attaching"), durable=True)
+    (tmp_path / "pod-1.live").write_bytes(b'{"seq":1,"entries":[]}')
+    again = Journal(tmp_path)
+    assert again.load() == [_entry(phase=ATTACHED), _entry("dev-2", phase="attaching")]
+    again.write(_entry("dev-2", phase=ATTACHED), durable=False)  # numbered after what it read
+    assert Journal(tmp_path).load() == [_entry(phase=ATTACHED), _entry("dev-2", phase=ATTACHED)]
+    j.close()
+    again.close()
+
+
+def test_journal_durable_write_into_a_spare_fsyncs_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a spare ready (made at load, its name already durable) the snapshots' write costs one
+    fsync, of the file; a power loss that undoes the rename leaves the spare, and the next start
+    reads it as the pod's journal."""
+    j = Journal(tmp_path)
+    assert j.load() == []
+    spares = sorted(p.name for p in tmp_path.iterdir())
+    assert len(spares) == SPARES and all(n.startswith(".spare-") for n in spares)
+    synced = record_fsyncs(monkeypatch)
+    j.write(_entry(phase="attaching"), durable=True)
+    assert len(synced) == 1 and synced[0].startswith(str(tmp_path / ".spare-"))
+    assert (tmp_path / "pod-1.json").exists() and len(list(tmp_path.glob(".spare-*"))) == SPARES - 1
+    monkeypatch.undo()
+    j.prepare_spares()
+    assert len(list(tmp_path.glob(".spare-*"))) == SPARES
+    # The power loss: the spare's data reached the disk, its rename did not.
+    (tmp_path / "pod-1.json").rename(tmp_path / ".spare-999")
+    again = Journal(tmp_path)
+    assert again.load() == [_entry(phase="attaching")]
+    assert (tmp_path / "pod-1.json").exists() and len(list(tmp_path.glob(".spare-*"))) == SPARES
+    # A spare torn by the power loss (written, never fsynced: nothing had moved) is set aside.
+    (tmp_path / ".spare-1000").write_bytes(b'{"seq":9,"ent')
+    assert Journal(tmp_path).load() == [_entry(phase="attaching")]
+    j.close()
+    again.close()
 
 
 def test_netns_path_resolution(tmp_path: Path) -> None:
