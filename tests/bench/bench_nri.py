@@ -21,6 +21,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from dranet.services.netns.model import netns_ident
+from dranet.services.netns.nspath import DEFAULT_ROOTS, alive, netns_id
 from dranet.services.nri.collaborators import BusDra, BusNetns
 from dranet.services.nri.handlers import PodHandlers, PodInfo
 from dranet.services.nri.plugin import NriPlugin, PluginOptions
@@ -48,9 +50,15 @@ class Stand:
     def __init__(self, rd: Path) -> None:
         self.devices: dict[str, list[dict[str, Any]]] = {}
         self.worker_ms: dict[str, float] = {}
-        self.attached: dict[str, list[str]] = {}
+        self.attached: dict[str, list[dict[str, Any]]] = {}  # pod UID -> its attachments
         self.dra = BusServer(rd, "dra", {"pod_devices": self.pod_devices})
-        self.netns = BusServer(rd, "netns", {"attach": self.attach, "detach": self.detach, "list": self.list})
+        ops = {
+            "attach": self.attach,
+            "detach": self.detach,
+            "list": self.list,
+            "netns_alive": self.netns_alive,
+        }
+        self.netns = BusServer(rd, "netns", ops)
         self.dra.start()
         self.netns.start()
 
@@ -59,6 +67,7 @@ class Stand:
 
     def attach(self, body: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
         t = time.perf_counter()
+        ident = netns_id(body["netns"])
         out = [
             {
                 "pod_uid": body["pod_uid"],
@@ -67,18 +76,26 @@ class Stand:
                 "hardware_address": "",
                 "ips": [],
                 "state": "attached",
+                "netns": body["netns"],
+                "netns_id": netns_ident(ident) if ident else "",
             }
             for d in body["devices"]
         ]
-        self.attached[body["pod_uid"]] = [d["device"] for d in body["devices"]]
+        self.attached[body["pod_uid"]] = out
         self.worker_ms[body["pod_uid"]] = (time.perf_counter() - t) * 1000
         return {"attachments": out}
 
     def detach(self, body: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
-        return {"released": self.attached.pop(body["pod_uid"], [])}
+        return {"released": [a["device"] for a in self.attached.pop(body["pod_uid"], [])]}
 
     def list(self, body: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
-        return {"attachments": []}
+        return {"attachments": [a for pod in self.attached.values() for a in pod]}
+
+    def netns_alive(self, body: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
+        """As the worker answers it (nri asks at every Synchronize): the paths that open as a pod
+        netns, with their identities."""
+        found = alive(body["netns"], DEFAULT_ROOTS, [netns_id("/proc/self/ns/net") or (0, 0)])
+        return {"alive": [{"netns": p, "id": netns_ident(i)} for p, i in found.items()]}
 
     def close(self) -> None:
         self.dra.stop()
