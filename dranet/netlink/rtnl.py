@@ -99,6 +99,7 @@ RTEXT_FILTER_SKIP_STATS = 1 << 3
 IFA_ADDRESS, IFA_LOCAL, IFA_LABEL, IFA_BROADCAST, IFA_CACHEINFO, IFA_FLAGS = 1, 2, 3, 4, 6, 8
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_PREFSRC, RTA_METRICS = 1, 4, 5, 6, 7, 8
 RTA_MULTIPATH, RTA_TABLE = 9, 15
+RTN_UNICAST = 1
 RTM_F_FIB_MATCH = 0x2000  # answer a lookup with the matched FIB entry (every nexthop), not one path
 # RTAX_* (linux/rtnetlink.h), by number; the names are what pyroute2 encodes.
 RTAX_NAMES = (
@@ -218,13 +219,20 @@ def _align(n: int) -> int:
     return (n + 3) & ~3
 
 
-def _attrs(data: bytes | memoryview, offset: int, end: int) -> Iterator[tuple[int, memoryview]]:
+def _attrs(
+    data: bytes | memoryview, offset: int, end: int, wanted: frozenset[int] | None = None
+) -> Iterator[tuple[int, memoryview]]:
+    """The (type, value) of each attribute from offset to end; wanted: only these types (the others
+    are skipped unsliced: a link message has ~40 attributes and a parser reads ~15)."""
     view = memoryview(data)
+    unpack = _RTATTR.unpack_from
     while offset + 4 <= end:
-        length, kind = _RTATTR.unpack_from(view, offset)
+        length, kind = unpack(view, offset)
         if length < 4:
             return
-        yield kind & 0x3FFF, view[offset + 4 : offset + length]
+        kind &= 0x3FFF
+        if wanted is None or kind in wanted:
+            yield kind, view[offset + 4 : offset + length]
         offset += _align(length)
 
 
@@ -240,6 +248,31 @@ def _u32(value: memoryview) -> int:
     return int(_U32.unpack_from(value)[0])
 
 
+_LINK_ATTRS = frozenset(
+    {
+        IFLA_IFNAME,
+        IFLA_ADDRESS,
+        IFLA_MTU,
+        IFLA_MASTER,
+        IFLA_LINK,
+        IFLA_LINK_NETNSID,
+        IFLA_OPERSTATE,
+        IFLA_IFALIAS,
+        IFLA_PARENT_DEV_NAME,
+        IFLA_PARENT_DEV_BUS_NAME,
+        IFLA_LINKINFO,
+        IFLA_CARRIER,
+        IFLA_PERM_ADDRESS,
+        IFLA_PROP_LIST,
+        IFLA_GSO_MAX_SIZE,
+        IFLA_GRO_MAX_SIZE,
+        IFLA_GSO_IPV4_MAX_SIZE,
+        IFLA_GRO_IPV4_MAX_SIZE,
+        IFLA_XDP,
+    }
+)
+
+
 def parse_link(msg: memoryview) -> RawLink:
     _family, ifi_type, index, flags, _change = _IFINFOMSG.unpack_from(msg, 0)
     name = kind = mac = alias = parent_bus = parent_dev = perm_mac = ""
@@ -250,7 +283,7 @@ def parse_link(msg: memoryview) -> RawLink:
     alt: list[str] = []
     sizes: dict[int, int] = {}
     xdp: tuple[tuple[int, int], ...] = ()
-    for kind_id, value in _attrs(msg, _IFINFOMSG.size, len(msg)):
+    for kind_id, value in _attrs(msg, _IFINFOMSG.size, len(msg), _LINK_ATTRS):
         if kind_id == IFLA_IFNAME:
             name = _cstr(value)
         elif kind_id == IFLA_ADDRESS:
@@ -332,14 +365,15 @@ def parse_xdp(value: memoryview) -> tuple[tuple[int, int], ...]:
     return tuple(per_mode) if attached else ()
 
 
+_AF_SPEC = frozenset({IFLA_AF_SPEC})
+
+
 def parse_devconf(msg: memoryview) -> tuple[dict[int, int], dict[str, int]]:
     """A link message's per-device settings: IPv4 by IPV4_DEVCONF_* number (1-based), IPv6 by
     /proc/sys name (the kernel's arrays in IFLA_AF_SPEC; IPv6 values are signed)."""
     ipv4: dict[int, int] = {}
     ipv6: dict[str, int] = {}
-    for kind_id, spec in _attrs(msg, _IFINFOMSG.size, len(msg)):
-        if kind_id != IFLA_AF_SPEC:
-            continue
+    for _kind, spec in _attrs(msg, _IFINFOMSG.size, len(msg), _AF_SPEC):
         for family, conf in _attrs(spec, 0, len(spec)):
             for sub, array in _attrs(conf, 0, len(conf)):
                 if family == socket.AF_INET and sub == IFLA_INET_CONF:
@@ -387,6 +421,13 @@ def parse_addr(msg: memoryview) -> RawAddr | None:
         valid=valid,
         preferred=preferred,
     )
+
+
+def unicast_ip_route(msg: memoryview) -> bool:
+    """Whether a route message is an IPv4 or IPv6 unicast route, from its header alone (a dump's
+    local-table, broadcast and multicast entries need no parsing when only unicast ones count)."""
+    family, *_rest, rtype, _flags = _RTMSG.unpack_from(msg, 0)
+    return rtype == RTN_UNICAST and family in (socket.AF_INET, socket.AF_INET6)
 
 
 def parse_route(msg: memoryview) -> RawRoute:

@@ -588,6 +588,8 @@ class Rtnl:
         """IPv4 and IPv6 unicast routes of every table (one dump), optionally only those through oif."""
         out: list[Route] = []
         for m in self._read(RTM_GETROUTE, reader.ROUTE_DUMP):
+            if not reader.unicast_ip_route(m):
+                continue  # what _route drops, known from the header: no need to parse it
             r = _route(reader.parse_route(m))
             if r is None:
                 continue

@@ -44,6 +44,9 @@ def test_rtnl_parses_link_addr_route() -> None:
     link = struct.pack("=BxHiII", 0, 1, 7, 0, 0) + b"".join(
         [
             _attr(rtnl.IFLA_IFNAME, b"mv0\0"),
+            # attributes the parser skips unread, among those it reads
+            _attr(rtnl.IFLA_AF_SPEC | 0x8000, _attr(socket.AF_INET, b"\1" * 120)),
+            _attr(99, b"x"),
             _attr(rtnl.IFLA_ADDRESS, bytes.fromhex("020000000007")),
             _attr(rtnl.IFLA_MTU, struct.pack("=I", 1400)),
             _attr(rtnl.IFLA_LINK, struct.pack("=I", 2)),
@@ -80,6 +83,12 @@ def test_rtnl_parses_link_addr_route() -> None:
     assert ad is not None and (ad.index, ad.address, ad.prefixlen) == (7, "10.1.2.3", 24)
     rt = rtnl.parse_route(msgs[2][1])
     assert (rt.table, rt.dst_len, rt.oifs, rt.type) == (254, 0, (3, 4), 1)
+    assert rtnl.unicast_ip_route(msgs[2][1])
+    local = struct.pack("=BBBBBBBBI", socket.AF_INET, 32, 0, 0, 255, 2, 254, 2, 0)
+    other_family = struct.pack("=BBBBBBBBI", socket.AF_BRIDGE, 0, 0, 0, 254, 3, 0, 1, 0)
+    assert not rtnl.unicast_ip_route(memoryview(local)) and not rtnl.unicast_ip_route(
+        memoryview(other_family)
+    )
 
 
 def test_rtnl_error_message_raises() -> None:
