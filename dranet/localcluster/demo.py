@@ -116,7 +116,7 @@ class Cluster:
         if self.containerd is None:
             from dranet.localcluster.containerd import DEFAULT_CACHE, Containerd
 
-            self.log("  starting containerd 2.1 with NRI (first run downloads Debian packages) ...")
+            self.log("  starting containerd with NRI (first run downloads Debian packages) ...")
             self.containerd = Containerd(
                 self.workdir / "ctrd",
                 self.ctrd_cache or DEFAULT_CACHE,

@@ -1,4 +1,5 @@
-"""A private containerd 2.1 with CRI and NRI, for the tests, the benchmarks and the demo.
+"""A private containerd with CRI and NRI, for the tests, the benchmarks and the demo: 2.1, or 1.7
+(Debian trixie's 1.7.24, NRI and CDI switched on in its config) with DRANET_CONTAINERD=1.7.
 
     ctrd = Containerd("/tmp/tnr-abc", cache_dir="/var/cache/dranet-ctrd")
     ctrd.up()          # downloads the Debian packages once into cache_dir, then starts
@@ -21,6 +22,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 DEFAULT_CACHE = os.environ.get("DRANET_CTRD_CACHE", "/var/cache/dranet-ctrd")
 FETCH_FAILED = 3  # fetch.sh's exit code when the packages cannot be downloaded
+VERSIONS = ("2.1", "1.7")
+DEFAULT_VERSION = os.environ.get("DRANET_CONTAINERD", "2.1")  # the one variable that selects it
 
 
 class ContainerdError(Exception):
@@ -43,7 +46,11 @@ class Containerd:
         subnet: str = "10.223.0.0/24",
         nri_socket: str | Path | None = None,
         netns: str | None = None,
+        version: str = DEFAULT_VERSION,
     ) -> None:
+        if version not in VERSIONS:
+            raise ValueError(f"containerd {version!r}: supported versions are {', '.join(VERSIONS)}")
+        self.version = version
         self.run_dir = Path(run_dir)
         self.cache_dir = Path(cache_dir)
         self.request_timeout = request_timeout
@@ -94,6 +101,7 @@ class Containerd:
                 "DRANET_CTRD_BRIDGE": self.bridge,
                 "DRANET_CTRD_SUBNET": self.subnet,
                 "DRANET_PYTHON": sys.executable,
+                "DRANET_CONTAINERD": self.version,
             }
         )
         return env

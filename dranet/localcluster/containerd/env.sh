@@ -4,6 +4,14 @@
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 RUN="${DRANET_CTRD_RUN:-/run/dranet-ctrd}"
 CACHE="${DRANET_CTRD_CACHE:-/var/cache/dranet-ctrd}"
+# The containerd version: 2.1 (default) or 1.7. Each version's packages live in their own part of
+# the cache, so the two can be used one after the other without a download.
+VERSION="${DRANET_CONTAINERD:-2.1}"
+case $VERSION in
+    2.1) ;;
+    1.7) CACHE="$CACHE/1.7" ;;
+    *) echo "DRANET_CONTAINERD=$VERSION: supported versions are 2.1 and 1.7" >&2; exit 2 ;;
+esac
 PKGROOT="$CACHE/root"
 SOCK="$RUN/containerd.sock"
 NRI_SOCK="${DRANET_CTRD_NRI_SOCK:-$RUN/nri.sock}"
@@ -19,9 +27,19 @@ NRI_REG_TIMEOUT="${DRANET_CTRD_NRI_REGISTRATION_TIMEOUT:-5s}"
 NRI_REQ_TIMEOUT="${DRANET_CTRD_NRI_REQUEST_TIMEOUT:-2s}"
 PYTHON="${DRANET_PYTHON:-python3}"
 
-# containerd 2.1 and the CNI plugins come from Debian sid; runc from bookworm, because sid's runc
-# is linked against glibc 2.38 and this machine has 2.36.
-SID_PKGS="containerd containernetworking-plugins"
+# containerd 2.1 and the CNI plugins come from Debian sid, 1.7 (1.7.24) and its CNI plugins from
+# trixie; runc from bookworm, because newer runc packages are linked against glibc 2.38 and this
+# machine has 2.36.
+if [[ $VERSION == 1.7 ]]; then
+    SUITE=trixie
+    SUITE_SOURCES="deb http://deb.debian.org/debian trixie main
+deb http://deb.debian.org/debian-security trixie-security main
+deb http://deb.debian.org/debian trixie-updates main"
+else
+    SUITE=sid
+    SUITE_SOURCES="deb http://deb.debian.org/debian sid main"
+fi
+SUITE_PKGS="containerd containernetworking-plugins"
 BOOKWORM_PKGS="runc"
 
 CTRD_BIN="$PKGROOT/usr/bin/containerd"

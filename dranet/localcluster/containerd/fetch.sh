@@ -16,18 +16,18 @@ apt_private() {  # apt_private NAME apt-get-args...
         -o Dir::Etc::sourcelist="$CACHE/apt/$name/sources.list" \
         -o Dir::State::Lists="$CACHE/apt/$name/lists" -o Dir::Cache="$CACHE/apt" "$@"
 }
-mkdir -p "$CACHE/apt/sid" "$CACHE/apt/bookworm"
-echo "deb http://deb.debian.org/debian sid main" > "$CACHE/apt/sid/sources.list"
+mkdir -p "$CACHE/apt/$SUITE" "$CACHE/apt/bookworm"
+echo "$SUITE_SOURCES" > "$CACHE/apt/$SUITE/sources.list"
 printf '%s\n' "deb http://deb.debian.org/debian bookworm main" \
     "deb http://deb.debian.org/debian-security bookworm-security main" > "$CACHE/apt/bookworm/sources.list"
-for name in sid bookworm; do
+for name in "$SUITE" bookworm; do
     ls "$CACHE/apt/$name/lists/"*_Packages* >/dev/null 2>&1 || apt_private "$name" update >/dev/null
 done
 # shellcheck disable=SC2086
-(cd "$CACHE/debs" && apt_private sid download $SID_PKGS && apt_private bookworm download $BOOKWORM_PKGS) \
+(cd "$CACHE/debs" && apt_private "$SUITE" download $SUITE_PKGS && apt_private bookworm download $BOOKWORM_PKGS) \
     2>&1 | grep -v 'Download is performed unsandboxed' || true
 rm -rf "$PKGROOT.new"; mkdir -p "$PKGROOT.new"
-for p in $SID_PKGS $BOOKWORM_PKGS; do
+for p in $SUITE_PKGS $BOOKWORM_PKGS; do
     deb=$(ls -t "$CACHE/debs/${p}_"*.deb 2>/dev/null | head -1)
     [[ -n $deb ]] || { echo "fetch: could not download the Debian package $p" >&2; exit 3; }
     dpkg-deb -x "$deb" "$PKGROOT.new"

@@ -1,5 +1,6 @@
 #!/bin/bash
-# Start a private containerd 2.1 with CRI and NRI for the tests and the demo:
+# Start a private containerd (2.1, or 1.7 with DRANET_CONTAINERD=1.7) with CRI and NRI for the
+# tests and the demo:
 #   packages from Debian (fetch.sh), a pause image built here with gcc (no registry is ever
 #   contacted), a CNI bridge with no gateway, no masquerade and no host address (traffic from a
 #   pod leads nowhere), and NRI listening on $NRI_SOCK with the configured timeouts.
@@ -47,7 +48,62 @@ cat > "$RUN/cni/net.d/10-$CNI_NET.conflist" <<JSON
 }
 JSON
 
-# ------------------------------------------------------------------ containerd configuration (version 3 = 2.x)
+# ------------------------------------------------------------------ containerd configuration
+# 2.1 reads `version = 3`, 1.7 `version = 2` (one CRI section; NRI and CDI off unless switched on).
+if [[ $VERSION == 1.7 ]]; then
+cat > "$CONFIG" <<TOML
+version = 2
+root = '$RUN/root'
+state = '$RUN/state'
+temp = '$RUN/tmp'
+
+[grpc]
+  address = '$SOCK'
+
+[debug]
+  level = '${DRANET_CTRD_LOG_LEVEL:-info}'
+
+[plugins]
+  [plugins.'io.containerd.grpc.v1.cri']
+    sandbox_image = '$PAUSE_IMAGE'
+    disable_tcp_service = true
+    stream_server_address = '127.0.0.1'
+    stream_server_port = '0'
+    restrict_oom_score_adj = true
+    # off by default in 1.7: dra writes a CDI spec per prepared claim into our own spec dir
+    enable_cdi = true
+    cdi_spec_dirs = ['$RUN/cdi']
+    [plugins.'io.containerd.grpc.v1.cri'.containerd]
+      snapshotter = '$SNAPSHOTTER'
+      default_runtime_name = 'runc'
+      [plugins.'io.containerd.grpc.v1.cri'.containerd.runtimes.runc]
+        runtime_type = 'io.containerd.runc.v2'
+        sandbox_mode = 'podsandbox'
+        [plugins.'io.containerd.grpc.v1.cri'.containerd.runtimes.runc.options]
+          BinaryName = '$RUNC_BIN'
+          Root = '$RUN/runc'
+          SystemdCgroup = false
+    [plugins.'io.containerd.grpc.v1.cri'.cni]
+      bin_dir = '$CNI_BIN_DIR'
+      conf_dir = '$RUN/cni/net.d'
+      max_conf_num = 1
+    [plugins.'io.containerd.grpc.v1.cri'.registry]
+      config_path = '$RUN/certs.d'
+
+  [plugins.'io.containerd.internal.v1.opt']
+    path = '$RUN/opt'
+
+  # off by default in 1.7 (disable = true): the driver needs it on
+  [plugins.'io.containerd.nri.v1.nri']
+    disable = false
+    disable_connections = false
+    socket_path = '$NRI_SOCK'
+    plugin_path = '$RUN/nri/plugins'
+    plugin_config_path = '$RUN/nri/conf.d'
+    plugin_registration_timeout = '$NRI_REG_TIMEOUT'
+    plugin_request_timeout = '$NRI_REQ_TIMEOUT'
+TOML
+else
 cat > "$CONFIG" <<TOML
 version = 3
 root = '$RUN/root'
@@ -107,6 +163,7 @@ temp = '$RUN/tmp'
     plugin_registration_timeout = '$NRI_REG_TIMEOUT'
     plugin_request_timeout = '$NRI_REQ_TIMEOUT'
 TOML
+fi
 
 # ------------------------------------------------------------------ start
 # What exists before we start, so down.sh removes only what this containerd created.
