@@ -66,6 +66,16 @@ def build_image(ctrd: Containerd | None = None, timeout: float = 900) -> str:
     return r.stderr
 
 
+def tag_image(ctrd: Containerd, source: str, tag: str) -> None:
+    """Name an image already in ctrd by another tag too (an upgrade's new tag, without a build)."""
+    ctr = [str(ctrd.cache_dir / "root" / "usr" / "bin" / "ctr"), "-a", str(ctrd.cri_socket), "-n", "k8s.io"]
+    r = subprocess.run(
+        [*ctr, "images", "tag", "--force", source, tag], capture_output=True, text=True, timeout=60
+    )
+    if r.returncode != 0:
+        raise DemoError(f"ctr images tag {source} {tag}: {r.stderr.strip()}")
+
+
 def kustomized_docs(directory: Path = KUSTOMIZE_DIR) -> list[dict[str, Any]]:
     """The manifests as `kubectl apply -k` would send them: `kubectl kustomize`, or without kubectl
     the kustomization features deploy/kubernetes uses (resources, images, replacements, local-config
@@ -227,6 +237,7 @@ class DaemonSetCluster(Cluster):
     front: ApiFront | None = None
     template: dict[str, Any] = field(default_factory=dict)
     startup_timeout: float = 120.0
+    pki: tuple[Path, Path, Path] | None = None  # the API front's CA, certificate and key
 
     def __post_init__(self) -> None:
         tag = secrets.token_hex(3)
@@ -238,17 +249,19 @@ class DaemonSetCluster(Cluster):
     def registry_dir(self) -> Path:
         return self.host_root / "var/lib/kubelet/plugins_registry"
 
-    def node(self) -> Node:
+    def node(self, image: str = IMAGE) -> Node:
         return Node(
             name=self.node_name,
             ip="127.0.0.1",
             host_root=self.host_root,
             host_paths={
-                "/var/run/netns": "/var/run/netns",
+                # the mount itself (ip netns makes /run/netns a shared mount): containerd 1.7 checks
+                # the propagation of the literal path and does not follow /var/run -> /run
+                "/var/run/netns": "/run/netns",
                 "/var/run/nri": str(self.host_root / "var/run/nri"),
             },
             pod_dir=self.workdir / "pods" / "driver",
-            images={c["image"]: IMAGE for c in self.template["spec"]["containers"]},
+            images={c["image"]: image for c in self.template["spec"]["containers"]},
             pod_uid=str(uuid.uuid4()),
             api_service=("127.0.0.1", API_PORT),
             netns=self.node_netns,
@@ -269,7 +282,7 @@ class DaemonSetCluster(Cluster):
             netns=self.node_netns,
         )
         self._own_containerd = True
-        self.log(f"  node netns {self.node_netns}: containerd 2.1 with NRI in it ...")
+        self.log(f"  node netns {self.node_netns}: containerd with NRI in it ...")
         self.containerd.up()
         self.log("  the driver image (make image), imported into that containerd ...")
         build_image(self.containerd)
@@ -297,20 +310,41 @@ class DaemonSetCluster(Cluster):
         """The DaemonSet's pod, as the kubelet would run it, until its readiness probes pass."""
         assert self.apiserver is not None and self.containerd is not None
         host, port = self.apiserver.url.rsplit("//", 1)[1].rsplit(":", 1)
-        ca, crt, key = make_certs(self.workdir / "pki", "127.0.0.1")
-        self.front = ApiFront(self.node_netns, (host, int(port)), (ca, crt, key))
+        self.pki = make_certs(self.workdir / "pki", "127.0.0.1")
+        self.front = ApiFront(self.node_netns, (host, int(port)), self.pki)
         self.front.start()
         self.registry_dir.mkdir(parents=True, exist_ok=True)  # the kubelet makes it at boot (type Directory)
-        node = self.node()
-        pod_plan = plan(self.template, node, sa_token="node-standin-token", root_ca=ca.read_text())
-        self.pod = DaemonPod(pod_plan, CriClient(str(self.containerd.cri_socket)))
-        self.pod.up()
+        self.pod = self.new_pod(IMAGE)
         # The kubelet's plugin watcher runs from its start and registers the driver as soon as its
         # registration socket appears: the pod's readiness includes being registered.
         self.agent = self.make_agent()
         self.agent.start()
         self.pod.wait_ready(self.startup_timeout)
-        self.log(f"  the DaemonSet's pod {pod_plan.name} is ready (logs in {pod_plan.sandbox.log_directory})")
+        where = self.pod.plan.sandbox.log_directory
+        self.log(f"  the DaemonSet's pod {self.pod.plan.name} is ready (logs in {where})")
+
+    def new_pod(self, image: str) -> DaemonPod:
+        """The DaemonSet's pod from the template with its containers' image set to image, up (not
+        necessarily ready yet)."""
+        assert self.containerd is not None and self.pki is not None
+        pod_plan = plan(
+            self.template, self.node(image), sa_token="node-standin-token", root_ca=self.pki[0].read_text()
+        )
+        pod = DaemonPod(pod_plan, CriClient(str(self.containerd.cri_socket)))
+        pod.up()
+        return pod
+
+    def roll(self, image: str) -> None:
+        """The DaemonSet controller's rolling update on this node (maxSurge 0): the old pod goes
+        (grace period), the pod with the new image comes and becomes ready."""
+        if self.pod is not None:
+            old, self.pod = self.pod, None
+            errors = old.down()
+            old.cri.close()
+            if errors:
+                raise DemoError(f"the old driver pod did not go cleanly: {errors}")
+        self.pod = self.new_pod(image)
+        self.pod.wait_ready(self.startup_timeout)
 
     def wait_services(self, services: tuple[str, ...] = (), timeout: float = 30.0) -> None:
         assert self.pod is not None
