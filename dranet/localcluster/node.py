@@ -59,7 +59,7 @@ def build_image(ctrd: Containerd | None = None, timeout: float = 900) -> str:
     """`make image` (cached; seconds after the first run), imported into ctrd when given."""
     env = dict(os.environ, IMAGE=IMAGE, PYTHON=sys.executable)
     if ctrd is not None:
-        env.update(CTR=str(ctrd.cache_dir / "root" / "usr" / "bin" / "ctr"), CTR_ADDRESS=str(ctrd.cri_socket))
+        env.update(CTR=str(ctrd.ctr), CTR_ADDRESS=str(ctrd.cri_socket))
     r = subprocess.run(["bash", str(BUILD_SCRIPT)], env=env, capture_output=True, text=True, timeout=timeout)
     if r.returncode != 0:
         raise DemoError(f"{BUILD_SCRIPT} failed ({r.returncode}):\n{r.stderr[-3000:]}")
@@ -68,7 +68,7 @@ def build_image(ctrd: Containerd | None = None, timeout: float = 900) -> str:
 
 def tag_image(ctrd: Containerd, source: str, tag: str) -> None:
     """Name an image already in ctrd by another tag too (an upgrade's new tag, without a build)."""
-    ctr = [str(ctrd.cache_dir / "root" / "usr" / "bin" / "ctr"), "-a", str(ctrd.cri_socket), "-n", "k8s.io"]
+    ctr = [str(ctrd.ctr), "-a", str(ctrd.cri_socket), "-n", "k8s.io"]
     r = subprocess.run(
         [*ctr, "images", "tag", "--force", source, tag], capture_output=True, text=True, timeout=60
     )

@@ -14,8 +14,8 @@ from tests.longlife import SERVICES, LongLife, usage_table
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 __all__ = ["cluster"]  # the module's own DaemonSetCluster (a module-scoped fixture)
 
-WARM_UP = 30
-PODS = 200
+WARM_UP = 20
+PODS = 180
 # What may differ between two quiet moments after the warm-up (a bus client connecting, a
 # subscriber's reconnect, a background thread's short life), as in tests/integration/test_soak.py.
 FD_SLACK = 6

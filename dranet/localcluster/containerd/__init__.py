@@ -66,6 +66,16 @@ class Containerd:
             raise ValueError(f"{self.run_dir}: too long for a unix socket path; use a short run_dir")
 
     @property
+    def package_root(self) -> Path:
+        """Where fetch.sh unpacked this version's packages (env.sh: 1.7 in its own part of the cache)."""
+        return self.cache_dir / ("1.7" if self.version == "1.7" else "") / "root"
+
+    @property
+    def ctr(self) -> Path:
+        """This version's own `ctr` (another version's may not import images into it)."""
+        return self.package_root / "usr" / "bin" / "ctr"
+
+    @property
     def cri_socket(self) -> Path:
         return self.run_dir / "containerd.sock"
 
