@@ -193,7 +193,7 @@ def test_killed_sidecar_comes_back_and_nics_stay(cluster: DaemonSetCluster) -> N
 
 @contextmanager
 def fast_liveness(pod: DaemonPod) -> Iterator[None]:
-    """The manifest's liveness commands, probed every second with threshold 2 (the manifest's 30 s
+    """The manifest's liveness probes, probed every second with threshold 2 (the manifest's 30 s
     x 4 would make the test wait minutes); the manifest's probes come back after."""
     for rc in pod.containers.values():
         p = rc.plan.probes["livenessProbe"]
@@ -227,8 +227,8 @@ def test_liveness_holds_while_the_api_server_is_down(cluster: DaemonSetCluster) 
 
 
 def test_liveness_holds_while_containerd_is_down(cluster: DaemonSetCluster) -> None:
-    """The kubelet cannot exec a probe while the runtime is down: an errored probe is thrown away
-    (the kubelet's prober worker), never counted as a failure, so liveness restarts nothing."""
+    """The runtime down says nothing about the driver: its liveness probe (an HTTP GET of the pod's
+    endpoint, /healthz) keeps passing and nothing is counted as a failure or restarted."""
     pod = cluster.pod
     assert pod is not None and cluster.containerd is not None
     before = restarts(pod)
