@@ -21,10 +21,10 @@ import select
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from dranet.netlink.rtnl import EVENT_GROUPS, NetlinkError, RtnlSocket, open_in_netns
+from dranet.netlink.rtnl import EVENT_GROUPS, LINK_EVENTS, NetlinkError, RtnlSocket, open_in_netns
 from dranet.observability.metrics import gauge, histogram
 
 from .devices import NetdevSysfs, ScanOptions, build_devices
@@ -95,6 +95,8 @@ class Inventory:
         self._on_change = on_change
         self._attached_provider = attached
         self._tcx_provider = tcx
+        self._tcx: Mapping[str, Sequence[str]] = {}
+        self._tcx_stale = True  # a link event since the worker was last asked
         self._attached: set[str] = set()
         # Whether the worker has answered at least once (nothing to ask without a provider).
         self._attached_known = attached is None
@@ -144,8 +146,14 @@ class Inventory:
         started = time.perf_counter()
         if full:
             self._facts.clear()
-        tcx = self._tcx_provider() if self._tcx_provider is not None else None
-        snap = scan(sock, self.options.uplink_policy, tcx)
+        snap = scan(sock, self.options.uplink_policy, self._tcx)
+        if self._tcx_provider is not None and (full or self._tcx_stale):
+            # Asked again only after a link event (attaching a tcx program sends none: upstream's
+            # e2e toggles the link) and at the resync, not for address or route events: the worker
+            # answers with a link dump and two bpf(2) calls per link.
+            self._tcx_stale = False
+            self._tcx = self._tcx_provider()
+            snap.links = [replace(lk, tcx_programs=tuple(self._tcx.get(lk.name, ()))) for lk in snap.links]
         self._uplinks.report(snap.uplinks)
         live = build_devices(snap, self.sysfs, self.options, self._facts)
         live_names = {d.name for d in live}
@@ -260,8 +268,7 @@ class Inventory:
                 events.close()
                 dump.close()
 
-    @staticmethod
-    def _drain(events: RtnlSocket) -> bool:
+    def _drain(self, events: RtnlSocket) -> bool:
         got = False
         while True:
             try:
@@ -269,5 +276,6 @@ class Inventory:
             except BlockingIOError:
                 return got
             got = True
-            if types is None:  # overflow: we lost events, a rescan covers them
-                continue
+            # None: the kernel dropped events (overflow); the rescan covers them, whatever they were.
+            if types is None or LINK_EVENTS.intersection(types):
+                self._tcx_stale = True

@@ -178,6 +178,45 @@ def test_device_in_a_pod_keeps_its_attributes_across_a_restart(node: str, tmp_pa
         subprocess.run(["ip", "netns", "del", pod], capture_output=True)
 
 
+def test_tcx_names_are_asked_for_when_links_change(node: str, tmp_path: Path) -> None:
+    """The worker is asked for tcx programs at the first scan and after a link event (upstream's
+    e2e toggles the link after attaching one), not at every address or route event."""
+    (tmp_path / "sys").mkdir()
+    asked: list[int] = []
+    answer = {"eth-a": ["handle_ingress"]}
+
+    def tcx() -> dict[str, list[str]]:
+        asked.append(1)
+        return answer
+
+    cfg = InventoryConfig(
+        sysfs_root=tmp_path / "sys",
+        options=ScanOptions(filter=DeviceFilter("true")),
+        netns=node,
+        coalesce=0.02,
+    )
+    inv = Inventory(cfg, tcx=tcx)
+    inv.start()
+    try:
+        assert inv.ready.wait(DEADLINE)
+        assert by_ifname(inv)["eth-a"].attributes["dra.net/tcxProgramNames"] == "handle_ingress"
+        assert len(asked) == 1
+        generation = inv.generation
+        ip("addr", "add", "10.77.0.1/24", "dev", "eth-a", ns=node)
+        wait_until(lambda: inv.generation > generation, "the address rescan")
+        assert (
+            len(asked) == 1
+            and by_ifname(inv)["eth-a"].attributes["dra.net/tcxProgramNames"] == "handle_ingress"
+        )
+        answer = {}
+        ip("link", "set", "eth-a", "down", ns=node)
+        ip("link", "set", "eth-a", "up", ns=node)
+        wait_until(lambda: "dra.net/tcxProgramNames" not in by_ifname(inv)["eth-a"].attributes, "asked again")
+        assert len(asked) == 2
+    finally:
+        inv.stop()
+
+
 def test_default_filter_hides_veth(node: str, tmp_path: Path) -> None:
     (tmp_path / "sys").mkdir()
     inv = Inventory(InventoryConfig(sysfs_root=tmp_path / "sys", netns=node))
