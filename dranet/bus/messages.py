@@ -229,6 +229,9 @@ ATTACHMENT = Struct(
     strict=False,
 )
 
+GRANT_DEVICE = _s("GrantDevice", device=str, ifname=str, config=AnyMap, rdma_device=Opt(str))
+GRANT_CLAIM = _s("GrantClaim", uid=str, pod_uids=[str], devices=[GRANT_DEVICE])
+
 OPS: dict[str, Op] = {
     # every service
     "ping": Op(
@@ -337,6 +340,19 @@ OPS: dict[str, Op] = {
         read_only=True,
         doc="the names of the tcx programs of each host interface that has some (bpf(2) needs the "
         "worker's capabilities); discovery publishes them as dra.net/tcxProgramNames",
+    ),
+    "grant": Op(
+        "netns",
+        _s("GrantRequest", claims=[GRANT_CLAIM], replace=Opt(bool)),
+        _s("GrantResult", granted=int),
+        doc="dra only: the claims it prepared (pod UIDs, devices, validated config); the worker "
+        "attaches nothing else. replace: this is the whole set",
+    ),
+    "revoke": Op(
+        "netns",
+        _s("RevokeRequest", claim_uids=[str]),
+        _s("RevokeResult", revoked=[str]),
+        doc="dra only: claims unprepared; their devices may no longer be attached",
     ),
     # test and benchmark op served only when a test registers it (mutating: the tests count runs)
     "echo": Op("*", _open("Echo"), _open("Echo"), doc="returns its body"),

@@ -54,6 +54,10 @@ class ClaimReader(Protocol):
 
 # detach(pod_uid, device names): asks the netns worker; raises BusError when it cannot.
 Detacher = Callable[[str, list[str]], None]
+# grant(claims, replace): tells the netns worker what it may attach (the only authority it
+# trusts, dranet/services/netns/grants.py); revoke(claim UIDs). Both raise BusError.
+Granter = Callable[[list[PreparedClaim], bool], None]
+Revoker = Callable[[list[str]], object]
 
 
 class Driver:
@@ -71,6 +75,8 @@ class Driver:
         on_failed: Callable[[ClaimRef, str], None] | None = None,
         cdi: CdiSpecs | None = None,
         features: FeatureLookup | None = None,
+        grant: Granter | None = None,
+        revoke: Revoker | None = None,
     ) -> None:
         self.driver_name = driver_name
         self.node_name = node_name
@@ -87,6 +93,12 @@ class Driver:
         # API server reads happen before it is taken.
         self._lock = threading.Lock()
         self._prepared: dict[str, PreparedClaim] = {}
+        self._grant = grant
+        self._revoke = revoke
+        # Claims the worker has confirmed a grant for, and a counter of changes to the prepared set
+        # (a whole-set push that raced with a prepare or unprepare is pushed again).
+        self._granted: set[str] = set()
+        self._changes = 0
 
     # ------------------------------------------------------------ lifecycle
 
@@ -121,8 +133,9 @@ class Driver:
             with bind(claim_uid=ref.uid, claim=f"{ref.namespace}/{ref.name}"):
                 known = self._prepared.get(ref.uid)
                 if known is not None:  # idempotent and cheap: no API read, no disk write
-                    out[ref.uid] = self._result(known)
-                    CLAIM_RESULTS.labels(op="prepare", outcome="cached").inc()
+                    error = self._grant_claims([known]) if known.uid not in self._granted else ""
+                    out[ref.uid] = ClaimResult(error=error) if error else self._result(known)
+                    CLAIM_RESULTS.labels(op="prepare", outcome="error" if error else "cached").inc()
                     continue
                 try:
                     fresh[ref.uid] = self._build(ref)
@@ -192,8 +205,16 @@ class Driver:
                     self._remove_spec(uid)
                 return out
             self._prepared = candidate
+            self._changes += 1
             PREPARED_CLAIMS.set(len(candidate))
+        # Prepared (checkpointed) but not ready until the worker holds the grant: the kubelet hears
+        # of the claim only after, so no attach can come before it.
+        error = self._grant_claims(list(accepted.values()))
         for uid, claim in accepted.items():
+            if error:
+                out[uid] = ClaimResult(error=error)
+                CLAIM_RESULTS.labels(op="prepare", outcome="error").inc()
+                continue
             out[uid] = self._result(claim)
             CLAIM_RESULTS.labels(op="prepare", outcome="prepared").inc()
             if self._on_prepared is not None:
@@ -220,7 +241,7 @@ class Driver:
                 out[ref.uid] = ""
                 CLAIM_RESULTS.labels(op="unprepare", outcome="unknown").inc()
                 continue
-            err = self._detach_all(claim)
+            err = self._detach_all(claim) or self._revoke_claim(claim.uid)
             out[ref.uid] = err
             if not err:
                 dropped.append(claim)
@@ -237,6 +258,7 @@ class Driver:
                         out[c.uid] = msg
                     return out
                 self._prepared = remaining
+                self._changes += 1
                 PREPARED_CLAIMS.set(len(remaining))
             for c in dropped:
                 self._remove_spec(c.uid)
@@ -246,6 +268,52 @@ class Driver:
                     self._on_unprepared(c)
         CLAIM_SECONDS.labels(op="unprepare").observe(time.monotonic() - started)
         return out
+
+    # ------------------------------------------------------------ grants to the netns worker
+
+    def _grant_claims(self, claims: list[PreparedClaim]) -> str:
+        """Push these claims' grants; "" or the error for the kubelet (it retries the prepare)."""
+        if self._grant is None or not claims:
+            return ""
+        try:
+            self._grant(claims, False)
+        except BusError as exc:
+            log.warning(
+                "the netns worker did not take the grant", extra={"code": exc.code, "reason": exc.message}
+            )
+            return (
+                f"prepared, but the netns worker did not take the grant ({exc.code}: {exc.message}); "
+                "the kubelet will retry"
+            )
+        self._granted.update(c.uid for c in claims)
+        return ""
+
+    def _revoke_claim(self, claim_uid: str) -> str:
+        if self._revoke is None:
+            return ""
+        try:
+            self._revoke([claim_uid])
+        except BusError as exc:
+            return (
+                f"could not revoke the grant of claim {claim_uid} from the netns worker "
+                f"({exc.code}: {exc.message}); the kubelet will retry"
+            )
+        self._granted.discard(claim_uid)
+        return ""
+
+    def sync_grants(self) -> bool:
+        """Push the whole prepared set (replace), as at start. True once it went through with no
+        prepare or unprepare meanwhile; raises BusError when the worker cannot be reached."""
+        if self._grant is None:
+            return True
+        with self._lock:
+            claims, changes = list(self._prepared.values()), self._changes
+        self._grant(claims, True)
+        with self._lock:
+            if changes != self._changes:
+                return False
+            self._granted = {c.uid for c in claims}
+        return True
 
     def _result(self, claim: PreparedClaim) -> ClaimResult:
         ids = self._cdi.ids(claim) if self._cdi is not None else {}

@@ -182,7 +182,12 @@ class DraService:
             on_failed=lambda ref, error: self.events.claim_failed(ref.namespace, ref.name, ref.uid, error),
             cdi=self._cdi_specs(args, s.runtime_dir),
             features=self._ethtool_table,
+            grant=self._grant,
+            revoke=lambda uids: self.netns.call("revoke", {"claim_uids": uids}, timeout=10.0),
         )
+        self._sync_kick = threading.Event()
+        self._sync_stop = threading.Event()
+        self._sync_thread: threading.Thread | None = None
         interval = float(getattr(args, "health_interval", 2.0))
         self._list_timeout = min(2.0, max(interval, 0.5))
         self._list_error = ""
@@ -237,6 +242,51 @@ class DraService:
     def _detach(self, pod_uid: str, devices: list[str]) -> None:
         self.netns.call("detach", {"pod_uid": pod_uid, "devices": devices}, timeout=10.0)
 
+    def _grant(self, claims: list[PreparedClaim], replace: bool) -> None:
+        body = {
+            "claims": [
+                {
+                    "uid": c.uid,
+                    "pod_uids": list(c.pod_uids),
+                    "devices": [
+                        {
+                            "device": d.device,
+                            "ifname": d.ifname,
+                            "config": d.config,
+                            "rdma_device": d.rdma_device,
+                        }
+                        for d in c.devices
+                        if not d.admin_access
+                    ],
+                }
+                for c in claims
+            ],
+            "replace": replace,
+        }
+        self.netns.call("grant", body, timeout=10.0)
+
+    def _sync_grants(self) -> None:
+        """Push the whole prepared set to the worker at start, and again whenever it restarts (its
+        attachments snapshot arrives), until it went through."""
+        delay = 0.1
+        while not self._sync_stop.is_set():
+            self._sync_kick.wait()
+            self._sync_kick.clear()
+            try:
+                done = self.driver.sync_grants()
+            except BusError as exc:
+                log.warning(
+                    "cannot push the grants to the netns worker yet",
+                    extra={"code": exc.code, "reason": exc.message},
+                )
+                done = False
+            if not done:
+                self._sync_kick.set()
+                self._sync_stop.wait(delay)
+                delay = min(delay * 2, 5.0)
+            else:
+                delay = 0.1
+
     def _unprepared(self, claim: PreparedClaim) -> None:
         self.status.clear(claim)
         self.health.kick()
@@ -246,6 +296,8 @@ class DraService:
         return claim or self.driver.find(pod_uid, device)
 
     def _on_attachments(self, topic: str, body: dict[str, Any]) -> None:
+        if isinstance(body.get("attachments"), list):  # a snapshot: the worker (re)started
+            self._sync_kick.set()
         self.attachments.on_message(topic, body)
         self.status.on_message(topic, body)
         self.health.kick()
@@ -355,6 +407,9 @@ class DraService:
             },
             health=self._health_details,
         )
+        self._sync_kick.set()
+        self._sync_thread = threading.Thread(target=self._sync_grants, name="dra-grants", daemon=True)
+        self._sync_thread.start()
         for sub in self.subscribers:
             sub.start()
         self.status.start()
@@ -374,6 +429,10 @@ class DraService:
         self.health.close()
         self.status.close()
         self.events.close()
+        self._sync_stop.set()
+        self._sync_kick.set()
+        if self._sync_thread is not None:
+            self._sync_thread.join(15)
         for sub in self.subscribers:
             sub.close()
         self.discovery.close()

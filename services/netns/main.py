@@ -8,6 +8,7 @@ import re
 import threading
 from typing import Any
 
+from dranet.services.netns.grants import Grants
 from dranet.services.netns.nspath import DEFAULT_ROOTS
 from dranet.services.netns.worker import NetnsWorker
 
@@ -88,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         sysfs_root=getattr(args, "sysfs_root", "/sys"),
         dev_root=getattr(args, "dev_root", "/dev"),
         uplink_policy=uplink_policy(args),
+        grants=Grants(settings.state_dir / "netns" / "grants.json"),
     )
     # Reconcile before serving, so no request sees a half-done attachment from a previous life,
     # but after the publisher opened, so the restores it makes are announced.

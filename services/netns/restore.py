@@ -10,10 +10,11 @@ back on the host in the best state possible, never left down and blocked.
 Identity, never assumption: a device is the one at the index, or under the name, where the
 journal says it is, with the kind and MAC recorded (or the permanent MAC); a search by MAC alone
 is never trusted (VLAN siblings share their parent's MAC), except among the links that appeared
-in the pod netns during the failed attach being rolled back. Nothing on the host is renamed
-before the allowlist and the uplink rule are checked again, and a device found on the host
-without our moving it back (it never left, or came back by itself) is not renamed or re-addressed
-before the uplink rule is: the node may route through it by now.
+in the pod netns during the failed attach being rolled back. Nothing is renamed or re-addressed
+before the allowlist and the uplink rule are checked again: a device the inventory no longer
+allows leaves the pod under a name the kernel picks and is left alone, and a device on the host
+(moved back by us, or back by itself) is not renamed or re-addressed when the node routes
+through it by now.
 """
 
 from __future__ import annotations
@@ -79,16 +80,27 @@ def restore(
         with suppress(OSError):  # best effort: the RDMA device follows its netns back on teardown
             rdma.move_if_exclusive(entry.rdma_device, host.fd)
     problems: list[str] = []
+    want = entry.host.link
+    if pod is not None and not (is_allowed(allowed, want.name) or is_allowed(allowed, entry.pod_ifname)):
+        # It must leave the pod, but under a name the kernel picks: nothing of the host's is
+        # renamed or re-addressed for a device the inventory no longer allows.
+        if move_back(host, pod, entry, known, problems, hook, name="dranet%d"):
+            link = find_on_host(host, entry)
+            came = link.name if link is not None else "?"
+            return Outcome(
+                found=link is not None,
+                problems=[f"{want.name} is no longer in the inventory: back on the host as {came}, left alone"],
+            )
     moved = pod is not None and move_back(host, pod, entry, known, problems, hook)
     link = find_on_host(host, entry)
     if link is None:
         return Outcome(found=False)
-    want = entry.host.link
     renaming = link.name != want.name
-    if renaming or not moved:
-        refusal = _not_ours(link, want, allowed if renaming else None, uplinks)
-        if refusal:
-            return Outcome(found=True, problems=[refusal])
+    # Before any rename or address: the allowlist (for a rename) and the uplink rule, also for a
+    # device we just moved back (the node may route through its name or index by now).
+    refusal = _not_ours(link, want, allowed if renaming else None, uplinks)
+    if refusal:
+        return Outcome(found=True, problems=[refusal])
     attempt = _attempts(entry.device, problems, hook)
     restore_link(host, link, want, attempt)
     now = host.rtnl.get_link(index=link.index) or link
@@ -117,8 +129,11 @@ def move_back(
     known: Collection[int],
     problems: list[str],
     hook: Hook | None = None,
+    *,
+    name: str = "",
 ) -> bool:
-    """Move the device out of the pod netns under its host name and attributes, in one request.
+    """Move the device out of the pod netns under its host name and attributes, in one request
+    (name: under this name instead, e.g. "dranet%d", and with no attribute restored).
     False when it is not there."""
     want, dev = entry.host.link, entry.device
     try:
@@ -128,7 +143,7 @@ def move_back(
     if in_pod is None:
         return False
     index = in_pod.index
-    change = restore_change(want, in_pod)
+    change = LinkChange(name=name) if name else restore_change(want, in_pod)
     change.netns_fd = host.fd
     if in_pod.up:
         # Down as its own request first, as in attach: the move of a down link is cheaper.

@@ -21,6 +21,7 @@ from typing import Any
 
 from dranet.services.netns import ebpf, rdma
 from dranet.services.netns.errors import Hook, StepError, as_bus_error, run_step
+from dranet.services.netns.grants import Grants, Refused, check_attach, check_detach
 from dranet.services.netns.journal import Journal
 from dranet.services.netns.ledger import Ledger
 from dranet.services.netns.model import (
@@ -58,6 +59,11 @@ RESTORE_INCOMPLETE = metrics.counter(
     "Devices given back to the host with some of their settings not restored",
     ("reason",),
 )
+REFUSED = metrics.counter(
+    "dranet_netns_refused_total",
+    "Attach/detach requests refused because dra did not prepare them so (a hostile or broken caller)",
+    ("op", "reason"),
+)
 RETRY_MAX = 300.0  # seconds between attempts to restore a device that keeps failing
 RELEASE_COMMAND = "dranet netns-release --pod-uid {pod_uid} --device {device}"
 
@@ -77,8 +83,11 @@ class NetnsWorker:
         dev_root: str = "/dev",
         hook: Hook | None = None,
         uplink_policy: UplinkPolicy | None = None,
+        grants: Grants | None = None,
     ) -> None:
-        """allowed: host interface names the inventory allows (a set, or a predicate); None allows
+        """grants: what dra prepared, checked on every attach and detach (the service always passes
+        them; None, for tests that drive the worker as a library, checks nothing).
+        allowed: host interface names the inventory allows (a set, or a predicate); None allows
         every non-uplink interface. host_netns: the netns treated as the node's (default: ours).
         uplink_policy: the API server and --uplink-interfaces, for the uplink rule (dranet/uplinks.py)."""
         self.uplink_policy = uplink_policy or UplinkPolicy()
@@ -88,6 +97,7 @@ class NetnsWorker:
         self._allowed = allowed
         self._publish = publish
         self._hook = hook
+        self.grants = grants
         self.hostns = Netns.open_path(host_netns or "/proc/thread-self/ns/net")
         self._forbidden = {self.hostns.handle.id}
         for own in ("/proc/self/ns/net", "/proc/1/ns/net"):
@@ -157,6 +167,8 @@ class NetnsWorker:
             "attached_in": lambda body, ctx: self.attached_in(body["netns_id"], body["devices"]),
             "ethtool_features": lambda body, ctx: self.ethtool_features(body["ifname"]),
             "tcx_programs": lambda body, ctx: {"links": ebpf.tcx_by_link(self.hostns)},
+            "grant": lambda body, ctx: self.grant(body["claims"], replace=bool(body.get("replace"))),
+            "revoke": lambda body, ctx: {"revoked": self.revoke(body["claim_uids"])},
         }
 
     def ethtool_features(self, ifname: str) -> dict[str, Any]:
@@ -176,6 +188,42 @@ class NetnsWorker:
             return self.hostns.ethtool.table(ifname).to_wire()
         except NetlinkError as exc:
             raise as_bus_error(exc, step="ethtool") from None
+
+    # ------------------------------------------------------------ grants (dra's authority)
+    def grant(self, claims: Sequence[Mapping[str, Any]], *, replace: bool = False) -> dict[str, Any]:
+        if self.grants is None:
+            raise BusError("unknown_op", "this worker checks no grants")
+        try:
+            return {"granted": self.grants.grant(claims, replace=replace)}
+        except OSError as exc:
+            raise BusError(
+                "kernel_error", f"cannot write the grants file: {exc}; check the state dir"
+            ) from None
+
+    def revoke(self, claim_uids: Sequence[str]) -> list[str]:
+        if self.grants is None:
+            raise BusError("unknown_op", "this worker checks no grants")
+        try:
+            return self.grants.revoke(claim_uids)
+        except OSError as exc:
+            raise BusError(
+                "kernel_error", f"cannot write the grants file: {exc}; check the state dir"
+            ) from None
+
+    def _refuse(self, op: str, pod_uid: str, err: Refused) -> BusError:
+        """Log and count a request dra did not prepare; the bus error for the caller."""
+        REFUSED.labels(op=op, reason=err.label).inc()
+        log.warning(
+            "refused: not what dra prepared",
+            extra={
+                "op": op,
+                "pod_uid": pod_uid,
+                "device": err.device,
+                "reason": err.label,
+                "error": str(err),
+            },
+        )
+        return as_bus_error(err)
 
     def attached_in(self, netns_id: str, devices: Sequence[str]) -> dict[str, Any]:
         """Which of `devices` are attached in the netns of this identity (the CDI hook's question)."""
@@ -223,6 +271,11 @@ class NetnsWorker:
             check_request(devices)
         except RequestError as err:
             raise as_bus_error(err) from None
+        if self.grants is not None:
+            try:
+                check_attach(self.grants.snapshot(), pod_uid, devices)
+            except Refused as err:
+                raise self._refuse("attach", pod_uid, err) from None
         with self.ledger.pod_lock(pod_uid):
             try:
                 handle = open_netns(netns, self.roots, self._forbidden)
@@ -391,6 +444,12 @@ class NetnsWorker:
             raise as_bus_error(err) from None
         released: list[str] = []
         with self.ledger.pod_lock(pod_uid):
+            if self.grants is not None and devices:
+                held = [e.device for e in self.ledger.entries(pod_uid)]
+                try:
+                    check_detach(self.grants.snapshot(), pod_uid, devices, held)
+                except Refused as err:
+                    raise self._refuse("detach", pod_uid, err) from None
             of_pod = self.ledger.entries(pod_uid, devices)
             entries = [e for e in of_pod if not netns or names_netns(netns, e.netns_id, e.netns)]
             if netns:

@@ -97,8 +97,11 @@ class FakeNeighbours:
             snapshots={"inventory": self.inventory_body},
         )
         self.netns = ServiceHost("netns", args, drop_caps=False, install_signals=False)
+        self.grants: dict[str, dict[str, Any]] = {}  # claim UID -> what dra granted the worker
+        self.grant_error: BusError | None = None
         self.netns.serve(
-            {"detach": self._detach}, snapshots={"attachments": lambda: {"attachments": self.attachments}}
+            {"detach": self._detach, "grant": self._grant, "revoke": self._revoke},
+            snapshots={"attachments": lambda: {"attachments": self.attachments}},
         )
 
     def inventory_body(self) -> dict[str, Any]:
@@ -109,6 +112,16 @@ class FakeNeighbours:
         if self.detach_error is not None:
             raise self.detach_error
         return {"released": list(body.get("devices") or [])}
+
+    def _grant(self, body: dict[str, Any], _ctx: Any) -> dict[str, Any]:
+        if self.grant_error is not None:
+            raise self.grant_error
+        fresh = {c["uid"]: c for c in body["claims"]}
+        self.grants = fresh if body.get("replace") else {**self.grants, **fresh}
+        return {"granted": len(fresh)}
+
+    def _revoke(self, body: dict[str, Any], _ctx: Any) -> dict[str, Any]:
+        return {"revoked": [u for u in body["claim_uids"] if self.grants.pop(u, None) is not None]}
 
     def attached(self, **body: Any) -> None:
         self.attachments.append(body)

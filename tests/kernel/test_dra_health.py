@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "conformance"))
-from dra_kubelet import NODE, Harness, device, service_args
+from dra_kubelet import NODE, Harness, device, opaque, service_args
 from dranet.services.dra.health import link_health
+from dranet.services.netns.grants import Grants
 from dranet.services.netns.worker import NetnsWorker
 
 from dranet._generated import dra_health_v1alpha1_pb2 as hpb
@@ -142,7 +143,7 @@ def test_attached_device_health_comes_from_the_netns_worker(veth: tuple[str, str
     h.neighbours.netns.close()
     svc = ServiceHost("netns", service_args(h.root), drop_caps=False, install_signals=False)
     h.neighbours.netns = svc
-    worker = NetnsWorker(tmp_path / "state", host_netns=node, publish=svc.publish)
+    worker = NetnsWorker(tmp_path / "state", host_netns=node, publish=svc.publish, grants=Grants(None))
     worker.start(watch_interval=0)
     svc.serve(worker.handlers(), health=worker.health, snapshots={"attachments": worker.attachments})
     netns = BusClient(h.root / "run", "netns", timeout=10)
@@ -156,12 +157,15 @@ def test_attached_device_health_comes_from_the_netns_worker(veth: tuple[str, str
             return real_probe(ifname, ns)
 
         dra.health._probe = capless
-        claim = h.cluster.create_claim(devices=["tdrv0"], pods=["pod-k"])
+        claim = h.cluster.create_claim(
+            devices=["tdrv0"], pods=["pod-k"], configs=[opaque({"interface": {"name": "net1"}})]
+        )
         assert h.kubelet.prepare(h.endpoint, [claim])[claim[1]][1] == ""
         ch, stream = h.kubelet.watch_health(h.endpoint)
         with ch:
             assert next_health(stream) == {"tdrv0": hpb.HEALTHY}  # on the node, before attach
-            netns.call(
+            (prepared,) = h.bus("pod_devices", {"pod_uid": "pod-k"})["devices"]
+            netns.call(  # as nri forwards it; the worker checks it against dra's grant
                 "attach",
                 {
                     "pod_uid": "pod-k",
@@ -170,7 +174,7 @@ def test_attached_device_health_comes_from_the_netns_worker(veth: tuple[str, str
                         {
                             "device": "tdrv0",
                             "ifname": "tdrv0",
-                            "config": {"interface": {"name": "net1"}},
+                            "config": prepared["config"],
                             "claim_uid": claim[1],
                         }
                     ],

@@ -142,14 +142,19 @@ def test_kill9_worker_during_attach_and_detach(node: WorkerNode) -> None:
     before = {i: link_view(tb, f"tnks{i}") for i in range(NICS)}
     netns = {pod_uid: tb.add_netns() for pod_uid in PODS}
 
-    def cycle(pod_uid: str, seed: int) -> Callable[[threading.Event], None]:
-        request = {
+    requests = {
+        pod_uid: {
             "pod_uid": pod_uid,
             "netns": f"/run/netns/{netns[pod_uid]}",
             "devices": [
                 {"device": f"k{i}", "ifname": f"tnks{i}", "config": nic_config(i)} for i in PODS[pod_uid]
             ],
         }
+        for pod_uid in PODS
+    }
+
+    def cycle(pod_uid: str, seed: int) -> Callable[[threading.Event], None]:
+        request = requests[pod_uid]
 
         def run(stop: threading.Event) -> None:
             client = BusClient(node.runtime_dir, "netns")
@@ -170,6 +175,9 @@ def test_kill9_worker_during_attach_and_detach(node: WorkerNode) -> None:
 
     for rnd in range(ROUNDS):
         proc = node.start(f"round{rnd}")
+        if rnd == 0:  # as dra at prepare; the grants are kept across the worker's restarts
+            for p in PODS:
+                node.grant(p, requests[p]["devices"])
         check_nics(node, netns, before, rnd)  # after the restart's reconcile
         run_until_killed(proc, rng, [cycle(p, rng.randrange(2**32)) for p in PODS])
     proc = node.start("last")

@@ -45,6 +45,8 @@ def test_sigterm_with_an_attached_pod_and_requests_in_flight(node: WorkerNode) -
     for rnd in range(ROUNDS):
         name = f"round{rnd}"
         proc = node.start(name)
+        if rnd == 0:
+            node.grant("pod-k", request["devices"])
         stop = threading.Event()
 
         def load(stop: threading.Event = stop) -> None:
@@ -91,6 +93,7 @@ def test_reconcile_publishes_after_the_bus_serves(node: WorkerNode) -> None:
     attachments topic's sequence number moved, and nothing was refused for publishing too early."""
     pod = node.tb.add_netns()
     proc = node.start("first")
+    node.grant("pod-k", attach_request(pod)["devices"])
     client = BusClient(node.runtime_dir, "netns")
     try:
         client.call("attach", attach_request(pod), timeout=10)

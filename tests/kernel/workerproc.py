@@ -54,6 +54,16 @@ class WorkerNode:
         finally:
             client.close()
 
+    def grant(self, pod_uid: str, devices: list[dict]) -> None:
+        """Grant these attach devices to the pod, as dra does at prepare (the worker attaches
+        nothing else; the grants outlive a restart of the worker)."""
+        client = BusClient(self.runtime_dir, "netns")
+        try:
+            claim = {"uid": f"claim-{pod_uid}", "pod_uids": [pod_uid], "devices": devices}
+            client.call("grant", {"claims": [claim]}, timeout=10)
+        finally:
+            client.close()
+
     def log(self, name: str) -> str:
         return (self.logs / f"{name}.log").read_text()
 

@@ -383,3 +383,39 @@ def test_starts_without_a_usable_kubeconfig() -> None:
         assert ping["healthy"] is False and "kubeconfig" in ping["details"]["api_client_error"]
     finally:
         harness.close()
+
+
+def test_prepare_grants_the_worker_and_unprepare_revokes(h: Harness) -> None:
+    """The netns worker attaches only what dra granted (issue 13): the grant reaches it before the
+    kubelet hears the claim is prepared, carries the validated config, and goes at unprepare."""
+    ns, uid, name = h.cluster.create_claim(
+        devices=["eth1"], pods=["pod-g"], configs=[opaque({"interface": {"name": "net1"}})]
+    )
+    assert h.kubelet.prepare(h.endpoint, [(ns, uid, name)])[uid][1] == ""
+    (granted,) = h.neighbours.grants.values()
+    (prepared,) = h.bus("pod_devices", {"pod_uid": "pod-g"})["devices"]
+    assert granted["pod_uids"] == ["pod-g"]
+    assert granted["devices"] == [
+        {"device": "eth1", "ifname": "eth1", "config": prepared["config"], "rdma_device": ""}
+    ]
+    assert h.kubelet.unprepare(h.endpoint, [(ns, uid, name)]) == {uid: ""}
+    assert h.neighbours.grants == {}
+
+
+def test_a_grant_the_worker_refuses_fails_the_prepare_until_it_takes_it(h: Harness) -> None:
+    ns, uid, name = h.cluster.create_claim(devices=["eth2"], pods=["pod-r"])
+    h.neighbours.grant_error = BusError("unavailable", "worker restarting")
+    error = h.kubelet.prepare(h.endpoint, [(ns, uid, name)])[uid][1]
+    assert "did not take the grant" in error
+    h.neighbours.grant_error = None
+    assert h.kubelet.prepare(h.endpoint, [(ns, uid, name)])[uid][1] == ""  # the retry grants it
+    assert list(h.neighbours.grants) == [uid]
+
+
+def test_a_restarted_dra_pushes_its_whole_set(h: Harness) -> None:
+    ns, uid, name = h.cluster.create_claim(devices=["eth3"], pods=["pod-s"])
+    assert h.kubelet.prepare(h.endpoint, [(ns, uid, name)])[uid][1] == ""
+    h.neighbours.grants = {"stale": {"uid": "stale", "pod_uids": ["x"], "devices": []}}
+    h.stop_dra()
+    h.start_dra()
+    wait_for(lambda: list(h.neighbours.grants) == [uid])
