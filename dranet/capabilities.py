@@ -11,6 +11,7 @@ import ctypes.util
 import os
 from collections.abc import Iterable
 
+PR_SET_DUMPABLE = 4
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
 PR_CAP_AMBIENT = 47
@@ -64,11 +65,26 @@ def _last_cap() -> int:
         return len(CAP_NAMES) - 1
 
 
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+
+def make_undumpable() -> None:
+    """Clear the dumpable flag: another process of the same uid without CAP_SYS_PTRACE can then
+    neither ptrace this one nor open its /proc/<pid>/root, mem, environ or fds (the ServiceAccount
+    token of the main container, a service's bus sockets). An exec or a uid change sets it again,
+    so every `dranet` command calls this first thing."""
+    if _libc().prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise CapabilityError(err, f"PR_SET_DUMPABLE: {os.strerror(err)}")
+
+
 def drop_capabilities(keep: Iterable[str] = ()) -> None:
     """Keep only `keep` (effective + permitted), clear the bounding set of the rest, clear ambient
-    and inheritable, and set no_new_privs so that no exec can regain anything."""
+    and inheritable, and set no_new_privs so that no exec can regain anything; not dumpable."""
     keep_nums = {cap_number(n) for n in keep}
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    make_undumpable()
+    libc = _libc()
     for cap in range(_last_cap() + 1):
         if cap not in keep_nums and libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
             err = ctypes.get_errno()

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from dranet.bus.endpoints import SERVICES
+from dranet.capabilities import make_undumpable
 
 # subcommand -> (module with add_arguments/run, help, takes the common service flags)
 COMMANDS: dict[str, tuple[str, str, bool]] = {
@@ -112,7 +113,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.logs_dir != "-":
         os.makedirs(args.logs_dir or settings.state_dir / "log", exist_ok=True)
     conf = supervise.write(settings.runtime_dir / "supervisord.conf", text)
-    os.execv(sys.executable, [sys.executable, "-m", "supervisor.supervisord", "-n", "-c", str(conf)])
+    os.execv(sys.executable, [sys.executable, "-m", "dranet.supervise", "-n", "-c", str(conf)])
     return 1  # not reached
 
 
@@ -127,6 +128,9 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # First: a process of the same uid (a compromised sibling) must not read this one's memory,
+    # fds or root filesystem (the ServiceAccount token) through ptrace or /proc.
+    make_undumpable()
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(command).parse_args(argv)

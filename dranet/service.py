@@ -20,7 +20,8 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import zmq
@@ -29,12 +30,13 @@ from dranet import __version__
 from dranet.bus.messages import BusError
 from dranet.bus.pubsub import Publisher
 from dranet.bus.server import BusServer, Handler, RequestContext
-from dranet.capabilities import drop_capabilities
+from dranet.capabilities import drop_capabilities, make_undumpable
 from dranet.observability import metrics
 from dranet.observability.logging import setup_logging
 from dranet.settings import settings_from_args
 
 log = logging.getLogger(__name__)
+SWITCH_CAPS = frozenset({"CAP_SETUID", "CAP_SETGID", "CAP_CHOWN"})
 Snapshot = Callable[[], Mapping[str, Any]]
 
 
@@ -54,7 +56,10 @@ class ServiceHost:
         self.stop_event = threading.Event()
         self.started = time.monotonic()
         if drop_caps:
-            drop_capabilities(keep_caps)  # before any thread exists (see dranet.capabilities)
+            # Before any thread exists (see dranet.capabilities). What switching to --run-as needs
+            # is kept until then; the switch itself clears every capability, in every thread.
+            switch = SWITCH_CAPS if self.settings.run_as else frozenset()
+            drop_capabilities(keep_caps | switch)
         setup_logging(name, self.settings.log_level)
         self._ctx: zmq.Context[Any] = zmq.Context()
         self._server: BusServer | None = None
@@ -98,9 +103,29 @@ class ServiceHost:
             "metrics": self._metrics,
             **handlers,
         }
-        self._server = BusServer(rd, self.name, all_handlers, context=self._ctx)
+        self._server = BusServer(
+            rd, self.name, all_handlers, context=self._ctx, policy=self.settings.peers
+        )
         self._server.start()
         log.info("serving", extra={"runtime_dir": str(rd), "pid": os.getpid(), "ops": sorted(all_handlers)})
+
+    def switch_user(self, own: Sequence[Path] = ()) -> None:
+        """Become --run-as (group 0, the bus group: the sockets are root's, 0660) once every socket
+        is bound; `own` (and what is in them) is chowned first, for the files the service writes
+        later. The kernel clears every capability of every thread with the switch (glibc applies
+        setresuid to all threads). A no-op without --run-as."""
+        uid = self.settings.run_as
+        if not uid:
+            return
+        for top in own:
+            top.mkdir(parents=True, exist_ok=True)
+            for path in [top, *top.rglob("*")]:
+                os.chown(path, uid, 0, follow_symlinks=False)
+        os.setgroups([])
+        os.setresgid(0, 0, 0)
+        os.setresuid(uid, uid, uid)
+        make_undumpable()  # a uid change sets the dumpable flag again
+        log.info("switched user", extra={"uid": uid, "owns": [str(p) for p in own]})
 
     def publish(self, topic: str, body: Mapping[str, Any]) -> None:
         if self._publisher is None:
@@ -121,7 +146,7 @@ class ServiceHost:
             "uptime_s": round(time.monotonic() - self.started, 3),
             "healthy": healthy,
             "ready": ready,
-            "details": details,
+            "details": {**details, "peer_policy": self.settings.peers.to_dict()},
         }
 
     def _metrics(self, _body: dict[str, Any], _ctx: RequestContext) -> dict[str, Any]:

@@ -6,9 +6,10 @@ import argparse
 import logging
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from dranet.bus.policy import PeerPolicy, parse_service_uids
 from dranet.uplinks import UplinkPolicy, endpoint_host
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,9 @@ class Settings:
     driver_name: str
     kubeconfig: str | None
     log_level: str
+    # each service's uid: who may call which op on the bus
+    peers: PeerPolicy = field(default_factory=lambda: PeerPolicy({}))
+    run_as: int = 0  # the uid to run as once the sockets are bound (0: stay root)
 
 
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
@@ -45,6 +49,21 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
         choices=["debug", "info", "warning", "error"],
         help="(default %(default)s)",
     )
+    g.add_argument(
+        "--service-uids",
+        default="",
+        help="the uid each service runs as, e.g. discovery=65101,dra=65102: bus peers are known by "
+        "uid (SO_PEERCRED), each may call only its role's ops; a service not named is uid 0 "
+        "(default: all uid 0; give every service the same value)",
+    )
+    g.add_argument(
+        "--run-as",
+        type=int,
+        default=0,
+        help="uid to switch to once the service bound its sockets (group 0, the bus group; needs "
+        "CAP_SETUID, CAP_SETGID, CAP_CHOWN at start, dropped with the switch); discovery and dra "
+        "only (default 0: stay root)",
+    )
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -55,6 +74,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         driver_name=getattr(args, "driver_name", DEFAULT_DRIVER_NAME),
         kubeconfig=getattr(args, "kubeconfig", None),
         log_level=getattr(args, "log_level", "info"),
+        peers=PeerPolicy(parse_service_uids(getattr(args, "service_uids", "") or "")),
+        run_as=int(getattr(args, "run_as", 0) or 0),
     )
 
 

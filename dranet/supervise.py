@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from dranet.bus.endpoints import SERVICES
+from dranet.capabilities import make_undumpable
 from dranet.settings import Settings
 
 # The worker starts first: the others call it, and their clients wait for it anyway.
@@ -25,6 +26,9 @@ def common_flags(settings: Settings) -> list[str]:
     ]
     if settings.kubeconfig:
         flags.append(f"--kubeconfig={settings.kubeconfig}")
+    uids = {s: u for s, u in settings.peers.uids.items() if u}
+    if uids:
+        flags.append("--service-uids=" + ",".join(f"{s}={u}" for s, u in sorted(uids.items())))
     return flags
 
 
@@ -101,3 +105,15 @@ def write(path: Path, text: str) -> Path:
     path.write_text(text)
     path.chmod(0o640)
     return path
+
+
+def supervisord_main() -> None:
+    """supervisord, not dumpable (an exec resets the flag; dranet.capabilities says why)."""
+    make_undumpable()
+    from supervisor import supervisord
+
+    supervisord.main()
+
+
+if __name__ == "__main__":
+    supervisord_main()

@@ -36,6 +36,7 @@ from dranet.bus.messages import (
     encode_reply,
     request_id_of,
 )
+from dranet.bus.policy import ROLES, Peer, PeerPolicy, parse_peer
 from dranet.observability import metrics
 from dranet.observability.logging import bind
 
@@ -85,6 +86,7 @@ class RequestContext:
     request_id: str
     op: str
     deadline: float
+    peer: Peer | None = None  # the caller, as the kernel saw it connect (SO_PEERCRED)
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
@@ -102,12 +104,16 @@ class BusServer:
         *,
         workers: int = 8,
         context: zmq.Context[Any] | None = None,
+        policy: PeerPolicy | None = None,
     ) -> None:
+        """policy: who may call which op (dranet/bus/policy.py); the default knows no service uid,
+        so root may call everything and any other uid only the open ops."""
         for op in handlers:
             if op not in OPS:
                 raise ValueError(f"op {op!r} is not declared in dranet.bus.messages.OPS")
         self.service = service
         self.handlers = dict(handlers)
+        self.policy = policy or PeerPolicy({})
         self.path = endpoints.rpc_path(runtime_dir, service)
         self._ctx = context or zmq.Context.instance()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"bus-{service}")
@@ -206,11 +212,15 @@ class BusServer:
         router.send_multipart([ident, data])
 
     def _receive(self, router: zmq.Socket[Any]) -> None:
-        frames = router.recv_multipart()
+        frames = router.recv_multipart(copy=False)
         if len(frames) != 2:
             log.warning("bus: dropped a message with %d frames (want identity + body)", len(frames))
             return
-        ident, data = frames
+        ident, data = frames[0].bytes, frames[1].bytes
+        try:
+            peer = parse_peer(str(frames[1].get("Peer-Address")))
+        except zmq.ZMQError:  # not an ipc:// connection: no credentials
+            peer = None
         received = time.monotonic()
         try:
             req = decode_request(data)
@@ -219,6 +229,24 @@ class BusServer:
             REQUESTS.labels(service=self.service, op="?", outcome=err.code).inc()
             router.send_multipart([ident, encode_reply(request_id_of(data), error=err)])
             return
+        if not self.policy.allows(req.op, peer):
+            refusal = BusError(
+                ErrorCode.NOT_ALLOWED,
+                f"{self.service} refuses {req.op!r} from {peer or 'an unidentified peer'}: "
+                f"that op is for {', '.join(sorted(ROLES.get(req.op, ()))) or 'no one'} "
+                f"(bus peer policy, --service-uids)",
+            )
+            log.warning(
+                "bus: refused a request outside the caller's role",
+                extra={
+                    "op": req.op,
+                    "peer_uid": peer.uid if peer else None,
+                    "peer_pid": peer.pid if peer else None,
+                },
+            )
+            REQUESTS.labels(service=self.service, op=req.op, outcome=refusal.code).inc()
+            router.send_multipart([ident, encode_reply(req.id, error=refusal)])
+            return
         cached = self.replay_cache.get(req.id)
         if cached is not None:  # a resend of something answered: same answer, no new work
             router.send_multipart([ident, cached])
@@ -226,12 +254,12 @@ class BusServer:
         if req.id in self._inflight:  # a resend while we work on it: the reply is coming
             return
         if req.op in INLINE_OPS:
-            router.send_multipart([ident, self._finish(req.id, req.op, self._handle(req, received))])
+            router.send_multipart([ident, self._finish(req.id, req.op, self._handle(req, received, peer))])
             return
         self._inflight.add(req.id)
         with self._idle:
             self._busy += 1
-        self._pool.submit(self._work, ident, req, received)
+        self._pool.submit(self._work, ident, req, received, peer)
 
     def _finish(self, req_id: str, op: str, data: bytes) -> bytes:
         self._inflight.discard(req_id)
@@ -240,9 +268,9 @@ class BusServer:
             self.replay_cache.put(req_id, data)
         return data
 
-    def _work(self, ident: bytes, req: Request, received: float) -> None:
+    def _work(self, ident: bytes, req: Request, received: float, peer: Peer | None) -> None:
         try:
-            data = self._handle(req, received)
+            data = self._handle(req, received, peer)
             with self._push_lock:
                 if self._push is not None:  # None: stopped after the drain wait; the client resends
                     self._push.send_multipart([ident, req.id.encode(), req.op.encode(), data])
@@ -251,11 +279,11 @@ class BusServer:
                 self._busy -= 1
                 self._idle.notify_all()
 
-    def _handle(self, req: Request, received: float) -> bytes:
+    def _handle(self, req: Request, received: float, peer: Peer | None) -> bytes:
         outcome = "ok"
         try:
             with bind(request_id=req.id, op=req.op):
-                data = encode_reply(req.id, self._call(req))
+                data = encode_reply(req.id, self._call(req, peer))
         except BusError as err:
             outcome = err.code
             data = encode_reply(req.id, error=err)
@@ -267,11 +295,11 @@ class BusServer:
         LATENCY.labels(service=self.service, op=req.op, outcome=outcome).observe(time.monotonic() - received)
         return data
 
-    def _call(self, req: Request) -> Mapping[str, Any]:
+    def _call(self, req: Request, peer: Peer | None) -> Mapping[str, Any]:
         handler = self.handlers.get(req.op)
         if handler is None:
             raise BusError(ErrorCode.UNKNOWN_OP, f"{self.service} does not serve {req.op!r}")
-        ctx = RequestContext(req.id, req.op, req.deadline)
+        ctx = RequestContext(req.id, req.op, req.deadline, peer)
         if ctx.remaining() <= 0:
             raise BusError(
                 ErrorCode.DEADLINE_EXCEEDED, f"{req.op} arrived {-ctx.remaining():.3f}s after its deadline"

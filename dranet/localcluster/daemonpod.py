@@ -312,15 +312,17 @@ class DaemonPod:
 
     def host_pids(self) -> dict[str, int]:
         """Host pids of the pod's processes by the first words of their command lines (e.g.
-        "dranet netns"), found through the sandbox's pid namespace (shareProcessNamespace)."""
-        any_pid = self.cri.container_pid(next(iter(self.containers.values())).id)
-        pidns = os.readlink(f"/proc/{any_pid}/ns/pid")
+        "dranet netns"), found through its containers' pid namespaces (one each, or the sandbox's
+        with shareProcessNamespace)."""
+        pidns = {
+            os.readlink(f"/proc/{self.cri.container_pid(rc.id)}/ns/pid") for rc in self.containers.values()
+        }
         out = {}
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
                 continue
             try:
-                if os.readlink(f"/proc/{entry}/ns/pid") != pidns:
+                if os.readlink(f"/proc/{entry}/ns/pid") not in pidns:
                     continue
                 argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
             except OSError:

@@ -180,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
         return out
 
     host.serve({"get_inventory": get_inventory}, health=health, snapshots={"inventory": inventory.snapshot})
+    host.switch_user()  # every socket is bound (the metrics port too): drop root
     if publisher is not None:
         publisher.start()
     inventory.start()

@@ -441,6 +441,13 @@ class DraService:
 
 def run(args: argparse.Namespace) -> int:
     host = ServiceHost("dra", args)
+    if host.settings.run_as and getattr(args, "cdi_dir", ""):
+        log.error(
+            "cannot run as another uid with --cdi-dir: the runtime's CDI directory is root's and "
+            "every prepare writes there; leave --run-as off (dra stays uid 0) or set --cdi-dir="
+        )
+        host.close()
+        return 1
     try:
         service = DraService(host, args)
     except Exception as exc:
@@ -448,6 +455,8 @@ def run(args: argparse.Namespace) -> int:
         host.close()
         return 1
     service.start()
+    # The kubelet's sockets and the bus are bound: drop root, keeping the checkpoint writable.
+    host.switch_user(own=[service.checkpoint.dir])
     host.stop_event.wait()
     service.stop()
     host.close()

@@ -60,8 +60,8 @@ def restore(
 ) -> Outcome:
     """Put the device of `entry` back on the host. pod: its netns, when it still exists. known:
     the pod's link indexes before a failed attach (a rollback may search the others). uplinks:
-    the node's uplinks now (asked only when a device found on the host is to be renamed, or was
-    not moved back by us: one just taken out of a pod has no routes on the host). Raises
+    the node's uplinks now (asked before a device found on the host is renamed or re-addressed).
+    Raises
     StepError when the device is in the pod netns and cannot be moved out."""
     if not entry.host.link.name:  # RDMA-only: its RDMA device is all there is
         if pod is not None:
@@ -89,9 +89,12 @@ def restore(
             came = link.name if link is not None else "?"
             return Outcome(
                 found=link is not None,
-                problems=[f"{want.name} is no longer in the inventory: back on the host as {came}, left alone"],
+                problems=[
+                    f"{want.name} is no longer in the inventory: back on the host as {came}, left alone"
+                ],
             )
-    moved = pod is not None and move_back(host, pod, entry, known, problems, hook)
+    if pod is not None:
+        move_back(host, pod, entry, known, problems, hook)
     link = find_on_host(host, entry)
     if link is None:
         return Outcome(found=False)

@@ -100,8 +100,9 @@ def test_containers_run_with_the_manifests_security_context(cluster: DaemonSetCl
     # env from fieldRef and the `kubernetes` Service
     assert main["env"] == {"NODE_NAME": cluster.node_name, "KUBERNETES_SERVICE_HOST": "127.0.0.1"}
     assert any(service_of(p) == "endpoint" and "--metrics-address=:9177" in p for p in main["processes"])
-    # shareProcessNamespace: the main container sees the worker
-    assert any(service_of(p) == "netns" for p in main["processes"])
+    # No shared process namespace: neither container sees the other's processes
+    assert not any(service_of(p) == "netns" for p in main["processes"])
+    assert not any(service_of(p) in ("discovery", "dra", "nri") for p in worker["processes"])
     # hostNetwork is the node netns: its NICs, never the machine's interfaces
     assert cluster.net is not None
     assert {n.name for n in cluster.net.nics} <= set(main["netdevs"])
@@ -109,6 +110,45 @@ def test_containers_run_with_the_manifests_security_context(cluster: DaemonSetCl
     assert not {p.name for p in machine} & set(main["netdevs"]) - {"lo"}
     assert worker["netns_dir"]
     assert main["pci_ids"]  # Debian's PCI ID database: pciVendor/pciDevice names as upstream's
+
+
+# Tries to read the ServiceAccount token: its own, and through /proc/<pid>/root of every other
+# process it sees; says which pids it tried (with their command lines) and which gave the token.
+TOKEN = r"""
+import json, os
+T = 'var/run/secrets/kubernetes.io/serviceaccount/token'
+tried, read = {}, []
+for p in os.listdir('/proc'):
+    if not p.isdigit() or int(p) == os.getpid():
+        continue
+    try: tried[p] = open(f'/proc/{p}/cmdline').read().replace('\0', ' ').strip()
+    except OSError: continue
+    try:
+        open(f'/proc/{p}/root/{T}').read(); read.append(p)
+    except OSError:
+        pass
+try: open('/' + T).read(); own = True
+except OSError: own = False
+print(json.dumps({'tried': tried, 'read': read, 'own': own}))
+"""
+
+
+def test_the_worker_cannot_read_the_main_containers_token(cluster: DaemonSetCluster) -> None:
+    """Issue 13, item 4: the worker (root, CAP_SYS_ADMIN) gets no API credentials: none of its own,
+    and none through another process's root (no shared pid namespace; every dranet process is
+    undumpable, so even a same-uid process in the main container cannot look into a service)."""
+    assert cluster.pod is not None
+    code, out, err = cluster.pod.exec("netns", ["python3", "-c", TOKEN], timeout=20)
+    assert code == 0, err
+    worker = json.loads(out)
+    print(f"from the worker: tried {len(worker['tried'])} processes, read the token through {worker['read']}")
+    assert worker["read"] == [] and not worker["own"], worker
+    code, out, err = cluster.pod.exec("dranet", ["python3", "-c", TOKEN], timeout=20)
+    assert code == 0, err
+    main = json.loads(out)
+    services = {p for p, cmd in main["tried"].items() if service_of(cmd) or "dranet.supervise" in cmd}
+    assert len(services) >= 4, main["tried"]  # supervisord and the three services
+    assert main["own"] and not services & set(main["read"]), main
 
 
 def test_probes_pass_with_the_manifests_probes(cluster: DaemonSetCluster) -> None:

@@ -45,7 +45,8 @@ def test_the_shipped_template_becomes_the_kubelets_cri_requests(tmp_path: Path) 
     p = plan(template(), node(tmp_path), sa_token="tok", root_ca="CA")
     assert p.sandbox.hostname == ""  # hostNetwork: no hostname (runc refuses one)
     opts = p.sandbox.linux.security_context.namespace_options
-    assert (opts.network, opts.pid) == (cri_pb2.NODE, cri_pb2.POD)  # hostNetwork, shareProcessNamespace
+    # hostNetwork; no shareProcessNamespace: the worker must not see the main container's processes
+    assert (opts.network, opts.pid) == (cri_pb2.NODE, cri_pb2.CONTAINER)
     main, worker = (c.config for c in p.containers)
     sc_main, sc_worker = main.linux.security_context, worker.linux.security_context
     assert [list(getattr(sc_main.capabilities, k)) for k in CAP_KEYS] == [[], ["ALL"]]
