@@ -85,10 +85,12 @@ def inside(cluster: DaemonSetCluster, container: str) -> dict[str, Any]:
 
 def test_containers_run_with_the_manifests_security_context(cluster: DaemonSetCluster) -> None:
     main, worker = inside(cluster, "dranet"), inside(cluster, "netns")
-    # dranet: root without any capability, no_new_privs, seccomp filter, read-only root
+    # dranet: root with only the uid switch (SETUID, SETGID, CHOWN: discovery and dra give them up
+    # with their uid), no_new_privs, seccomp filter, read-only root
+    switch = (1 << 0) | (1 << 6) | (1 << 7)
     assert (main["uid"], int(main["CapEff"], 16), main["NoNewPrivs"], main["Seccomp"], main["rootfs"]) == (
         0,
-        0,
+        switch,
         "1",
         "2",
         "ro",

@@ -219,9 +219,10 @@ def test_pod_level_settings() -> None:
     assert not spec.get("initContainers")
 
 
-def test_main_container_has_no_capability_and_a_read_only_root() -> None:
+def test_main_container_has_only_the_uid_switch_and_a_read_only_root() -> None:
     sc = containers()["dranet"]["securityContext"]
-    assert sc["capabilities"] == {"drop": ["ALL"]}
+    # discovery and dra bind as root, then switch to their own uid (which clears these three)
+    assert sc["capabilities"] == {"drop": ["ALL"], "add": ["SETUID", "SETGID", "CHOWN"]}
     assert sc["readOnlyRootFilesystem"] is True
     assert sc["allowPrivilegeEscalation"] is False
     assert sc["privileged"] is False
@@ -238,7 +239,17 @@ def test_only_the_sidecar_has_net_admin_and_sys_admin() -> None:
     assert c["args"][0] == "netns"
     for name, other in containers().items():
         if name != "netns":
-            assert not other["securityContext"].get("capabilities", {}).get("add"), name
+            added = set(other["securityContext"].get("capabilities", {}).get("add", []))
+            assert not added & {"NET_ADMIN", "SYS_ADMIN", "NET_RAW"}, name
+
+
+def test_each_service_has_its_bus_identity() -> None:
+    """discovery and dra switch to their own uid; every service knows the same uid map."""
+    main, worker = containers()["dranet"]["args"], containers()["netns"]["args"]
+    uids = "--service-uids=discovery=65101,dra=65102"
+    assert uids in main and uids in worker
+    assert any(a.startswith("--discovery-args=") and "--run-as=65101" in a for a in main)
+    assert any(a.startswith("--dra-args=") and "--run-as=65102" in a for a in main)
 
 
 def test_security_contexts_pass_the_api_servers_own_rule() -> None:

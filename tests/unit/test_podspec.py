@@ -49,7 +49,10 @@ def test_the_shipped_template_becomes_the_kubelets_cri_requests(tmp_path: Path) 
     assert (opts.network, opts.pid) == (cri_pb2.NODE, cri_pb2.CONTAINER)
     main, worker = (c.config for c in p.containers)
     sc_main, sc_worker = main.linux.security_context, worker.linux.security_context
-    assert [list(getattr(sc_main.capabilities, k)) for k in CAP_KEYS] == [[], ["ALL"]]
+    assert [list(getattr(sc_main.capabilities, k)) for k in CAP_KEYS] == [
+        ["SETUID", "SETGID", "CHOWN"],
+        ["ALL"],
+    ]
     assert [list(getattr(sc_worker.capabilities, k)) for k in CAP_KEYS] == [
         ["NET_ADMIN", "SYS_ADMIN"],
         ["ALL"],
