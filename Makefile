@@ -6,7 +6,7 @@ VPY := $(VENV)/bin/python
 GEN := dranet/_generated
 PROTOS := $(wildcard proto/*.proto)
 
-.PHONY: conformance-protos deploy-config all venv proto test lint unit kernel e2e bench demo clean system-deps image
+.PHONY: conformance-protos deploy-config all venv proto test lint unit kernel e2e bench demo clean system-deps image seccomp
 
 all: venv proto
 
@@ -17,6 +17,14 @@ $(VENV)/.installed: pyproject.toml
 	$(VPY) -m pip install -q -e '.[test]'
 	touch $@
 venv: $(VENV)/.installed
+
+# libseccomp's Python binding (dranet/syscalls.py) is a Debian package only (python3-seccomp, from
+# `make system-deps`): linked into the virtualenv, whose Python has the same ABI (3.11).
+seccomp: $(VENV)/.installed
+	@so=$$(ls /usr/lib/python3/dist-packages/seccomp.cpython-*.so 2>/dev/null | head -1); \
+	site=$$($(VPY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
+	if [ -z "$$so" ]; then echo "python3-seccomp is not installed: run make system-deps"; exit 1; fi; \
+	ln -sf "$$so" "$$site/"
 
 # Python modules generated from proto/ (flat, self-contained .proto files) into the dev tree, by the
 # same generator the build backend runs for every wheel (setup.py -> proto/generate.py).
@@ -31,9 +39,10 @@ proto: $(GEN)/.stamp
 system-deps:
 	@missing=""; for c in ip gcc nsenter mmdebstrap openssl; do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
 	test -f /usr/share/misc/pci.ids || missing="$$missing pci.ids"; \
+	ls /usr/lib/python3/dist-packages/seccomp.cpython-*.so >/dev/null 2>&1 || missing="$$missing python3-seccomp"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; apt-get update -qq && \
-	  apt-get install -y -qq --no-install-recommends iproute2 gcc libc6-dev util-linux mmdebstrap openssl pci.ids >/dev/null; \
+	  apt-get install -y -qq --no-install-recommends iproute2 gcc libc6-dev util-linux mmdebstrap openssl pci.ids python3-seccomp >/dev/null; \
 	fi
 
 # The driver image, built here from Debian packages and the project's wheels, no registry: an OCI
@@ -48,20 +57,20 @@ lint: venv proto
 
 # Everything: lint, types, unit, kernel and end-to-end tests (the e2e fixture brings up containerd).
 # pytest's exit code 5 (no tests collected) is a failure like any other non-zero code.
-test: system-deps venv proto lint conformance-protos
+test: system-deps venv seccomp proto lint conformance-protos
 	$(VPY) -m pytest -p no:cacheprovider tests
 
 # The official kubelet protos (Debian's golang-github-kubernetes-kubelet-dev) for the conformance tests.
 conformance-protos:
 	tests/conformance/fetch_kubelet_protos.sh || echo "kubelet protos unavailable; conformance tests will skip"
 
-unit: venv proto
+unit: venv seccomp proto
 	$(VPY) -m pytest tests/unit
 
-bench: system-deps venv proto
+bench: system-deps venv seccomp proto
 	@for b in tests/bench/bench_*.py; do echo "== $$b"; $(VPY) $$b || exit 1; echo; done
 
-demo: system-deps venv proto
+demo: system-deps venv seccomp proto
 	$(VPY) -m dranet demo
 
 clean:

@@ -26,7 +26,7 @@ from typing import Any
 
 import zmq
 
-from dranet import __version__
+from dranet import __version__, syscalls
 from dranet.bus.messages import BusError
 from dranet.bus.pubsub import Publisher
 from dranet.bus.server import BusServer, Handler, RequestContext
@@ -61,6 +61,12 @@ class ServiceHost:
             switch = SWITCH_CAPS if self.settings.run_as else frozenset()
             drop_capabilities(keep_caps | switch)
         setup_logging(name, self.settings.log_level)
+        if drop_caps:  # then the syscall allowlist (dranet/syscalls.py), still before any thread
+            try:
+                allowed = syscalls.install(name)
+                log.info("seccomp filter installed", extra={"syscalls_allowed": allowed})
+            except syscalls.SeccompUnavailable as exc:
+                log.error("running without a seccomp filter: %s", exc)
         self._ctx: zmq.Context[Any] = zmq.Context()
         self._server: BusServer | None = None
         self._publisher: Publisher | None = None

@@ -54,8 +54,9 @@ rm -f "$CACHE/wheelhouse/$(basename "$APPWHL")"
 step "wheels: $(basename "$APPWHL") + $(ls "$CACHE/wheelhouse" | wc -l) dependencies"
 
 # ---------------------------------------------------------------- 2. base layer (cached)
-# pyzmq's wheel needs libstdc++; pci.ids: the PCI ID database for pciVendor/pciDevice names
-MMARGS=(--variant=essential --include=python3,python3-venv,libstdc++6,pci.ids
+# pyzmq's wheel needs libstdc++; pci.ids: the PCI ID database for pciVendor/pciDevice names;
+# python3-seccomp: libseccomp's binding for the services' syscall filters
+MMARGS=(--variant=essential --include=python3,python3-venv,libstdc++6,pci.ids,python3-seccomp
     --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr                  # else usrmerge pulls in perl
     --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*'
     --dpkgopt='path-include=/usr/share/doc/*/copyright' --dpkgopt='path-exclude=/usr/share/locale/*'

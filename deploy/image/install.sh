@@ -22,6 +22,10 @@ app=$(ls "$wheels"/dranet-*.whl)
 case $step in
 deps)
     python3 -m venv --without-pip "$VENV"
+    # libseccomp's Python binding is a Debian package only (python3-seccomp): into the venv too
+    so=$(ls /usr/lib/python3/dist-packages/seccomp.cpython-*.so 2>/dev/null | head -n 1)
+    [ -n "$so" ] || { echo "install.sh: install python3-seccomp (the services' syscall filter)" >&2; exit 1; }
+    ln -sf "$so" "$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/"
     pip install --no-index --no-cache-dir --find-links "$wheels" "$app"   # the app with its dependencies,
     pip uninstall -y dranet                                               # then the app out again
     ;;
@@ -30,7 +34,7 @@ app)
     ln -sf "$VENV/bin/dranet" /usr/local/bin/dranet
     # the modules a missing build step would leave out, and the supervisor `dranet run` execs
     "$VENV/bin/dranet" --help >/dev/null
-    "$VENV/bin/python" -c 'import dranet._generated.dra_v1_pb2_grpc, supervisor, prometheus_client'
+    "$VENV/bin/python" -c 'import dranet._generated.dra_v1_pb2_grpc, supervisor, prometheus_client, seccomp'
     # discovery's PCI names (Debian's package pci.ids, in the base)
     [ -f /usr/share/misc/pci.ids ] || { echo "install.sh: no /usr/share/misc/pci.ids (Debian package pci.ids)" >&2; exit 1; }
     ;;

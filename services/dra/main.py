@@ -441,7 +441,8 @@ class DraService:
 
 def run(args: argparse.Namespace) -> int:
     host = ServiceHost("dra", args)
-    if host.settings.run_as and getattr(args, "cdi_dir", ""):
+    cdi_dir = str(getattr(args, "cdi_dir", "") or "")
+    if host.settings.run_as and cdi_dir:
         log.error(
             "cannot run as another uid with --cdi-dir: the runtime's CDI directory is root's and "
             "every prepare writes there; leave --run-as off (dra stays uid 0) or set --cdi-dir="
