@@ -15,6 +15,14 @@ The policy, in one place (docs/troubleshooting.md explains each finding):
   capability program would get the whole bounding set, so the bounding set counts too.
 - The runtime directory must not be group-writable nor accessible to others (0750 or stricter),
   and its sockets must give others nothing and the group at most read/write (0660 or stricter).
+- Every thread (/proc/<pid>/task/*) is checked, not just the main one: capset and prctl act per
+  thread, so a thread started before the drop would keep what the main thread gave up.
+- Every service sets no_new_privs and runs under its seccomp filter (mode "filter").
+- Identities: each service runs as the uid the bus peer policy (--service-uids) takes it for, and a
+  uid shared by services is reported with what it costs (dranet/bus/policy.py); nri and the
+  worker stay uid 0, and the audit says why.
+- Secrets: the worker must see no ServiceAccount token, neither in its own filesystem nor through
+  /proc/<pid>/root of a service it shares a pid namespace with.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from dranet.bus.endpoints import SERVICES
+from dranet.bus.policy import PeerPolicy
 from dranet.capabilities import CAP_NAMES, cap_number, names_of
 
 WORKER = "netns"
@@ -61,6 +70,13 @@ RUNTIME_DIR_FORBIDDEN = 0o027  # group write, anything for others
 SOCKET_FORBIDDEN = 0o117  # execute bits, anything for others: 0660 or stricter
 
 SECCOMP_MODES = {0: "disabled", 1: "strict", 2: "filter"}
+SECCOMP_FILTER = 2  # what the design says for every service (dranet/syscalls.py)
+TOKEN_PATH = "var/run/secrets/kubernetes.io/serviceaccount/token"
+# Why a service keeps uid 0 (the audit says so; docs/architecture.md, threat model).
+ROOT_REASONS = {
+    "nri": "the runtime's NRI socket is root's, and nri reconnects to it whenever the runtime restarts",
+    "netns": "it opens pod netns files and holds CAP_NET_ADMIN+CAP_SYS_ADMIN",
+}
 NETLINK_PROTOCOLS = {0: "route", 4: "sock_diag", 9: "audit", 15: "uevent", 16: "generic"}
 
 EXIT_OK, EXIT_VIOLATION, EXIT_INCOMPLETE = 0, 1, 2
@@ -207,6 +223,9 @@ class ProcessReport:
     status: ProcStatus
     sockets: list[str] | None  # None: /proc/<pid>/fd not readable from here
     found_by: str  # "bus", "scan" or "flag"
+    threads: dict[int, ProcStatus] = field(default_factory=dict)  # tid -> its credentials
+    sees_token: bool = False  # a ServiceAccount token is readable in its root filesystem
+    pidns: str = ""  # its pid namespace ("pid:[...]"), "" when unreadable
 
 
 @dataclass(frozen=True)
@@ -217,13 +236,41 @@ class Finding:
 
 
 def check_process(p: ProcessReport) -> list[Finding]:
-    s = p.status
-    subject = f"{p.service} (pid {p.pid})"
+    """Every thread's credentials against the service's role (a finding once per message)."""
+    findings: list[Finding] = []
+    seen: set[str] = set()
+    for tid, status in [(p.pid, p.status), *sorted(p.threads.items())]:
+        subject = f"{p.service} (pid {p.pid})" if tid == p.pid else f"{p.service} (pid {p.pid}, thread {tid})"
+        for f in _check_status(p.service, subject, status):
+            if f.message not in seen:
+                seen.add(f.message)
+                findings.append(f)
+    return findings
+
+
+def _check_status(service: str, subject: str, s: ProcStatus) -> list[Finding]:
+    findings = []
+    if not s.no_new_privs:
+        findings.append(Finding("fail", subject, "no_new_privs is off: every service sets it at start"))
+    if s.seccomp != SECCOMP_FILTER:
+        mode = SECCOMP_MODES.get(s.seccomp, str(s.seccomp))
+        findings.append(
+            Finding(
+                "fail",
+                subject,
+                f"seccomp is {mode}, not filter: every service loads its syscall allowlist at start "
+                "(install python3-seccomp)",
+            )
+        )
+    return findings + _check_caps(service, subject, s)
+
+
+def _check_caps(service: str, subject: str, s: ProcStatus) -> list[Finding]:
     held = s.cap_eff | s.cap_prm | s.cap_amb
     # Without no_new_privs, executing a setuid-root or file-capability program grants the bounding set.
     regainable = 0 if s.no_new_privs else s.cap_bnd & ~held
     findings: list[Finding] = []
-    if p.service == WORKER:
+    if service == WORKER:
         allowed = mask_of(WORKER_CAPS)
         if held & ~allowed:
             findings.append(
@@ -270,6 +317,60 @@ def _regain_message(mask: int) -> str:
         f"could regain {_names(mask)} by executing a setuid or file-capability program: no_new_privs is off "
         "and its bounding set still has them (set no_new_privs or drop them from the bounding set)"
     )
+
+
+def check_identities(processes: Sequence[ProcessReport], policy: PeerPolicy) -> list[Finding]:
+    """Each service runs as the uid the bus takes it for; what a shared uid costs; why uid 0."""
+    findings = []
+    for p in processes:
+        subject = f"{p.service} (pid {p.pid})"
+        want = policy.uid_of(p.service)
+        if p.status.uid != want:
+            findings.append(
+                Finding(
+                    "fail",
+                    subject,
+                    f"runs as uid {p.status.uid}, but the bus peer policy takes uid {want} for it "
+                    "(--service-uids and --run-as disagree): its calls are refused or another's",
+                )
+            )
+        elif want == 0 and p.service in ROOT_REASONS:
+            findings.append(Finding("info", subject, f"uid 0: {ROOT_REASONS[p.service]}"))
+    for uid, names in sorted(policy.shared().items()):
+        if "dra" in names or "discovery" in names:
+            findings.append(
+                Finding(
+                    "warn",
+                    "bus peer policy",
+                    f"{', '.join(names)} share uid {uid}: the bus cannot tell them apart, so each may "
+                    "call the others' ops (a hostile nri could push grants as dra); run discovery and "
+                    "dra with --run-as and name their uids in --service-uids",
+                )
+            )
+    return findings
+
+
+def check_secrets(processes: Sequence[ProcessReport]) -> list[Finding]:
+    """The worker needs no API credentials: it must see no token, its own or another's."""
+    findings = []
+    holders = [p for p in processes if p.service != WORKER and p.sees_token]
+    for w in (p for p in processes if p.service == WORKER):
+        subject = f"{w.service} (pid {w.pid})"
+        if w.sees_token:
+            findings.append(
+                Finding("fail", subject, f"a ServiceAccount token is in its filesystem (/{TOKEN_PATH})")
+            )
+        shared = [h.service for h in holders if w.pidns and h.pidns == w.pidns]
+        if shared:
+            findings.append(
+                Finding(
+                    "warn",
+                    subject,
+                    f"shares a pid namespace with {', '.join(shared)}, which hold the token: only their "
+                    "undumpable flag keeps it from /proc/<pid>/root (the DaemonSet shares none)",
+                )
+            )
+    return findings
 
 
 def check_runtime_dir(path: str, mode: int | None, sockets: Mapping[str, int]) -> list[Finding]:
@@ -373,12 +474,39 @@ def read_socket_inodes(pid: int, proc_root: Path) -> list[int] | None:
     return inodes
 
 
+def read_threads(pid: int, proc_root: Path) -> dict[int, ProcStatus]:
+    """Each thread's credentials (threads that ended meanwhile are skipped)."""
+    out = {}
+    try:
+        tids = [int(t) for t in os.listdir(proc_root / str(pid) / "task") if t.isdigit()]
+    except OSError:
+        return {}
+    for tid in tids:
+        if tid != pid:
+            try:
+                out[tid] = parse_status((proc_root / str(pid) / "task" / str(tid) / "status").read_text())
+            except (OSError, ValueError):
+                continue
+    return out
+
+
 def read_process(service: str, pid: int, proc_root: Path, found_by: str) -> ProcessReport:
     """Raises OSError when the process is gone or its status is unreadable."""
-    status = parse_status((proc_root / str(pid) / "status").read_text())
+    base = proc_root / str(pid)
+    status = parse_status((base / "status").read_text())
     inodes = read_socket_inodes(pid, proc_root)
     sockets = None if inodes is None else describe_sockets(inodes, read_socket_table(pid, proc_root))
-    return ProcessReport(service, pid, status, sockets, found_by)
+    try:
+        pidns = os.readlink(base / "ns" / "pid")
+    except OSError:
+        pidns = ""
+    try:
+        sees_token = os.path.isfile(base / "root" / TOKEN_PATH)
+    except OSError:
+        sees_token = False
+    return ProcessReport(
+        service, pid, status, sockets, found_by, read_threads(pid, proc_root), sees_token, pidns
+    )
 
 
 def read_runtime_dir(runtime_dir: Path) -> tuple[int | None, dict[str, int]]:
@@ -433,7 +561,9 @@ def audit(
     proc_root: Path = Path("/proc"),
     pids: Mapping[str, int] | None = None,
     ask: Callable[[Path, str], int | None] | None = None,
+    policy: PeerPolicy | None = None,
 ) -> AuditResult:
+    """policy: the services' uids as the bus knows them (--service-uids; default: all uid 0)."""
     result = AuditResult(runtime_dir=str(runtime_dir))
     for service in services:
         if pids and service in pids:
@@ -460,6 +590,8 @@ def audit(
                         "lacks): run the audit where the netns worker runs",
                     )
                 )
+    result.findings += check_identities(result.processes, policy or PeerPolicy({}))
+    result.findings += check_secrets(result.processes)
     result.runtime_dir_mode, result.sockets = read_runtime_dir(runtime_dir)
     result.findings += check_runtime_dir(str(runtime_dir), result.runtime_dir_mode, result.sockets)
     for service, why in result.missing.items():
@@ -472,7 +604,18 @@ def audit(
 
 def format_report(result: AuditResult) -> str:
     rows = [
-        ("SERVICE", "PID", "UID", "NO_NEW_PRIVS", "SECCOMP", "EFFECTIVE", "PERMITTED", "BOUNDING", "FOUND")
+        (
+            "SERVICE",
+            "PID",
+            "THREADS",
+            "UID",
+            "NO_NEW_PRIVS",
+            "SECCOMP",
+            "EFFECTIVE",
+            "PERMITTED",
+            "BOUNDING",
+            "FOUND",
+        )
     ]
     for p in result.processes:
         s = p.status
@@ -480,6 +623,7 @@ def format_report(result: AuditResult) -> str:
             (
                 p.service,
                 str(p.pid),
+                str(1 + len(p.threads)),
                 str(s.uid),
                 "yes" if s.no_new_privs else "no",
                 SECCOMP_MODES.get(s.seccomp, str(s.seccomp)),
@@ -490,7 +634,7 @@ def format_report(result: AuditResult) -> str:
             )
         )
     for service, why in result.missing.items():
-        rows.append((service, "-", "-", "-", "-", "-", "-", "-", why))
+        rows.append((service, "-", "-", "-", "-", "-", "-", "-", "-", why))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1] for r in rows]
     lines.append("")
@@ -529,6 +673,8 @@ def to_json(result: AuditResult) -> dict[str, Any]:
                 "permitted": names_of(p.status.cap_prm),
                 "bounding": names_of(p.status.cap_bnd),
                 "sockets": p.sockets,
+                "threads": 1 + len(p.threads),
+                "sees_token": p.sees_token,
             }
             for p in result.processes
         ],
@@ -587,12 +733,15 @@ def run(args: argparse.Namespace) -> int:
     except AuditError as exc:
         raise SystemExit(f"dranet audit: {exc}") from None
     timeout = float(args.timeout)
+    from dranet.settings import settings_from_args
+
     result = audit(
         Path(getattr(args, "runtime_dir", "/run/dranet")),
         services,
         proc_root=Path(args.proc_root),
         pids=pids,
         ask=None if args.no_bus else (lambda rd, svc: ping_pid(rd, svc, timeout)),
+        policy=settings_from_args(args).peers,
     )
     print(json.dumps(to_json(result), indent=2) if args.json else format_report(result))
     return result.exit_code

@@ -2,9 +2,9 @@
 
 The filter is built with libseccomp's own Python binding (Debian's python3-seccomp; `make venv`
 links it into the virtualenv, the image installs it), never hand-written BPF. Anything not listed
-fails with EPERM (not a kill: a missed syscall shows as an error in the log, never as a service
-that vanished). Installed before the service starts a thread, so every thread inherits it; the
-kernel then stacks it under the runtime's own profile (RuntimeDefault in the DaemonSet).
+fails with EPERM (not a kill: a missed syscall shows as an error in the service's log, never as a
+service that vanished). Installed before the service starts a thread, so every thread inherits
+it; the kernel stacks it under the runtime's own profile (RuntimeDefault in the DaemonSet).
 
 What the lists leave out on purpose: namespaces and mounts (setns for the worker only; unshare,
 mount, pivot_root, chroot, clone3 and namespace flags to clone), other processes' memory (ptrace,
@@ -46,6 +46,7 @@ BASE = frozenset(
     restart_syscall getpid getppid gettid getuid geteuid getgid getegid getgroups getresuid
     getresgid getpgrp getpgid getsid setsid setpgid prctl arch_prctl uname sysinfo getrlimit
     setrlimit prlimit64 getrusage capget capset getrandom memfd_create membarrier
+    sched_setscheduler sched_setparam sched_getattr sched_setattr
     setuid setgid setresuid setresgid setgroups setfsuid setfsgid
     """.split()
 )

@@ -14,10 +14,13 @@ server.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 OPERATOR = "operator"
+# The operator acting where the worker runs: uid 0 holding CAP_NET_ADMIN (nri, uid 0 without any
+# capability, is not one), for the op that makes the worker forget an attachment.
+NETWORK_ADMIN = "network-admin"
 ANY = frozenset({"*"})
 
 # op -> the roles that may call it. Reads any service may need are open (ping, snapshot);
@@ -34,7 +37,7 @@ ROLES: dict[str, frozenset[str]] = {
     "detach": frozenset({"nri", "dra"}),
     "list": frozenset({"nri", "dra", "discovery", OPERATOR}),
     "netns_alive": frozenset({"nri"}),
-    "release": frozenset({OPERATOR}),
+    "release": frozenset({NETWORK_ADMIN}),
     "attached_in": frozenset({OPERATOR}),
     "grant": frozenset({"dra"}),
     "revoke": frozenset({"dra"}),
@@ -88,12 +91,19 @@ class PeerPolicy:
         names = {s for s in ("discovery", "dra", "nri", "netns") if self.uid_of(s) == uid}
         return frozenset(names | ({OPERATOR} if uid == 0 else set()))
 
-    def allows(self, op: str, peer: Peer | None) -> bool:
-        """An op not declared at all is left to the server's unknown_op answer."""
+    def allows(
+        self, op: str, peer: Peer | None, net_admin: Callable[[int], bool] = lambda pid: False
+    ) -> bool:
+        """An op not declared at all is left to the server's unknown_op answer. net_admin(pid):
+        whether that process holds CAP_NET_ADMIN now (asked only for NETWORK_ADMIN's ops)."""
         allowed = ROLES.get(op, ANY)
         if allowed == ANY:
             return True
-        return peer is not None and bool(self.roles(peer.uid) & allowed)
+        if peer is None:
+            return False
+        if NETWORK_ADMIN in allowed and peer.uid == 0 and net_admin(peer.pid):
+            return True
+        return bool(self.roles(peer.uid) & allowed)
 
     def shared(self) -> dict[int, list[str]]:
         """uids that several services share: their roles cannot be told apart on the bus."""

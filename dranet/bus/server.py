@@ -95,6 +95,16 @@ class RequestContext:
 Handler = Callable[[dict[str, Any], RequestContext], Mapping[str, Any]]
 
 
+def _holds_net_admin(pid: int) -> bool:
+    """CAP_NET_ADMIN in the process's effective set now (/proc/<pid>/status); False if unreadable."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            eff = next((int(line.split()[1], 16) for line in f if line.startswith("CapEff:")), 0)
+    except (OSError, ValueError):
+        return False
+    return bool(eff >> 12 & 1)  # CAP_NET_ADMIN
+
+
 class BusServer:
     def __init__(
         self,
@@ -229,7 +239,7 @@ class BusServer:
             REQUESTS.labels(service=self.service, op="?", outcome=err.code).inc()
             router.send_multipart([ident, encode_reply(request_id_of(data), error=err)])
             return
-        if not self.policy.allows(req.op, peer):
+        if not self.policy.allows(req.op, peer, _holds_net_admin):
             refusal = BusError(
                 ErrorCode.NOT_ALLOWED,
                 f"{self.service} refuses {req.op!r} from {peer or 'an unidentified peer'}: "

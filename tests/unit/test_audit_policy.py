@@ -12,6 +12,7 @@ import pytest
 
 from dranet import audit
 from dranet.audit import Finding, ProcessReport, ProcStatus
+from dranet.bus.policy import PeerPolicy
 
 ALL = audit.all_caps_mask()
 WORKER = audit.mask_of({"CAP_NET_ADMIN", "CAP_SYS_ADMIN"})
@@ -36,8 +37,12 @@ def report(
     return ProcessReport(service, 42, st, [], "bus")
 
 
+NNP_OFF = "no_new_privs is off: every service sets it at start"
+
+
 def fails(findings: list[Finding]) -> list[str]:
-    return [f.message for f in findings if f.severity == "fail"]
+    """The failures besides no_new_privs being off (its own finding, checked apart)."""
+    return [f.message for f in findings if f.severity == "fail" and f.message != NNP_OFF]
 
 
 # ---------------------------------------------------------------- decoding
@@ -179,7 +184,10 @@ def test_bounding_set_counts_without_no_new_privs() -> None:
 
 
 def test_worker_with_exactly_its_two_capabilities_passes() -> None:
-    assert audit.check_process(report("netns", eff=WORKER, bnd=WORKER, nnp=False)) == []
+    assert audit.check_process(report("netns", eff=WORKER, bnd=WORKER)) == []
+    assert [f.message for f in audit.check_process(report("netns", eff=WORKER, bnd=WORKER, nnp=False))] == [
+        NNP_OFF
+    ]
 
 
 def test_worker_with_more_fails() -> None:
@@ -263,8 +271,15 @@ def good_fleet(tmp_path: Path) -> tuple[FakeProc, Path]:
 def test_audit_of_a_good_fleet_by_scan(tmp_path: Path) -> None:
     proc, rd = good_fleet(tmp_path)
     result = audit.audit(rd, proc_root=proc.root)
-    assert result.findings == []
+    # All four as uid 0: the bus cannot tell them apart (a warning), and why nri and netns are root.
+    assert [(f.severity, f.subject) for f in result.findings] == [
+        ("info", "nri (pid 102)"),
+        ("info", "netns (pid 200)"),
+        ("warn", "bus peer policy"),
+    ]
     assert result.exit_code == audit.EXIT_OK
+    split = audit.audit(rd, proc_root=proc.root, policy=PeerPolicy({"discovery": 0, "dra": 0}))
+    assert [f.severity for f in split.findings] == ["info", "info", "warn"]
     assert [(p.service, p.pid, p.found_by) for p in result.processes] == [
         ("discovery", 100, "scan"),
         ("dra", 101, "scan"),
@@ -332,3 +347,52 @@ def test_pid_flag_errors(value: str) -> None:
 
 def test_pid_flag_parses() -> None:
     assert audit.parse_pid_flags(["dra=12", "netns=13"]) == {"dra": 12, "netns": 13}
+
+
+# ---------------------------------------------------------------- issue 13: threads, identities, secrets
+
+
+def test_a_thread_that_kept_a_capability_fails(tmp_path: Path) -> None:
+    """capset and prctl act per thread: a thread started before the drop keeps what it had."""
+    proc, rd = good_fleet(tmp_path)
+    task = proc.root / "101" / "task"
+    (task / "101").mkdir(parents=True)
+    (task / "101" / "status").write_text(status_text())
+    (task / "107").mkdir()
+    (task / "107" / "status").write_text(status_text(eff=audit.mask_of({"CAP_NET_ADMIN"}), nnp=0, seccomp=0))
+    result = audit.audit(rd, ["dra"], proc_root=proc.root)
+    assert result.exit_code == audit.EXIT_VIOLATION
+    failing = {(f.subject, f.message.split(":")[0]) for f in result.findings if f.severity == "fail"}
+    assert ("dra (pid 101, thread 107)", "no_new_privs is off") in failing
+    assert any(s == "dra (pid 101, thread 107)" and "CAP_NET_ADMIN" in m for s, m in failing)
+    assert "THREADS" in audit.format_report(result)
+
+
+def test_seccomp_off_fails() -> None:
+    st = ProcStatus("python3", 0, 0, 0, 0, 0, True, 0)
+    msgs = [f.message for f in audit.check_process(ProcessReport("nri", 42, st, [], "bus"))]
+    assert len(msgs) == 1 and msgs[0].startswith("seccomp is disabled, not filter")
+
+
+def test_a_service_under_another_uid_than_the_bus_expects_fails() -> None:
+    st = ProcStatus("python3", 0, 0, 0, 0, 0, True, 2)
+    dra = ProcessReport("dra", 42, st, [], "bus")
+    policy = PeerPolicy({"discovery": 65101, "dra": 65102})
+    msgs = [f.message for f in audit.check_identities([dra], policy) if f.severity == "fail"]
+    assert len(msgs) == 1 and "runs as uid 0, but the bus peer policy takes uid 65102" in msgs[0]
+    ok = ProcessReport("dra", 42, ProcStatus("python3", 65102, 0, 0, 0, 0, True, 2), [], "bus")
+    assert audit.check_identities([ok], policy) == []  # nri and netns share uid 0: no warning
+
+
+def test_the_worker_seeing_a_token_fails() -> None:
+    st = ProcStatus("python3", 0, WORKER, WORKER, WORKER, 0, True, 2)
+    worker = ProcessReport("netns", 7, st, [], "bus", sees_token=True, pidns="pid:[1]")
+    dra = ProcessReport("dra", 8, st, [], "bus", sees_token=True, pidns="pid:[1]")
+    found = audit.check_secrets([worker, dra])
+    assert [f.severity for f in found] == ["fail", "warn"]
+    assert (
+        "token is in its filesystem" in found[0].message
+        and "shares a pid namespace with dra" in found[1].message
+    )
+    alone = ProcessReport("netns", 7, st, [], "bus", pidns="pid:[2]")
+    assert audit.check_secrets([alone, dra]) == []
