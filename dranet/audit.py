@@ -538,6 +538,23 @@ def ping_pid(runtime_dir: Path, service: str, timeout: float) -> int | None:
         client.close()
 
 
+def ping_policy(runtime_dir: Path, timeout: float) -> PeerPolicy | None:
+    """The bus peer policy the worker enforces (its ping details), or None when it does not answer."""
+    try:
+        from dranet.bus.client import BusClient
+        from dranet.bus.messages import BusError
+    except ImportError:
+        return None
+    client = BusClient(runtime_dir, WORKER, timeout=timeout)
+    try:
+        uids = client.call("ping", timeout=timeout)["details"]["peer_policy"]["uids"]
+        return PeerPolicy({str(s): int(u) for s, u in uids.items()})
+    except (BusError, KeyError, TypeError, ValueError, AttributeError):
+        return None
+    finally:
+        client.close()
+
+
 def find_pids(
     service: str,
     runtime_dir: Path,
@@ -735,13 +752,18 @@ def run(args: argparse.Namespace) -> int:
     timeout = float(args.timeout)
     from dranet.settings import settings_from_args
 
+    runtime_dir = Path(getattr(args, "runtime_dir", "/run/dranet"))
+    # The uids the bus knows each service by: --service-uids, else what the worker enforces.
+    policy = settings_from_args(args).peers
+    if not policy.uids and not args.no_bus:
+        policy = ping_policy(runtime_dir, timeout) or policy
     result = audit(
-        Path(getattr(args, "runtime_dir", "/run/dranet")),
+        runtime_dir,
         services,
         proc_root=Path(args.proc_root),
         pids=pids,
         ask=None if args.no_bus else (lambda rd, svc: ping_pid(rd, svc, timeout)),
-        policy=settings_from_args(args).peers,
+        policy=policy,
     )
     print(json.dumps(to_json(result), indent=2) if args.json else format_report(result))
     return result.exit_code

@@ -214,6 +214,15 @@ def test_audit_from_the_host_passes(cluster: DaemonSetCluster) -> None:
         timeout=60,
     )
     assert r.returncode == 0, r.stdout + r.stderr
+    # Issue 13: every thread checked; discovery and dra under their own uids, the bus policy
+    # (learned from the worker) agreeing; every service under its seccomp filter; no token for
+    # the worker.
+    report = json.loads(r.stdout)
+    procs = {p["service"]: p for p in report["processes"]}
+    assert {s: p["uid"] for s, p in procs.items()} == {"netns": 0, "discovery": 65101, "dra": 65102, "nri": 0}
+    assert all(p["threads"] > 1 and p["seccomp"] == 2 and p["no_new_privs"] for p in procs.values()), procs
+    assert not procs["netns"]["sees_token"] and procs["dra"]["sees_token"]
+    assert not [f for f in report["findings"] if f["severity"] in ("fail", "warn") and "uid" in f["message"]]
 
 
 def by_ifname(name: str) -> str:
