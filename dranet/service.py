@@ -27,6 +27,7 @@ from typing import Any
 import zmq
 
 from dranet import __version__, syscalls
+from dranet.bus.client import BusClient
 from dranet.bus.messages import BusError
 from dranet.bus.pubsub import Publisher
 from dranet.bus.server import BusServer, Handler, RequestContext
@@ -115,11 +116,12 @@ class ServiceHost:
         self._server.start()
         log.info("serving", extra={"runtime_dir": str(rd), "pid": os.getpid(), "ops": sorted(all_handlers)})
 
-    def switch_user(self, own: Sequence[Path] = ()) -> None:
+    def switch_user(self, own: Sequence[Path] = (), clients: Sequence[BusClient] = ()) -> None:
         """Become --run-as (group 0, the bus group: the sockets are root's, 0660) once every socket
         is bound; `own` (and what is in them) is chowned first, for the files the service writes
         later. The kernel clears every capability of every thread with the switch (glibc applies
-        setresuid to all threads). A no-op without --run-as."""
+        setresuid to all threads). `clients` reconnect: a connection made before still speaks as
+        root (the bus knows callers by their uid at connect time). A no-op without --run-as."""
         uid = self.settings.run_as
         if not uid:
             return
@@ -131,6 +133,8 @@ class ServiceHost:
         os.setresgid(0, 0, 0)
         os.setresuid(uid, uid, uid)
         make_undumpable()  # a uid change sets the dumpable flag again
+        for client in clients:
+            client.reconnect()
         log.info("switched user", extra={"uid": uid, "owns": [str(p) for p in own]})
 
     def publish(self, topic: str, body: Mapping[str, Any]) -> None:

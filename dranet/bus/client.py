@@ -57,6 +57,7 @@ class BusClient:
         self._ctx = context or zmq.Context.instance()
         self._idle: list[zmq.Socket[Any]] = []
         self._busy: set[zmq.Socket[Any]] = set()
+        self._stale: set[zmq.Socket[Any]] = set()  # in calls, connected before reconnect()
         self._lock = threading.Lock()
         self._closed = False
 
@@ -89,6 +90,9 @@ class BusClient:
     def _checkin(self, sock: zmq.Socket[Any], *, reusable: bool) -> None:
         with self._lock:
             self._busy.discard(sock)
+            if sock in self._stale:
+                self._stale.discard(sock)
+                reusable = False
             if reusable and not self._closed and len(self._idle) < self.max_idle:
                 self._idle.append(sock)
                 return
@@ -150,6 +154,17 @@ class BusClient:
                 if reply.error is not None:
                     raise reply.error
                 return reply.result or {}
+
+    def reconnect(self) -> None:
+        """Use only new connections from now on: the server knows a caller by the credentials of
+        the process when it connected (SO_PEERCRED), so after a switch of uid every old
+        connection would still speak as the old uid. Idle sockets close now, those in calls when
+        their call ends."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+            self._stale |= self._busy
+        for sock in idle:
+            sock.close(0)
 
     def close(self) -> None:
         """Close the idle sockets and refuse new calls (`unavailable`). A call in progress closes

@@ -287,6 +287,10 @@ class DraService:
             else:
                 delay = 0.1
 
+    def push_grants(self) -> None:
+        """Push the whole prepared set to the worker now (in the background, until it went through)."""
+        self._sync_kick.set()
+
     def _unprepared(self, claim: PreparedClaim) -> None:
         self.status.clear(claim)
         self.health.kick()
@@ -297,7 +301,7 @@ class DraService:
 
     def _on_attachments(self, topic: str, body: dict[str, Any]) -> None:
         if isinstance(body.get("attachments"), list):  # a snapshot: the worker (re)started
-            self._sync_kick.set()
+            self.push_grants()
         self.attachments.on_message(topic, body)
         self.status.on_message(topic, body)
         self.health.kick()
@@ -407,7 +411,8 @@ class DraService:
             },
             health=self._health_details,
         )
-        self._sync_kick.set()
+        if not self.host.settings.run_as:  # else once the uid is switched: the worker takes dra's
+            self._sync_kick.set()  # grants from dra's uid only
         self._sync_thread = threading.Thread(target=self._sync_grants, name="dra-grants", daemon=True)
         self._sync_thread.start()
         for sub in self.subscribers:
@@ -457,7 +462,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     service.start()
     # The kubelet's sockets and the bus are bound: drop root, keeping the checkpoint writable.
-    host.switch_user(own=[service.checkpoint.dir])
+    host.switch_user(own=[service.checkpoint.dir], clients=[service.netns, service.discovery])
+    service.push_grants()
     host.stop_event.wait()
     service.stop()
     host.close()

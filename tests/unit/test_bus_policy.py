@@ -121,3 +121,18 @@ def test_the_server_refuses_ops_outside_the_callers_role(server: Path) -> None:
         assert client.call("attach", dict(ATTACH[1])) == {"attachments": []}
     finally:
         client.close()
+
+
+def test_reconnect_drops_the_connections_made_before(server: Path) -> None:
+    """After a switch of uid a service reconnects: the server knows callers by their credentials
+    at connect time, so an old connection would still speak as root."""
+    client = BusClient(server, "netns", timeout=3)
+    try:
+        client.call("ping")
+        assert client.open_sockets() == 1
+        client.reconnect()
+        assert client.open_sockets() == 0
+        client.call("ping")  # a new connection
+        assert client.open_sockets() == 1
+    finally:
+        client.close()
