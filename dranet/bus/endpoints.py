@@ -32,8 +32,10 @@ def ensure_runtime_dir(runtime_dir: str | os.PathLike[str]) -> Path:
 
 
 def remove_stale(path: Path) -> None:
-    """Remove a socket file left by a crashed process; bind() would fail on it otherwise."""
+    """Remove a socket file left by a crashed process; bind() would fail on it otherwise. A service
+    that switched to its own uid (--run-as) cannot remove the socket it bound as root at stop: the
+    next start, as root, replaces it."""
     try:
         path.unlink()
-    except FileNotFoundError:
+    except (FileNotFoundError, PermissionError):
         pass

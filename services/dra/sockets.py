@@ -29,7 +29,13 @@ def remove_socket(path: Path) -> None:
         return
     if not stat.S_ISSOCK(mode):
         raise FileExistsError(f"{path} exists and is not a socket; remove it by hand if it is stale")
-    path.unlink(missing_ok=True)
+    try:
+        path.unlink(missing_ok=True)
+    except PermissionError:  # bound as root, stopping as --run-as: the next start replaces it
+        log.warning(
+            "cannot remove the socket after the switch of uid; the next start replaces it",
+            extra={"path": str(path)},
+        )
 
 
 def bind_unix(server: grpc.Server, path: Path) -> None:
