@@ -111,8 +111,11 @@ def check_attach(grants: Iterable[Grant], pod_uid: str, devices: Sequence[Mappin
             raise Refused(
                 "mismatch", name, f"{name} belongs to claim {grant.claim_uid}, not {claim_uid}: refused"
             )
+        # A netdev is named by its interface (the worker finds its RDMA device itself); an
+        # RDMA-only device, by its RDMA device.
         ifname, rdma = str(d.get("ifname") or ""), str(d.get("rdma_device") or "")
-        if (ifname, rdma) != (granted.ifname, granted.rdma_device):
+        want_rdma = "" if granted.ifname else granted.rdma_device
+        if (ifname, rdma if not ifname else "") != (granted.ifname, want_rdma):
             raise Refused(
                 "mismatch",
                 name,

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dranet.services.netns.grants import Grants
+from dranet.services.netns.grants import Grant, Grants, Refused, check_attach
 from dranet.services.netns.testbed import Testbed
 from dranet.services.netns.worker import REFUSED, NetnsWorker
 
@@ -106,3 +106,25 @@ def test_grants_survive_a_restart_of_the_worker(tmp_path: Path) -> None:
     assert [g.claim_uid for g in again.snapshot()] == ["c1"]
     again.grant([claim("c2", ["p2"], "d2", "x2", {})], replace=True)
     assert [g.claim_uid for g in Grants(tmp_path / "grants.json").snapshot()] == ["c2"]
+
+
+def test_a_netdev_with_an_rdma_device_is_matched_by_its_interface() -> None:
+    """nri names a netdev by its interface only; the grant also knows its RDMA device."""
+    grant = Grant.from_request(
+        {
+            "uid": "c",
+            "pod_uids": ["p"],
+            "devices": [{"device": "d", "ifname": "x0", "config": {}, "rdma_device": "mlx5_0"}],
+        }
+    )
+    check_attach([grant], "p", [{"device": "d", "ifname": "x0", "config": {}}])
+    rdma_only = Grant.from_request(
+        {
+            "uid": "c",
+            "pod_uids": ["p"],
+            "devices": [{"device": "r", "ifname": "", "config": {}, "rdma_device": "mlx5_1"}],
+        }
+    )
+    check_attach([rdma_only], "p", [{"device": "r", "ifname": "", "config": {}, "rdma_device": "mlx5_1"}])
+    with pytest.raises(Refused):
+        check_attach([rdma_only], "p", [{"device": "r", "ifname": "", "config": {}, "rdma_device": "mlx5_2"}])
