@@ -94,10 +94,20 @@ class Soak:
             ],
             own_netns=True,
         )
+        # nri registers with the runtime as soon as it connects and gives up after 5 s without an
+        # answer; the fake runtime answers once every service is up: start nri last, when the
+        # others answer (their start takes seconds on a loaded machine).
+        self._wait_up([s for s in SOAK_SERVICES if s != "nri"])
         self._start("nri", ["--nri-socket", str(self.runtime.path)], own_netns=False)
+        self._wait_up(SOAK_SERVICES)
+        # a long request timeout: this measures growth, not time, and must not fail on a busy machine
+        self.runtime.accept_and_register(timeout=30, request_timeout_ms=30000)
+        self.runtime.call("Synchronize", nri_pb2.SynchronizeRequest().SerializeToString())
+
+    def _wait_up(self, services: list[str]) -> None:
         end = time.monotonic() + 30
         while True:
-            res = query(self.runtime_dir, SOAK_SERVICES, timeout=0.5)
+            res = query(self.runtime_dir, services, timeout=0.5)
             if all(isinstance(r, dict) for r in res.values()):
                 break
             dead = {s: p.returncode for s, p in self.procs.items() if p.poll() is not None}
@@ -106,9 +116,6 @@ class Soak:
                     f"services did not come up (exited: {dead}; answers: {res}); see {self.logs}"
                 )
             time.sleep(0.1)
-        # a long request timeout: this measures growth, not time, and must not fail on a busy machine
-        self.runtime.accept_and_register(timeout=30, request_timeout_ms=30000)
-        self.runtime.call("Synchronize", nri_pb2.SynchronizeRequest().SerializeToString())
 
     def pids(self) -> dict[str, int]:
         return {s: p.pid for s, p in self.procs.items()}
