@@ -72,6 +72,9 @@ SOCKET_FORBIDDEN = 0o117  # execute bits, anything for others: 0660 or stricter
 SECCOMP_MODES = {0: "disabled", 1: "strict", 2: "filter"}
 SECCOMP_FILTER = 2  # what the design says for every service (dranet/syscalls.py)
 TOKEN_PATH = "var/run/secrets/kubernetes.io/serviceaccount/token"
+# Seen through /proc/<pid>/root, an absolute symlink (Debian's /var/run -> /run) resolves in the
+# auditor's root, not the process's: look under both spellings.
+TOKEN_PATHS = (TOKEN_PATH, TOKEN_PATH.removeprefix("var/"))
 # Why a service keeps uid 0 (the audit says so; docs/architecture.md, threat model).
 ROOT_REASONS = {
     "nri": "the runtime's NRI socket is root's, and nri reconnects to it whenever the runtime restarts",
@@ -501,7 +504,7 @@ def read_process(service: str, pid: int, proc_root: Path, found_by: str) -> Proc
     except OSError:
         pidns = ""
     try:
-        sees_token = os.path.isfile(base / "root" / TOKEN_PATH)
+        sees_token = any(os.path.isfile(base / "root" / p) for p in TOKEN_PATHS)
     except OSError:
         sees_token = False
     return ProcessReport(
