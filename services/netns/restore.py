@@ -11,10 +11,11 @@ Identity, never assumption: a device is the one at the index, or under the name,
 journal says it is, with the kind and MAC recorded (or the permanent MAC); a search by MAC alone
 is never trusted (VLAN siblings share their parent's MAC), except among the links that appeared
 in the pod netns during the failed attach being rolled back. Nothing is renamed or re-addressed
-before the allowlist and the uplink rule are checked again: a device the inventory no longer
-allows leaves the pod under a name the kernel picks and is left alone, and a device on the host
-(moved back by us, or back by itself) is not renamed or re-addressed when the node routes
-through it by now.
+before the uplink rule is checked again, for every device on the host (moved back by us, or back
+by itself): the node may route through it by now. A device found on the host under another name
+is renamed only if the allowlist still allows it. (A device the worker moves back itself is not
+held to the allowlist: the inventory may not know it while it is in a pod, e.g. after discovery
+restarted.)
 """
 
 from __future__ import annotations
@@ -81,18 +82,6 @@ def restore(
             rdma.move_if_exclusive(entry.rdma_device, host.fd)
     problems: list[str] = []
     want = entry.host.link
-    if pod is not None and not (is_allowed(allowed, want.name) or is_allowed(allowed, entry.pod_ifname)):
-        # It must leave the pod, but under a name the kernel picks: nothing of the host's is
-        # renamed or re-addressed for a device the inventory no longer allows.
-        if move_back(host, pod, entry, known, problems, hook, name="dranet%d"):
-            link = find_on_host(host, entry)
-            came = link.name if link is not None else "?"
-            return Outcome(
-                found=link is not None,
-                problems=[
-                    f"{want.name} is no longer in the inventory: back on the host as {came}, left alone"
-                ],
-            )
     if pod is not None:
         move_back(host, pod, entry, known, problems, hook)
     link = find_on_host(host, entry)
@@ -132,11 +121,8 @@ def move_back(
     known: Collection[int],
     problems: list[str],
     hook: Hook | None = None,
-    *,
-    name: str = "",
 ) -> bool:
-    """Move the device out of the pod netns under its host name and attributes, in one request
-    (name: under this name instead, e.g. "dranet%d", and with no attribute restored).
+    """Move the device out of the pod netns under its host name and attributes, in one request.
     False when it is not there."""
     want, dev = entry.host.link, entry.device
     try:
@@ -146,7 +132,7 @@ def move_back(
     if in_pod is None:
         return False
     index = in_pod.index
-    change = LinkChange(name=name) if name else restore_change(want, in_pod)
+    change = restore_change(want, in_pod)
     change.netns_fd = host.fd
     if in_pod.up:
         # Down as its own request first, as in attach: the move of a down link is cheaper.
