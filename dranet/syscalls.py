@@ -8,7 +8,7 @@ it; the kernel stacks it under the runtime's own profile (RuntimeDefault in the 
 
 What the lists leave out on purpose: namespaces and mounts (setns for the worker only; unshare,
 mount, pivot_root, chroot, clone3 and namespace flags to clone), other processes' memory (ptrace,
-process_vm_*), the kernel's extensions (bpf, perf_event_open, modules, kexec, keyrings,
+process_vm_*), the kernel's extensions (bpf but for the worker, perf_event_open, modules, kexec, keyrings,
 userfaultfd, io_uring), devices and time (mknod, iopl, settimeofday, ...), handles that bypass
 paths (open_by_handle_at).
 """
@@ -50,8 +50,13 @@ BASE = frozenset(
     setuid setgid setresuid setresgid setgroups setfsuid setfsgid
     """.split()
 )
-# The worker enters pod network namespaces (setns), nothing else beyond the base.
-EXTRA = {"netns": frozenset({"setns"}), "discovery": frozenset(), "dra": frozenset(), "nri": frozenset()}
+# The worker enters pod network namespaces (setns) and reads and detaches tcx programs (bpf).
+EXTRA = {
+    "netns": frozenset({"setns", "bpf"}),
+    "discovery": frozenset(),
+    "dra": frozenset(),
+    "nri": frozenset(),
+}
 
 # clone flags that make new namespaces: refused (an unprivileged process could make a user
 # namespace and hold capabilities inside it).

@@ -29,6 +29,7 @@ ROLES: dict[str, frozenset[str]] = {
     "ping": ANY,
     "snapshot": ANY,
     "echo": ANY,  # tests only
+    "metrics": ANY,  # each process's Prometheus text, for the pod's HTTP endpoint
     "get_inventory": frozenset({"dra", "netns", "nri", OPERATOR}),
     "pod_devices": frozenset({"nri", OPERATOR}),
     "claims": frozenset({OPERATOR}),
@@ -39,6 +40,8 @@ ROLES: dict[str, frozenset[str]] = {
     "netns_alive": frozenset({"nri"}),
     "release": frozenset({NETWORK_ADMIN}),
     "attached_in": frozenset({OPERATOR}),
+    "ethtool_features": frozenset({"dra", OPERATOR}),
+    "tcx_programs": frozenset({"discovery", OPERATOR}),
     "grant": frozenset({"dra"}),
     "revoke": frozenset({"dra"}),
 }

@@ -180,7 +180,8 @@ def run(args: argparse.Namespace) -> int:
         return out
 
     host.serve({"get_inventory": get_inventory}, health=health, snapshots={"inventory": inventory.snapshot})
-    host.switch_user()  # every socket is bound (the metrics port too): drop root
+    # every socket is bound: drop root, keeping the kept-devices file writable
+    host.switch_user(own=[host.settings.state_dir / "discovery"])
     if publisher is not None:
         publisher.start()
     inventory.start()
