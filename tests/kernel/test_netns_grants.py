@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from dranet.services.netns.grants import Grant, Grants, Refused, check_attach
 from dranet.services.netns.testbed import Testbed
-from dranet.services.netns.worker import REFUSED, NetnsWorker
+from dranet.services.netns.worker import NetnsWorker
 
 from dranet.bus import BusError
+from dranet.observability import metrics
 
 pytestmark = pytest.mark.kernel
 
@@ -36,7 +37,7 @@ def claim(uid: str, pods: list[str], device: str, ifname: str, config: dict) -> 
 
 
 def refused_count(op: str, reason: str) -> float:
-    return REFUSED.labels(op=op, reason=reason).get()
+    return metrics.value("dranet_netns_refused_total", op=op, reason=reason)
 
 
 def test_hostile_attaches_are_refused_logged_and_counted(
