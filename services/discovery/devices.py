@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 from dranet.uplinks import UplinkPolicy
@@ -83,9 +83,16 @@ def build_devices(
     sysfs: Sysfs,
     options: ScanOptions,
     facts_cache: dict[tuple[int, str], NetdevSysfs] | None = None,
+    attached: Collection[str] = (),
+    withheld: set[str] | None = None,
 ) -> list[Device]:
     """Every device of the node; `allocatable` is False for uplinks (`snap.uplinks`), excluded names
     and filtered ones.
+
+    A PCI NIC whose netdev is not in this netns and that has no RDMA device is listed only when it
+    is in `attached` (device names the worker has in pods): otherwise its netdev lives in another
+    network namespace (e.g. the machine's, seen from a node's pod) and nothing here can hand it out.
+    Such NICs' addresses are added to `withheld`, for the caller to report.
 
     `facts_cache` keeps per-netdev sysfs facts between scans (keyed by ifindex and name, so a
     renamed or re-created link is read again); entries of vanished links are dropped.
@@ -134,15 +141,20 @@ def build_devices(
         allocatable = link.index not in uplinks and not _excluded_by_name(link.name, options.exclude)
         add(Device(name, link.name, address, rdma, allocatable, attrs))
 
-    # PCI NICs without a netdev here (bound to a driver, netdev in a pod or not created yet).
+    # PCI NICs without a netdev here (bound to a driver; netdev in a pod, in another netns or not
+    # created yet): the worker can hand out an RDMA device, or give back what it attached.
     for address in sysfs.pci_network_devices():
         if address in claimed_pci:
             continue
         info = pci(address)
         if info is None:
             continue
-        claimed_pci.add(address)
         rdma = info.rdma_devices[0] if info.rdma_devices else ""
+        if not rdma and pci_device_name(address) not in attached:
+            if withheld is not None:
+                withheld.add(address)
+            continue
+        claimed_pci.add(address)
         attrs = {**pci_attributes(info), **rdma_attributes(rdma)}
         add(Device(pci_device_name(address), "", address, rdma, True, attrs))
 

@@ -100,6 +100,7 @@ class Inventory:
         self._attached: set[str] = set()
         # Whether the worker has answered at least once (nothing to ask without a provider).
         self._attached_known = attached is None
+        self._withheld: set[str] = set()  # PCI NICs build_devices left out, logged when it changes
         self._facts: dict[tuple[int, str], NetdevSysfs] = {}
         self._kept = KeptDevices(Path(config.kept_path)) if config.kept_path else None
         self._last_seen: dict[str, Device] = self._kept.load() if self._kept else {}
@@ -155,7 +156,16 @@ class Inventory:
             self._tcx = self._tcx_provider()
             snap.links = [replace(lk, tcx_programs=tuple(self._tcx.get(lk.name, ()))) for lk in snap.links]
         self._uplinks.report(snap.uplinks)
-        live = build_devices(snap, self.sysfs, self.options, self._facts)
+        withheld: set[str] = set()
+        live = build_devices(snap, self.sysfs, self.options, self._facts, self._attached, withheld)
+        if withheld != self._withheld:
+            self._withheld = withheld
+            if withheld:
+                log.info(
+                    "PCI NICs not published: their netdev is not in this network namespace (the node's) "
+                    "and they have no RDMA device, so the worker cannot hand them out",
+                    extra={"pci_addresses": sorted(withheld)},
+                )
         live_names = {d.name for d in live}
         vanished = [n for n in self._last_seen if n not in live_names]
         if vanished and self._attached_provider is not None:

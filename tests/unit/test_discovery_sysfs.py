@@ -142,7 +142,17 @@ def test_inventory_from_synthetic_tree(tree: Tree) -> None:
         LinkInfo(index=6, name="mlx5_6", kind="macvlan", parent=3, link_type="ether"),
     ]
     snap = NetSnapshot(links=links, uplinks={2: Uplink(2, "eth0", MAIN_DEFAULT, "the main default")})
-    devices = {d.name: d for d in build_devices(snap, Sysfs(tree.root), ScanOptions())}
+    # the VF 0000:8a:00.2 has a kernel driver but no netdev here and no RDMA device: attached to
+    # a pod by the worker, it is still the node's device; otherwise its netdev lives in another
+    # netns (the machine's, seen from a node's pod) and nothing here can hand it out
+    withheld: set[str] = set()
+    devices = {
+        d.name: d
+        for d in build_devices(snap, Sysfs(tree.root), ScanOptions(), attached={"pci-0000-8a-00-2"})
+    }
+    others = build_devices(snap, Sysfs(tree.root), ScanOptions(), withheld=withheld)
+    assert {d.name for d in others} == set(devices) - {"pci-0000-8a-00-2"}
+    assert withheld == {"0000:8a:00.2"}
     assert sorted(devices) == sorted(
         [
             "pci-0000-00-03-0",
