@@ -116,6 +116,16 @@ class ServiceHost:
         self._server.start()
         log.info("serving", extra={"runtime_dir": str(rd), "pid": os.getpid(), "ops": sorted(all_handlers)})
 
+    def reclaim(self, own: Sequence[Path]) -> None:
+        """At start, before reading them: take back (uid 0) what a previous life wrote as --run-as,
+        which root without CAP_DAC_OVERRIDE could not read (switch_user gives it back)."""
+        if not self.settings.run_as:
+            return
+        for top in own:
+            if top.exists():
+                for path in [top, *top.rglob("*")]:
+                    os.chown(path, 0, 0, follow_symlinks=False)
+
     def switch_user(self, own: Sequence[Path] = (), clients: Sequence[BusClient] = ()) -> None:
         """Become --run-as (group 0, the bus group: the sockets are root's, 0660) once every socket
         is bound; `own` (and what is in them) is chowned first, for the files the service writes

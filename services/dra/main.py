@@ -446,6 +446,7 @@ class DraService:
 
 def run(args: argparse.Namespace) -> int:
     host = ServiceHost("dra", args)
+    host.reclaim([host.settings.state_dir / "dra"])  # the checkpoint a previous life wrote as --run-as
     cdi_dir = str(getattr(args, "cdi_dir", "") or "")
     if host.settings.run_as and cdi_dir:
         log.error(
