@@ -34,15 +34,18 @@ $(GEN)/.stamp: $(PROTOS) proto/generate.py $(VENV)/.installed
 proto: $(GEN)/.stamp
 
 # Debian tools the tests and the demo use (iproute2 for `ip netns`, gcc for the pause image,
-# mmdebstrap for the driver image's base, openssl for the node stand-in's API certificates) and
-# Debian's PCI ID database (pci.ids: the names discovery publishes, as the image has them).
+# mmdebstrap for the driver image's base, openssl for the node stand-in's API certificates,
+# Debian's PCI ID database (pci.ids: the names discovery publishes, as the image has them),
+# dhclient for the netns worker's DHCP and dnsmasq as the DHCP server the tests run).
 system-deps:
-	@missing=""; for c in ip gcc nsenter mmdebstrap openssl; do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
+	@missing=""; for c in ip gcc nsenter mmdebstrap openssl dhclient dnsmasq; do \
+	  command -v $$c >/dev/null || [ -x /usr/sbin/$$c ] || missing="$$missing $$c"; done; \
 	test -f /usr/share/misc/pci.ids || missing="$$missing pci.ids"; \
 	ls /usr/lib/python3/dist-packages/seccomp.cpython-*.so >/dev/null 2>&1 || missing="$$missing python3-seccomp"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; apt-get update -qq && \
-	  apt-get install -y -qq --no-install-recommends iproute2 gcc libc6-dev util-linux mmdebstrap openssl pci.ids python3-seccomp >/dev/null; \
+	  apt-get install -y -qq --no-install-recommends iproute2 gcc libc6-dev util-linux mmdebstrap openssl pci.ids python3-seccomp \
+	    isc-dhcp-client dnsmasq-base >/dev/null; \
 	fi
 
 # The driver image, built here from Debian packages and the project's wheels, no registry: an OCI

@@ -354,6 +354,19 @@ OPS: dict[str, Op] = {
         _s("RevokeResult", revoked=[str]),
         doc="dra only: claims unprepared; their devices may no longer be attached",
     ),
+    "dhcp_acquire": Op(
+        "netns",
+        _s("DhcpAcquireRequest", claim_uid=str, device=str, ifname=str),
+        _s("DhcpAcquireResult", lease=AnyMap),
+        doc="take (or return the kept) DHCPv4 lease of a claim's device on its host interface, "
+        "before the move; renewed by the worker while the device is attached",
+    ),
+    "dhcp_release": Op(
+        "netns",
+        _s("DhcpReleaseRequest", claim_uid=str, device=str),
+        _s("DhcpReleaseResult", released=bool),
+        doc="give a claim's device's DHCP lease back to the server and forget it (at unprepare)",
+    ),
     # test and benchmark op served only when a test registers it (mutating: the tests count runs)
     "echo": Op("*", _open("Echo"), _open("Echo"), doc="returns its body"),
 }

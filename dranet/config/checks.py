@@ -95,11 +95,20 @@ def validate_rdma_only(cfg: NetworkConfig) -> None:
             raise ConfigError(name, reason)
 
 
-def check_supported(cfg: NetworkConfig) -> None:
-    """Refuse the upstream fields this driver accepts in the schema but does not act on yet, so a
-    claim asking for them fails at prepare with the reason instead of running without them."""
-    if cfg.interface.dhcp:
+def check_supported(cfg: NetworkConfig, *, dhcp: bool = False) -> None:
+    """Refuse the upstream fields this driver accepts in the schema but does not act on, so a
+    claim asking for them fails at prepare with the reason instead of running without them.
+
+    dhcp: the caller takes the lease (dra at prepare); the netns worker only ever gets the
+    lease's static result, so it refuses ``dhcp`` itself."""
+    if cfg.interface.dhcp and not dhcp:
         raise ConfigError(
             "interface.dhcp",
             "DHCP is not supported by this driver yet; give interface.addresses instead",
+        )
+    if cfg.interface.dhcp and cfg.interface.hardware_addr is not None:
+        raise ConfigError(
+            "interface.hardwareAddr",
+            "cannot be set with dhcp: the lease is taken before the move with the interface's own "
+            "MAC and the server would not know the new one; remove one of them",
         )

@@ -612,12 +612,16 @@ def run(args: argparse.Namespace) -> int:
             return 2
     demo = Demo(args)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="tlc-", dir="/tmp"))
-    cluster = Cluster(workdir, nic_count=max(1, args.nics), ctrd_cache=args.ctrd_cache, log=demo.say)
+    ipam = IpamProvider.start()  # the example IPAM webhook (deploy/examples), when in a source tree
+    extra = {"dra": ["--webhook-url", ipam.url]} if ipam else {}
+    cluster = Cluster(
+        workdir, nic_count=max(2, args.nics), ctrd_cache=args.ctrd_cache, log=demo.say, extra_args=extra
+    )
     old_term = signal.signal(signal.SIGTERM, _interrupt)
     interrupted = False
     try:
         try:
-            _script(demo, cluster)
+            _script(demo, cluster, ipam)
         except KeyboardInterrupt:
             interrupted = True
             demo.failures.append("interrupted")
@@ -635,6 +639,8 @@ def run(args: argparse.Namespace) -> int:
         old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
         prefix = cluster.net.prefix if cluster.net else None
         errors = cluster.stop()
+        if ipam is not None:
+            ipam.stop()
         leftovers: list[str] = []
         if prefix:
             leftovers = [f"link {n}" for n in _host_links() if n.startswith(prefix)]
@@ -684,7 +690,73 @@ def _tail_logs(cluster: Cluster, lines: int = 15) -> None:
                 print("     " + line[:300])
 
 
-def _script(demo: Demo, cluster: Cluster) -> None:
+class IpamProvider:
+    """deploy/examples/ipam_webhook.py on loopback: a pool the demo's profile claims draw from."""
+
+    POOL = "10.233.0.0/28"
+    SCRIPT = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "ipam_webhook.py"
+
+    def __init__(self, proc: subprocess.Popen[bytes], url: str) -> None:
+        self.proc, self.url = proc, url
+
+    @classmethod
+    def start(cls) -> IpamProvider | None:
+        if not cls.SCRIPT.exists():
+            return None  # an installed package has no deploy/: the step is skipped
+        import socket
+        import urllib.request
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        argv = [sys.executable, str(cls.SCRIPT), "--listen", f"127.0.0.1:{port}", "--pool", cls.POOL]
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(50):
+            with contextlib.suppress(OSError):
+                urllib.request.urlopen(url + "/health", timeout=1).read()
+                return cls(proc, url)
+            time.sleep(0.1)
+        proc.kill()
+        proc.wait()
+        return None
+
+    def pool(self) -> dict[str, Any]:
+        import urllib.request
+
+        return dict(json.loads(urllib.request.urlopen(self.url + "/pool", timeout=5).read()))
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(5)
+
+
+def _ipam_step(demo: Demo, cluster: Cluster, ipam: IpamProvider) -> None:
+    """A claim that writes no address: `profile: ipam`, resolved by the IPAM webhook at prepare."""
+    assert cluster.net is not None and cluster.agent is not None and cluster.allocator is not None
+    nic = cluster.net.nics[1]
+    cfg = {"profile": "ipam", "interface": {"name": "net1"}}
+    claim = cluster.create(
+        "resource.k8s.io/v1", "resourceclaims", _claim("demo-ipam", nic.name, cfg), "default"
+    )
+    demo.show(_strip(claim))
+    pod = cluster.make_pod("demo-ipam-pod", {"nic": "demo-ipam"})
+    run = cluster.run_pod(pod)
+    assert run.status is not None
+    demo.say(in_netns(run.status.netns, "ip", "-br", "addr", "show", "dev", "net1").stdout.rstrip())
+    got = [a for a in addresses(links_in(run.status.netns).get("net1") or {}) if "." in a]
+    held = ipam.pool()["held"]
+    demo.say(f"the provider's pool {IpamProvider.POOL}: {held}")
+    demo.check(
+        "the pod's net1 has the address the IPAM provider handed out",
+        bool(got) and sorted(got) == sorted(f"{a}/28" for a in held.values()),
+        f"pod {got}, provider {held}",
+    )
+    cluster.remove_pod(pod, run)
+    demo.check("unprepare gave the address back to the pool", ipam.pool()["held"] == {}, str(ipam.pool()))
+
+
+def _script(demo: Demo, cluster: Cluster, ipam: IpamProvider | None = None) -> None:
     n = 0
 
     def step(title: str) -> None:
@@ -826,6 +898,10 @@ def _script(demo: Demo, cluster: Cluster) -> None:
     demo.check(
         "the claim is released (no allocation, no reservation)", not (c.get("status") or {}).get("allocation")
     )
+
+    if ipam is not None:
+        step("a pod whose claim writes no address: `profile: ipam`, from the IPAM provider's pool")
+        _ipam_step(demo, cluster, ipam)
 
     if importlib.util.find_spec("dranet.audit") is not None:
         step("least-privilege audit of the running services (dranet audit)")

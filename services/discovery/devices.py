@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from dranet.providers import DeviceIdentifiers
 from dranet.uplinks import UplinkPolicy
 
 from .attributes import LinkFacts, enforce_limits, link_attributes, pci_attributes, rdma_attributes
@@ -51,6 +52,8 @@ class ScanOptions:
     exclude: tuple[str, ...] = DEFAULT_EXCLUDE  # fnmatch patterns on interface names
     filter: DeviceFilter = field(default_factory=DeviceFilter)
     uplink_policy: UplinkPolicy = field(default_factory=UplinkPolicy)  # the API server, --uplink-interfaces
+    # --cloud-provider: attributes by device identity (dranet/providers); ours win on a clash
+    cloud: Callable[[DeviceIdentifiers], Mapping[str, AttrValue]] | None = None
 
 
 @dataclass(frozen=True)
@@ -174,8 +177,20 @@ def build_devices(
     out = []
     for name in sorted(devices):
         dev = devices[name]
+        if options.cloud is not None:
+            dev.attributes = {**options.cloud(identifiers(dev)), **dev.attributes}
         dev.attributes = enforce_limits(dev.attributes, device=name)
         if dev.allocatable and not options.filter.allows(dev.attributes, device=name):
             dev.allocatable = False
         out.append(dev)
     return out
+
+
+def identifiers(dev: Device) -> DeviceIdentifiers:
+    """What a cloud provider matches a device by (its MAC, PCI address, interface name)."""
+    mac = dev.attributes.get("dra.net/mac")
+    return DeviceIdentifiers(
+        name=dev.ifname or dev.name,
+        mac_address=mac if isinstance(mac, str) else "",
+        pci_address=dev.pci_address,
+    )

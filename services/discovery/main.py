@@ -13,6 +13,8 @@ from typing import Any
 
 from dranet.bus import BusClient, BusError, RequestContext, Subscriber
 from dranet.netlink.rtnl import EVENT_GROUPS, open_in_netns
+from dranet.providers import ProviderError
+from dranet.providers.select import KINDS, cloud_instance
 from dranet.service import ServiceHost
 from dranet.settings import Settings, add_uplink_flags, kube_api_client, uplink_policy
 
@@ -52,6 +54,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="publish ResourceSlices even when dra is not registered with the kubelet (development and "
         "benchmarks only: a real kubelet wipes such slices, and pods scheduled on them stick at prepare)",
     )
+    g.add_argument(
+        "--cloud-provider",
+        choices=KINDS,
+        default="none",
+        help="publish the cloud's attributes for each device (gce.dra.net/..., aws.dra.net/..., "
+        "dra.net/cloudNetwork), read from its metadata service at start, or a webhook's "
+        "GetDeviceAttributes (default none)",
+    )
+    g.add_argument(
+        "--metadata-url",
+        default="",
+        help="the metadata service to read (default: the cloud's own, http://metadata.google.internal/"
+        "computeMetadata/v1 or http://169.254.169.254)",
+    )
+    g.add_argument("--webhook-url", default="", help="the webhook for --cloud-provider=webhook")
     g.add_argument("--netns", default=None, help=argparse.SUPPRESS)  # tests/benchmarks: scan another netns
 
 
@@ -117,8 +134,22 @@ def plugin_state_of(runtime_dir: Any, context: Any = None) -> Callable[[], Plugi
 def build(args: argparse.Namespace, settings: Settings) -> tuple[Inventory, SlicePublisher | None]:
     exclude = tuple(p.strip() for p in (args.exclude_interfaces or "").split(",") if p.strip())
     endpoint = "" if getattr(args, "apiserver_endpoint", None) else _kubeconfig_server(settings)
+    cloud = None
+    kind = getattr(args, "cloud_provider", "none") or "none"
+    try:
+        cloud = cloud_instance(
+            kind, metadata_url=getattr(args, "metadata_url", ""), webhook_url=getattr(args, "webhook_url", "")
+        )
+    except ProviderError as exc:
+        # Devices are still published, without the cloud's attributes; the log says why.
+        log.error(
+            "cloud provider unavailable: no cloud attributes", extra={"provider": kind, "error": exc.message}
+        )
     options = ScanOptions(
-        exclude=exclude, filter=DeviceFilter(args.filter), uplink_policy=uplink_policy(args, endpoint)
+        exclude=exclude,
+        filter=DeviceFilter(args.filter),
+        uplink_policy=uplink_policy(args, endpoint),
+        cloud=cloud.device_attributes if cloud is not None else None,
     )
     publisher = None
     if not args.no_publish:

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from dranet.bus import BusError, ErrorCode
 from dranet.observability.logging import bind
 
+from .addressing import Addressing
 from .cdi import CdiSpecs
 from .checkpoint import Checkpoint
 from .metrics import CLAIM_RESULTS, CLAIM_SECONDS, PREPARED_CLAIMS
@@ -77,6 +78,7 @@ class Driver:
         features: FeatureLookup | None = None,
         grant: Granter | None = None,
         revoke: Revoker | None = None,
+        addressing: Addressing | None = None,
     ) -> None:
         self.driver_name = driver_name
         self.node_name = node_name
@@ -89,6 +91,7 @@ class Driver:
         self._on_failed = on_failed  # (claim, error) after a prepare failed for it: for an Event
         self._cdi = cdi  # None: prepare returns no CDI devices (no fail-closed hook)
         self._features = features  # a host interface's ethtool table (the netns worker reads it)
+        self._addressing = addressing or Addressing()  # providers and DHCP (none by default)
         # One lock over state and checkpoint, like the kubelet helper's Serialize(true); the slow
         # API server reads happen before it is taken.
         self._lock = threading.Lock()
@@ -164,13 +167,25 @@ class Driver:
                 f"ResourceClaim {ref.namespace}/{ref.name} has UID {uid}, the kubelet asked for {ref.uid}: "
                 "the claim was deleted and re-created; the kubelet will retry with the new one"
             )
-        return prepare_claim(
-            claim,
-            driver=self.driver_name,
-            node_name=self.node_name,
-            inventory=self._inventory,
-            features=self._features,
-        )
+        taking = self._addressing.begin(ref.uid)
+        try:
+            prepared = prepare_claim(
+                claim,
+                driver=self.driver_name,
+                node_name=self.node_name,
+                inventory=self._inventory,
+                features=self._features,
+                providers=taking.layers,
+            )
+            # Leasing touches the interface: not for a device another claim holds.
+            conflicts = device_conflicts(prepared, list(self._prepared.values()))
+            if conflicts:
+                raise PrepareError("; ".join(conflicts))
+            taking.finish(prepared)
+        except BaseException:
+            taking.undo()  # nothing half-done: what the providers and DHCP gave goes back
+            raise
+        return prepared
 
     def _commit(self, fresh: dict[str, PreparedClaim]) -> dict[str, ClaimResult]:
         out: dict[str, ClaimResult] = {}
@@ -184,11 +199,13 @@ class Driver:
                 if conflicts:
                     out[uid] = ClaimResult(error="; ".join(conflicts))
                     CLAIM_RESULTS.labels(op="prepare", outcome="error").inc()
+                    self._addressing.release(claim)
                     continue
                 error = self._write_spec(claim)  # before the checkpoint: prepared means it has its spec
                 if error:
                     out[uid] = ClaimResult(error=error)
                     CLAIM_RESULTS.labels(op="prepare", outcome="error").inc()
+                    self._addressing.release(claim)
                     continue
                 accepted[uid] = claim
             if not accepted:
@@ -199,10 +216,11 @@ class Driver:
             except OSError as exc:
                 msg = f"cannot write the checkpoint {self._checkpoint.path}: {exc}; check the state directory"
                 log.error("checkpoint write failed", extra={"error": str(exc)})
-                for uid in accepted:
+                for uid, claim in accepted.items():
                     out[uid] = ClaimResult(error=msg)
                     CLAIM_RESULTS.labels(op="prepare", outcome="error").inc()
                     self._remove_spec(uid)
+                    self._addressing.release(claim)
                 return out
             self._prepared = candidate
             self._changes += 1
@@ -262,6 +280,7 @@ class Driver:
                 PREPARED_CLAIMS.set(len(remaining))
             for c in dropped:
                 self._remove_spec(c.uid)
+                self._addressing.release(c)  # the devices are back on the host: leases, profiles
                 CLAIM_RESULTS.labels(op="unprepare", outcome="unprepared").inc()
                 log.info("claim unprepared", extra={"claim_uid": c.uid, "claim": f"{c.namespace}/{c.name}"})
                 if self._on_unprepared is not None:

@@ -22,9 +22,13 @@ from kubernetes import client
 
 from dranet.bus import BusClient, BusError, Subscriber
 from dranet.config import FeatureTable
+from dranet.config.lease import Lease
+from dranet.providers import ProviderError
+from dranet.providers.webhook import WebhookProvider
 from dranet.service import ServiceHost
 from dranet.settings import kube_api_client
 
+from .addressing import Addressing
 from .cdi import DEFAULT_WAIT, CdiSpecs, HookCommand
 from .checkpoint import Checkpoint
 from .driver import Driver
@@ -105,11 +109,57 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default %(default)s)",
     )
     parser.add_argument(
+        "--webhook-url",
+        default="",
+        help="upstream's webhook provider (http://host:port or unix:///path): resolves claims' "
+        "`profile` (GetProfileConfig/ReleaseProfileConfig) and, when its /health says "
+        "cloudProvider, gives each device's baseline config (GetDeviceConfig); empty = none",
+    )
+    parser.add_argument(
+        "--webhook-timeout",
+        type=float,
+        default=10.0,
+        help="seconds one webhook call may take (default %(default)s, upstream's)",
+    )
+    parser.add_argument(
+        "--dhcp-timeout",
+        type=float,
+        default=15.0,
+        help="seconds prepare waits for the netns worker's DHCP lease (default %(default)s)",
+    )
+    parser.add_argument(
         "--host-netns",
         default=None,
         help="network namespace (name or path) holding the node's interfaces, for development and tests "
         "where a namespace stands in for the host (default: this process's own)",
     )
+
+
+class BusLeases:
+    """DHCP leases from the netns worker (it runs the client; dra holds no capability)."""
+
+    def __init__(self, netns: BusClient, timeout: float) -> None:
+        self._netns = netns
+        self._timeout = timeout
+
+    def acquire(self, claim_uid: str, device: str, ifname: str) -> Lease:
+        body = {"claim_uid": claim_uid, "device": device, "ifname": ifname}
+        try:
+            result = self._netns.call("dhcp_acquire", body, timeout=self._timeout)
+        except BusError as exc:
+            raise PrepareError(
+                f"device {device}: interface.dhcp: no lease for {ifname}: {exc.message}",
+                retriable=exc.code in ("unavailable", "timeout", "conflict"),
+            ) from None
+        return Lease.from_dict(result["lease"])
+
+    def release(self, claim_uid: str, device: str) -> None:
+        try:
+            self._netns.call(
+                "dhcp_release", {"claim_uid": claim_uid, "device": device}, timeout=self._timeout
+            )
+        except BusError as exc:
+            raise PrepareError(f"DHCP release of {device}: {exc.message}") from None
 
 
 class Attachments:
@@ -184,6 +234,7 @@ class DraService:
             features=self._ethtool_table,
             grant=self._grant,
             revoke=lambda uids: self.netns.call("revoke", {"claim_uids": uids}, timeout=10.0),
+            addressing=self._addressing(args),
         )
         self._sync_kick = threading.Event()
         self._sync_stop = threading.Event()
@@ -238,6 +289,28 @@ class DraService:
                 f"features of {ifname}: {exc}; the kubelet will retry",
                 retriable=True,
             ) from None
+
+    def _addressing(self, args: argparse.Namespace) -> Addressing:
+        leases = BusLeases(self.netns, float(getattr(args, "dhcp_timeout", 15.0)))
+        url = getattr(args, "webhook_url", "") or ""
+        if not url:
+            return Addressing(leases=leases)
+        webhook = WebhookProvider(url, timeout=float(getattr(args, "webhook_timeout", 10.0)))
+        try:
+            caps = webhook.health()
+        except ProviderError as exc:
+            # Not fatal: claims without a profile still prepare; those with one get the reason.
+            log.error(
+                "webhook provider unreachable at start; asking again at each prepare",
+                extra={"error": exc.message},
+            )
+            return Addressing(leases=leases, profiles=webhook)
+        log.info("webhook provider", extra={"url": url, **caps})
+        return Addressing(
+            leases=leases,
+            profiles=webhook if caps["profileProvider"] else None,
+            cloud=webhook if caps["cloudProvider"] else None,
+        )
 
     def _detach(self, pod_uid: str, devices: list[str]) -> None:
         self.netns.call("detach", {"pod_uid": pod_uid, "devices": devices}, timeout=10.0)

@@ -27,6 +27,9 @@ class PreparedDevice:
     config: dict[str, Any]  # validated configuration, upstream JSON (camelCase)
     rdma_device: str = ""
     admin_access: bool = False  # observe only: never moved or reconfigured
+    profile: str = ""  # the profile a provider resolved (released at unprepare)
+    dhcp_lease: dict[str, Any] | None = None  # the DHCP lease in config (released at unprepare)
+    identifiers: dict[str, str] | None = None  # what providers know the device by (mac, pci, name)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PreparedDevice:

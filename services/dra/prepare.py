@@ -1,9 +1,11 @@
 """From a ResourceClaim (the API server's JSON) to a prepared claim: pure logic, no I/O.
 
 Steps for one claim: the single pod consumer from reservedFor, the allocation results for our
-driver, the opaque configs that apply to each result merged in precedence order (DeviceClass
-configs first, then the claim's; later wins field by field), validation with the shared
-configuration model, and the host interface of each device from the inventory.
+driver, the opaque configs that apply to each result merged in precedence order (a provider's
+baseline and profile first, then DeviceClass configs, then the claim's; later wins field by
+field), validation with the shared configuration model, and the host interface of each device
+from the inventory. Providers are reached through the callables the caller passes (they do the
+I/O); a claim with ``interface.dhcp`` is left for the caller to lease (services/dra/addressing.py).
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ __all__ = ["PrepareError", "PreparedClaim", "PreparedDevice", "prepare_claim"]
 InventoryLookup = Callable[[str], Mapping[str, Any] | None]
 # A host interface's ethtool table, read by the netns worker; PrepareError when it cannot be had.
 FeatureLookup = Callable[[str], FeatureTable]
+# (device identifiers, the merged class and claim config) -> the layers under it: the provider's
+# baseline and the profile's configuration; raises PrepareError.
+ProviderLayers = Callable[[dict[str, str], dict[str, Any]], list[Mapping[str, Any]]]
 
 
 def pod_consumer(claim: Mapping[str, Any]) -> str:
@@ -105,6 +110,7 @@ def prepare_claim(
     node_name: str,
     inventory: InventoryLookup,
     features: FeatureLookup | None = None,
+    providers: ProviderLayers | None = None,
 ) -> PreparedClaim:
     """Build the prepared claim or raise PrepareError naming the device, field and reason.
     features: the device's ethtool table, when the claim names ethtool features or flags."""
@@ -114,7 +120,15 @@ def prepare_claim(
     if not results:
         raise PrepareError(f"claim has no allocation result for driver {driver}")
     devices = [
-        _prepare_device(claim, r, driver=driver, node_name=node_name, inventory=inventory, features=features)
+        _prepare_device(
+            claim,
+            r,
+            driver=driver,
+            node_name=node_name,
+            inventory=inventory,
+            features=features,
+            providers=providers,
+        )
         for r in results
     ]
     return PreparedClaim(
@@ -134,6 +148,7 @@ def _prepare_device(
     node_name: str,
     inventory: InventoryLookup,
     features: FeatureLookup | None,
+    providers: ProviderLayers | None = None,
 ) -> PreparedDevice:
     request = str(result.get("request", ""))
     pool = str(result.get("pool", ""))
@@ -142,10 +157,8 @@ def _prepare_device(
     if pool != node_name:
         raise PrepareError(f"{where}: pool {pool!r} is not this node's pool {node_name!r}")
     try:
-        cfg = parse_network_config(merge_configs(applicable_configs(claim, driver, request)))
-        check_supported(cfg)
-        if cfg.interface.addresses:
-            check_routes_reachable(cfg, cfg.interface.addresses)
+        layers = applicable_configs(claim, driver, request)
+        cfg = _checked(merge_configs(layers))
     except ConfigError as exc:
         raise PrepareError(f"{where}: invalid config: {exc}") from None
     dev = inventory(name)
@@ -172,6 +185,17 @@ def _prepare_device(
             validate_rdma_only(cfg)
         except ConfigError as exc:
             raise PrepareError(f"{where}: invalid config for an RDMA-only device: {exc}") from None
+    ids = identifiers(name, dev)
+    if providers is not None:
+        below = providers(ids, network_config_to_dict(cfg))
+        if below:
+            try:
+                cfg = _checked(merge_configs([*below, *layers]))
+            except ConfigError as exc:
+                raise PrepareError(
+                    f"{where}: invalid config once merged with the provider's (baseline or profile "
+                    f"{cfg.profile!r}): {exc}"
+                ) from None
     eth = cfg.ethtool
     if features is not None and dev.get("ifname") and eth is not None and (eth.features or eth.private_flags):
         # Refused here, with the field, rather than when the pod starts.
@@ -187,7 +211,29 @@ def _prepare_device(
         config=network_config_to_dict(cfg),
         rdma_device=str(dev.get("rdma_device") or ""),
         admin_access=bool(result.get("adminAccess", False)),
+        identifiers=ids,
     )
+
+
+def _checked(merged: Mapping[str, Any]) -> Any:
+    cfg = parse_network_config(merged)
+    check_supported(cfg, dhcp=True)
+    if cfg.interface.addresses:
+        check_routes_reachable(cfg, cfg.interface.addresses)
+    return cfg
+
+
+def identifiers(device: str, dev: Mapping[str, Any]) -> dict[str, str]:
+    """What a provider knows the device by: upstream's DeviceIdentifiers (JSON names), with the
+    host interface as the name (the device name when it has none)."""
+    attrs = dev.get("attributes") or {}
+    out = {"name": str(dev.get("ifname") or device)}
+    mac = attrs.get("dra.net/mac")
+    if isinstance(mac, str) and mac:
+        out["mac_address"] = mac
+    if dev.get("pci_address"):
+        out["pci_address"] = str(dev["pci_address"])
+    return out
 
 
 def device_conflicts(new: PreparedClaim, prepared: Sequence[PreparedClaim]) -> list[str]:

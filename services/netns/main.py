@@ -9,6 +9,7 @@ import threading
 from typing import Any
 
 from dranet.services.netns.grants import Grants
+from dranet.services.netns.dhcp import DhcpClient
 from dranet.services.netns.nspath import DEFAULT_ROOTS
 from dranet.services.netns.worker import NetnsWorker
 
@@ -18,6 +19,8 @@ from dranet.settings import add_uplink_flags, uplink_policy
 
 log = logging.getLogger(__name__)
 KEEP_CAPS = frozenset({"CAP_NET_ADMIN", "CAP_SYS_ADMIN"})
+# dhclient (--dhcp): a packet socket to send before it has an address, and UDP port 68.
+DHCP_CAPS = frozenset({"CAP_NET_RAW", "CAP_NET_BIND_SERVICE"})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,6 +44,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=1.0,
         help="seconds between checks for deleted pod netns (default 1)",
+    )
+    g.add_argument(
+        "--dhcp",
+        action="store_true",
+        help="serve claims with interface.dhcp: run dhclient (isc-dhcp-client) for their leases; "
+        "the worker then also keeps CAP_NET_RAW (a DHCP client sends before it has an address) and "
+        "CAP_NET_BIND_SERVICE (its port 68)",
+    )
+    g.add_argument(
+        "--dhcp-timeout", type=float, default=5.0, help="seconds to wait for a DHCP server (default 5)"
+    )
+    g.add_argument(
+        "--dhcp-renew-max",
+        type=float,
+        default=None,
+        help="renew leases at least this often, in seconds (default: at each lease's T1)",
     )
     # The worker holds no API credentials: the kubelet's env names the API server for it.
     add_uplink_flags(g, "$KUBERNETES_SERVICE_HOST")
@@ -78,7 +97,8 @@ def _names(device: dict[str, Any]) -> set[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    host = ServiceHost("netns", args, keep_caps=KEEP_CAPS)
+    use_dhcp = bool(getattr(args, "dhcp", False))
+    host = ServiceHost("netns", args, keep_caps=KEEP_CAPS | (DHCP_CAPS if use_dhcp else frozenset()))
     settings = host.settings
     inventory = Inventory(getattr(args, "allowed_interfaces", None))
     worker = NetnsWorker(
@@ -90,6 +110,13 @@ def run(args: argparse.Namespace) -> int:
         dev_root=getattr(args, "dev_root", "/dev"),
         uplink_policy=uplink_policy(args),
         grants=Grants(settings.state_dir / "netns" / "grants.json"),
+        dhcp=DhcpClient(
+            settings.state_dir,
+            timeout=getattr(args, "dhcp_timeout", 5.0),
+            max_renew_interval=getattr(args, "dhcp_renew_max", None),
+        )
+        if use_dhcp
+        else None,
     )
     # Reconcile before serving, so no request sees a half-done attachment from a previous life,
     # but after the publisher opened, so the restores it makes are announced.

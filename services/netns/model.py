@@ -54,9 +54,10 @@ class RequestError(ValueError):
         self.reason = reason
 
 
-def check_pod_uid(uid: str) -> None:
+def check_pod_uid(uid: str, path: str = "pod_uid") -> None:
     if not isinstance(uid, str) or not _UID_RE.fullmatch(uid):
-        raise RequestError("invalid_config", "pod_uid", f"{uid!r} is not a valid pod UID")
+        what = "pod" if path == "pod_uid" else "claim"
+        raise RequestError("invalid_config", path, f"{uid!r} is not a valid {what} UID")
 
 
 def check_device_name(name: str, path: str) -> None:

@@ -35,6 +35,7 @@ class Testbed:
         self.node = f"{prefix}-node-{self.tag}"
         self.wire = f"{prefix}-wire-{self.tag}"
         self.namespaces: list[str] = []
+        self.peers: dict[str, str] = {}  # NIC -> its far end in the wire netns
         self._n = 0
         for ns in (self.node, self.wire):
             self.add_netns(ns)
@@ -64,6 +65,7 @@ class Testbed:
         self._n += 1
         peer = f"w{self._n}{self.tag}"[:15]
         ip("link", "add", name, "netns", self.node, "type", "veth", "peer", "name", peer, "netns", self.wire)
+        self.peers[name] = peer
         for a in addresses:
             ip("addr", "add", a, "dev", name, *(["nodad"] if ":" in a else []), ns=self.node)
         if mtu:

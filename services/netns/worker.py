@@ -12,6 +12,7 @@ restore.py, the journal and bookkeeping in ledger.py, the errors in errors.py.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from dranet.services.netns import ebpf, rdma
+from dranet.services.netns.dhcp import DhcpClient, DhcpError
 from dranet.services.netns.errors import Hook, StepError, as_bus_error, run_step
 from dranet.services.netns.grants import Grants, Refused, check_attach, check_detach
 from dranet.services.netns.journal import Journal
@@ -67,7 +69,12 @@ REFUSED = metrics.counter(
 RETRY_MAX = 300.0  # seconds between attempts to restore a device that keeps failing
 RELEASE_COMMAND = "dranet netns-release --pod-uid {pod_uid} --device {device}"
 
-__all__ = ["Allowed", "Hook", "NetnsWorker", "StepError"]
+__all__ = ["Allowed", "Hook", "NetnsWorker", "StepError", "lease_key"]
+
+
+def lease_key(claim_uid: str, device: str) -> str:
+    """A claim's device's lease: one per (claim, device), as the kubelet prepares per claim."""
+    return f"{claim_uid}_{device}"
 
 
 class NetnsWorker:
@@ -84,12 +91,14 @@ class NetnsWorker:
         hook: Hook | None = None,
         uplink_policy: UplinkPolicy | None = None,
         grants: Grants | None = None,
+        dhcp: DhcpClient | None = None,
     ) -> None:
         """grants: what dra prepared, checked on every attach and detach (the service always passes
         them; None, for tests that drive the worker as a library, checks nothing).
         allowed: host interface names the inventory allows (a set, or a predicate); None allows
         every non-uplink interface. host_netns: the netns treated as the node's (default: ours).
-        uplink_policy: the API server and --uplink-interfaces, for the uplink rule (dranet/uplinks.py)."""
+        uplink_policy: the API server and --uplink-interfaces, for the uplink rule (dranet/uplinks.py).
+        dhcp: the DHCP client for claims with interface.dhcp (None: such claims are refused)."""
         self.uplink_policy = uplink_policy or UplinkPolicy()
         self.roots = tuple(netns_roots)
         self.sysfs_root = sysfs_root
@@ -110,6 +119,9 @@ class NetnsWorker:
         self._retry: dict[tuple[str, str], tuple[float, float]] = {}  # key -> (next attempt, delay)
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
+        self.dhcp = dhcp
+        if dhcp is not None:
+            dhcp.load()
 
     @property
     def journal(self) -> Journal:
@@ -137,9 +149,13 @@ class NetnsWorker:
                 target=self._watch, args=(watch_interval,), name="netns-watch", daemon=True
             )
             self._watcher.start()
+        if self.dhcp is not None:
+            self.dhcp.start(self._locate_lease)
 
     def close(self) -> None:
         self._stop.set()
+        if self.dhcp is not None:
+            self.dhcp.stop()
         if self._watcher:
             self._watcher.join(5)
         self.ledger.close()
@@ -169,7 +185,82 @@ class NetnsWorker:
             "tcx_programs": lambda body, ctx: {"links": ebpf.tcx_by_link(self.hostns)},
             "grant": lambda body, ctx: self.grant(body["claims"], replace=bool(body.get("replace"))),
             "revoke": lambda body, ctx: {"revoked": self.revoke(body["claim_uids"])},
+            "dhcp_acquire": lambda body, ctx: self.dhcp_acquire(
+                body["claim_uid"], body["device"], body["ifname"]
+            ),
+            "dhcp_release": lambda body, ctx: self.dhcp_release(body["claim_uid"], body["device"]),
         }
+
+    # ------------------------------------------------------------ DHCP (dhcp.py runs the client)
+    def dhcp_acquire(self, claim_uid: str, device: str, ifname: str) -> dict[str, Any]:
+        """A DHCPv4 lease on a host interface, before it moves (dra asks at prepare)."""
+        dhcp = self._dhcp()
+        try:
+            check_pod_uid(claim_uid, "claim_uid")
+            check_device_name(device, "device")
+            check_ifname(ifname, "ifname")
+        except RequestError as err:
+            raise as_bus_error(err) from None
+        if not is_allowed(self._allowed, ifname):
+            raise BusError(
+                "not_allowed", f"ifname: {ifname!r} is not in the inventory of allocatable devices"
+            )
+        link = self.hostns.rtnl.get_link(name=ifname)
+        if link is not None and link.index in self.uplinks():
+            raise BusError("not_allowed", f"ifname: {ifname!r} is an uplink of the node")
+        other = self.ledger.held_by_other_pod("", device, ifname)
+        if other is not None:
+            raise BusError("conflict", f"{device} ({ifname}) is attached to pod {other.pod_uid}")
+        with self.ledger.reserve([ifname]):
+            try:
+                lease = dhcp.acquire(lease_key(claim_uid, device), ifname, self.hostns.rtnl, self.hostns.fd)
+            except DhcpError as exc:
+                raise BusError("unavailable", str(exc)) from None
+        return {"lease": lease.to_dict()}
+
+    def dhcp_release(self, claim_uid: str, device: str) -> dict[str, Any]:
+        """Give the claim's lease back (dra asks at unprepare, the device back on the host)."""
+        dhcp = self._dhcp()
+        try:
+            check_pod_uid(claim_uid, "claim_uid")
+            check_device_name(device, "device")
+        except RequestError as err:
+            raise as_bus_error(err) from None
+        key = lease_key(claim_uid, device)
+        rec = dhcp.get(key)
+        if rec is None:
+            return {"released": False}
+        with self.ledger.reserve([rec.ifname]):
+            try:
+                return {"released": dhcp.release(key, self.hostns.rtnl, self.hostns.fd)}
+            except DhcpError as exc:
+                raise BusError("unavailable", str(exc)) from None
+
+    def _dhcp(self) -> DhcpClient:
+        if self.dhcp is None:
+            raise BusError(
+                "unavailable",
+                "DHCP is not enabled in the netns worker "
+                "(start it with --dhcp; it needs dhclient, CAP_NET_RAW and CAP_NET_BIND_SERVICE)",
+            )
+        return self.dhcp
+
+    def _locate_lease(self, key: str) -> tuple[int, str] | None:
+        """An fd on the pod netns and the pod-side name of the attached device of this lease."""
+        for e in self.ledger.entries():
+            if e.phase != ATTACHED or not e.pod_ifname or lease_key(e.claim_uid or "", e.device) != key:
+                continue
+            try:
+                fd = os.open(e.netns, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                return None
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) != e.netns_id:
+                os.close(fd)
+                return None
+            return fd, e.pod_ifname
+        return None
+
 
     def ethtool_features(self, ifname: str) -> dict[str, Any]:
         """The ethtool table of an allocatable host interface, for dra's checks at prepare (the
