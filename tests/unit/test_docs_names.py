@@ -33,6 +33,10 @@ FOREIGN_FLAGS = {
     "--inventory-poll-burst": "upstream",
     "--kubelet-root-dir": "upstream",
     "--v": "upstream (klog)",
+    # the example IPAM provider's (deploy/examples/ipam_webhook.py, not a dranet command)
+    "--pool": "ipam_webhook.py",
+    "--gateway": "ipam_webhook.py",
+    "--profile": "ipam_webhook.py",
     # the kubelet's, containerd's, kubectl's, nsenter's
     "--root-dir": "kubelet",
     "--address": "containerd",
