@@ -151,6 +151,16 @@ def test_dhcp_lease_applied_renewed_and_released(cluster: Cluster, tmp_path: Pat
         mtu=1400,
         classless=f"10.98.0.0/16,{nic.wire_ip}",
     )
+    try:
+        lease_applied_renewed_and_released(cluster, nic, server, pool, before)
+    finally:
+        server.stop()
+
+
+def lease_applied_renewed_and_released(
+    cluster: Cluster, nic: StandInNic, server: Dnsmasq, pool: tuple[str, str], before: dict[str, Any]
+) -> None:
+    assert cluster.net is not None
     pod = dhcp_pod(cluster, nic, "a")
     run = None
     try:
@@ -179,7 +189,6 @@ def test_dhcp_lease_applied_renewed_and_released(cluster: Cluster, tmp_path: Pat
     assert server.leases() == {}, "the lease is still held at the server after unprepare"
     after = cluster.net.snapshot()[nic.name]
     assert after == before, (before, after)
-    server.stop()
 
 
 def test_dhcp_without_a_server_fails_at_prepare_and_leaves_nothing(cluster: Cluster) -> None:
