@@ -51,6 +51,8 @@ BASE = frozenset(
     """.split()
 )
 # The worker enters pod network namespaces (setns) and reads and detaches tcx programs (bpf).
+# With --dhcp its children (nsenter, dhclient, the hook's shell) inherit this filter: BASE already
+# has what they use (execve, fork/clone, wait4, packet and UDP sockets, bind), nothing is added.
 EXTRA = {
     "netns": frozenset({"setns", "bpf"}),
     "discovery": frozenset(),

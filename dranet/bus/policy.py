@@ -44,6 +44,9 @@ ROLES: dict[str, frozenset[str]] = {
     "tcx_programs": frozenset({"discovery", OPERATOR}),
     "grant": frozenset({"dra"}),
     "revoke": frozenset({"dra"}),
+    # A lease is taken at prepare and given back at unprepare: dra's, like the grant it goes with.
+    "dhcp_acquire": frozenset({"dra"}),
+    "dhcp_release": frozenset({"dra"}),
 }
 
 

@@ -4,6 +4,9 @@ released at unprepare; no server: a clear error and the host interface as it was
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -96,6 +99,43 @@ def test_lease_attach_renew_release(tb: Testbed, worker: NetnsWorker, tmp_path: 
         assert tb.addresses(nic) == [] and "UP" not in _link(tb, nic)["flags"]
         assert worker.dhcp_release(claim, "nic-d") == {"released": False}
         assert not list((tmp_path / "netns" / "dhcp").glob(f"{claim}*"))
+    finally:
+        server.stop()
+
+
+# The worker's process as the service runs it: its seccomp filter loaded first (inherited by nsenter,
+# dhclient and the hook script), then a lease taken and given back.
+UNDER_FILTER = r"""
+import json, sys
+from dranet import syscalls
+from dranet.services.netns.dhcp import DhcpClient
+from dranet.services.netns.worker import NetnsWorker
+syscalls.install("netns")
+state, node, nic, claim = sys.argv[1:5]
+w = NetnsWorker(state, host_netns=node, dhcp=DhcpClient(state, timeout=4.0))
+try:
+    lease = w.dhcp_acquire(claim, "nic-s", nic)["lease"]
+    print(json.dumps({"lease": lease, "release": w.dhcp_release(claim, "nic-s")}))
+finally:
+    w.close()
+"""
+
+
+def test_dhclient_runs_under_the_workers_seccomp_filter(tb: Testbed, tmp_path: Path) -> None:
+    pytest.importorskip("seccomp", reason="python3-seccomp is not linked into the venv (make seccomp)")
+    nic = tb.add_nic("tnhs0", up=False)
+    server = Dnsmasq(tb.wire, tb.peers[nic], tmp_path)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", UNDER_FILTER, str(tmp_path / "w"), tb.node_path, nic, str(uuid.uuid4())],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert out["lease"]["address"].startswith("10.77.0.") and out["release"] == {"released": True}
+        assert server.leases() == {}
     finally:
         server.stop()
 

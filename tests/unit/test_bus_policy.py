@@ -41,6 +41,9 @@ def test_roles_per_uid() -> None:
     assert POLICY.allows("grant", Peer(DRA, 0, 1)) and not POLICY.allows("grant", Peer(0, 0, 1))
     assert POLICY.allows("attach", Peer(0, 0, 1)) and not POLICY.allows("attach", Peer(DRA, 0, 1))
     assert not POLICY.allows("attach", None)  # no credentials: only the open ops
+    for op in ("dhcp_acquire", "dhcp_release"):  # leases are dra's: not nri's (uid 0), not discovery's
+        assert POLICY.allows(op, Peer(DRA, 0, 1))
+        assert not POLICY.allows(op, Peer(0, 0, 1)) and not POLICY.allows(op, Peer(DISCOVERY, 0, 1))
     assert POLICY.allows("ping", None)
     assert PeerPolicy({}).shared() == {0: ["discovery", "dra", "nri", "netns"]}
     assert POLICY.shared() == {0: ["nri", "netns"]}

@@ -4,6 +4,7 @@ refusals, timeouts and an unreachable webhook, each a clear per-claim error with
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import socket
@@ -18,6 +19,7 @@ import pytest
 from dranet.services.dra.addressing import Addressing
 from dranet.services.dra.checkpoint import Checkpoint
 from dranet.services.dra.driver import ClaimRef, Driver
+from dranet.services.netns.grants import Grant, Refused, check_attach
 
 from dranet.providers import DeviceIdentifiers, ProviderError
 from dranet.providers.webhook import WebhookProvider
@@ -80,7 +82,7 @@ INVENTORY = {
 }
 
 
-def driver(tmp_path: Path, addressing: Addressing) -> tuple[Driver, Claims]:
+def driver(tmp_path: Path, addressing: Addressing, grant: Any = None) -> tuple[Driver, Claims]:
     claims = Claims()
     d = Driver(
         driver_name=DRIVER,
@@ -90,6 +92,7 @@ def driver(tmp_path: Path, addressing: Addressing) -> tuple[Driver, Claims]:
         checkpoint=Checkpoint(tmp_path / "dra"),
         detach=lambda _pod, _devices: None,
         addressing=addressing,
+        grant=grant,
     )
     d.load()
     return d, claims
@@ -132,6 +135,34 @@ def test_profile_addresses_from_the_pool_and_back(tmp_path: Path, ipam: tuple[Se
     assert d.get(sixth.uid) is None
     assert d.unprepare(refs) == {r.uid: "" for r in refs}
     assert len(pool.free) == pool.size and pool.held == {}
+
+
+def test_the_grant_carries_the_config_with_the_profile_merged(
+    tmp_path: Path, ipam: tuple[Serving, Any]
+) -> None:
+    """The worker refuses an attach whose config differs from the granted one (its digest): the
+    grant must be of the config after the profile (and a DHCP lease) went in, as nri attaches it."""
+    srv, _pool = ipam
+    granted: list[Grant] = []
+
+    def grant(prepared: list[Any], _replace: bool) -> None:  # as dra's service sends it (main.py)
+        for c in prepared:
+            devices = [
+                {"device": d.device, "ifname": d.ifname, "config": copy.deepcopy(d.config)} for d in c.devices
+            ]
+            granted.append(Grant.from_request({"uid": c.uid, "pod_uids": c.pod_uids, "devices": devices}))
+
+    d, claims = driver(tmp_path, Addressing(profiles=WebhookProvider(srv.url)), grant=grant)
+    ref = claims.add(profile_claim(0, {"profile": "ipam", "interface": {"name": "net1"}}))
+    dev = d.prepare([ref])[ref.uid].devices[0]
+    assert dev.config["interface"]["addresses"]  # the profile's address is in
+    attach = {"device": "nic0", "ifname": "eth0", "config": dev.config, "claim_uid": ref.uid}
+    check_attach(granted, "pod-0", [attach])  # not refused
+    with pytest.raises(Refused):  # the claim's config alone (before the merge) would be
+        check_attach(
+            granted, "pod-0", [{**attach, "config": {"profile": "ipam", "interface": {"name": "net1"}}}]
+        )
+    assert d.unprepare([ref]) == {ref.uid: ""}
 
 
 def test_claim_config_wins_over_the_profile(tmp_path: Path, ipam: tuple[Serving, Any]) -> None:
