@@ -8,8 +8,8 @@ import re
 import threading
 from typing import Any
 
-from dranet.services.netns.grants import Grants
 from dranet.services.netns.dhcp import DhcpClient
+from dranet.services.netns.grants import Grants
 from dranet.services.netns.nspath import DEFAULT_ROOTS
 from dranet.services.netns.worker import NetnsWorker
 
