@@ -11,12 +11,12 @@ Neuron lookup tables; those tables are not available here (docs/attributes.md).
 from __future__ import annotations
 
 import json
-import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from dranet.providers import metadata
 from dranet.providers.model import AttrValue, DeviceIdentifiers, ProviderError
 
 DEFAULT_URL = "http://169.254.169.254"
@@ -67,15 +67,7 @@ class _Imds:
             raise ProviderError(f"AWS IMDS {self.base}: no session token")
 
     def _open(self, req: urllib.request.Request, path: str) -> str | None:
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                return str(resp.read().decode())
-        except urllib.error.HTTPError as exc:
-            if exc.code == 404:
-                return None
-            raise ProviderError(f"AWS IMDS {self.base}/{path}: HTTP {exc.code}") from None
-        except (OSError, ValueError) as exc:
-            raise ProviderError(f"AWS IMDS {self.base}/{path}: {exc}") from None
+        return metadata.read(req, f"AWS IMDS {self.base}/{path}", self.timeout)
 
     def get(self, path: str) -> str | None:
         req = urllib.request.Request(f"{self.base}/{path}", headers={"X-aws-ec2-metadata-token": self.token})

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import re
-import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from http.client import HTTPResponse
 from typing import Any
 
+from dranet.providers import metadata
 from dranet.providers.model import AttrValue, DeviceIdentifiers, ProviderError
 
 DEFAULT_URL = "http://metadata.google.internal/computeMetadata/v1"
@@ -57,17 +58,12 @@ class GceInstance:
 def _get(base: str, path: str, timeout: float) -> str | None:
     """One metadata read; None for 404 (an attribute this VM does not have)."""
     req = urllib.request.Request(f"{base.rstrip('/')}/{path}", headers={"Metadata-Flavor": "Google"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            if resp.headers.get("Metadata-Flavor") != "Google":
-                raise ProviderError(f"GCE metadata {base}: the answer is not from a metadata server")
-            return str(resp.read().decode())
-    except urllib.error.HTTPError as exc:
-        if exc.code == 404:
-            return None
-        raise ProviderError(f"GCE metadata {base}/{path}: HTTP {exc.code}") from None
-    except (OSError, ValueError) as exc:
-        raise ProviderError(f"GCE metadata {base}/{path}: {exc}") from None
+
+    def from_the_server(resp: HTTPResponse) -> None:
+        if resp.headers.get("Metadata-Flavor") != "Google":
+            raise ProviderError(f"GCE metadata {base}: the answer is not from a metadata server")
+
+    return metadata.read(req, f"GCE metadata {base}/{path}", timeout, from_the_server)
 
 
 def fetch(base: str = DEFAULT_URL, timeout: float = 5.0) -> GceInstance:
