@@ -45,6 +45,7 @@ TOP_FIELDS = ("profile", "interface", "routes", "rules", "neighbors", "ethtool")
 INTERFACE_FIELDS = (
     "name",
     "addresses",
+    "addressing",
     "dhcp",
     "mtu",
     "hardwareAddr",
@@ -63,6 +64,10 @@ ROUTE_FIELDS = ("destination", "gateway", "source", "scope", "table")
 RULE_FIELDS = ("priority", "source", "destination", "table")
 NEIGHBOR_FIELDS = ("destination", "hardwareAddr")
 ETHTOOL_FIELDS = ("features", "privateFlags")
+
+# interface.addressing (upstream's modes, spelled as upstream spells them).
+ADDRESSING_STATIC, ADDRESSING_DHCP, ADDRESSING_UNNUMBERED = "Static", "DHCP", "Unnumbered"
+ADDRESSING_MODES = (ADDRESSING_STATIC, ADDRESSING_DHCP)
 
 # Fields a user may know from upstream (newer releases or its docs) that this driver refuses,
 # with what to do instead; keyed by (object path without indices, field).
@@ -194,9 +199,10 @@ def _decode_interface(raw: Any, path: str) -> InterfaceConfig:
             seen[iface.ip] = i
             addresses.append(str(iface))
 
-    dhcp = bool(_opt(obj, "dhcp", path, v.want_bool))
+    dhcp, field = _decode_addressing(obj, path)
     if dhcp and addresses:
-        raise ConfigError(_join(path, "dhcp"), "dhcp and addresses are mutually exclusive; set one of them")
+        what = "dhcp" if field == "dhcp" else "addressing 'DHCP'"
+        raise ConfigError(_join(path, field), f"{what} and addresses are mutually exclusive; set one of them")
 
     mtu = _opt(obj, "mtu", path, lambda x, p: v.want_int(x, p, MTU_MIN, MTU_MAX))
     if mtu is not None and mtu < IPV6_MTU_MIN and any(":" in a for a in addresses):
@@ -228,6 +234,36 @@ def _decode_interface(raw: Any, path: str) -> InterfaceConfig:
         arp_announce=_opt(obj, "arpAnnounce", path, lambda x, p: v.want_int(x, p, 0, 2)),
         vrf=vrf,
     )
+
+
+def _decode_addressing(obj: Mapping[str, Any], path: str) -> tuple[bool, str]:
+    """Upstream's ``addressing`` (kubernetes-sigs/dranet#241) and its deprecated ``dhcp`` boolean:
+    whether the interface takes DHCP, and the field that said so (for the error messages)."""
+    dhcp = _opt(obj, "dhcp", path, v.want_bool)
+    if "addressing" not in obj:
+        return bool(dhcp), "dhcp"
+    where = _join(path, "addressing")
+    mode = v.want_str(obj["addressing"], where)
+    if not mode:  # upstream: empty is the default, Static
+        return bool(dhcp), "dhcp"
+    if dhcp is not None:
+        raise ConfigError(
+            _join(path, "dhcp"),
+            f"is deprecated and cannot go with addressing ({mode!r}) in one configuration; remove dhcp",
+        )
+    if mode == ADDRESSING_UNNUMBERED:
+        raise ConfigError(
+            where,
+            "'Unnumbered' is only for a sub-interface created on the NIC, and this claim moves the "
+            "NIC itself into the pod; use 'Static' (interface.addresses, or the host's addresses "
+            "when none are given) or 'DHCP'",
+        )
+    if mode not in ADDRESSING_MODES:
+        close = [m for m in ADDRESSING_MODES if m.lower() == mode.lower()]
+        close = close or difflib.get_close_matches(mode, ADDRESSING_MODES, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigError(where, f"{mode!r} is not an addressing mode; {hint}use one of: Static, DHCP")
+    return mode == ADDRESSING_DHCP, "addressing"
 
 
 def _same_family(addr: v.IPAddress, dest: v.IPNetwork, path: str, what: str) -> None:

@@ -25,11 +25,26 @@ def _merge_into(base: dict[str, Any], layer: Mapping[str, Any]) -> None:
             base[key] = copy.deepcopy(value)
 
 
+# Fields that say one thing under two names: a layer that sets one replaces what an earlier layer
+# set under the other (upstream's addressing replaced the dhcp boolean, kubernetes-sigs/dranet#241),
+# so a claim's {"dhcp": false} or {"addressing": "Static"} overrides a provider's DHCP (#316).
+_ALIASES = (("interface", "dhcp", "addressing"), ("interface", "addressing", "dhcp"))
+
+
+def _drop_aliases(base: dict[str, Any], layer: Mapping[str, Any]) -> None:
+    for obj, name, other in _ALIASES:
+        given, held = layer.get(obj), base.get(obj)
+        if isinstance(given, Mapping) and isinstance(held, dict) and given.get(name) is not None:
+            if other not in given:
+                held.pop(other, None)
+
+
 def merge_configs(configs: Sequence[Mapping[str, Any] | str | bytes]) -> dict[str, Any]:
     """Merge raw JSON configuration objects in precedence order into one new object.
 
     Later configurations win field by field: nested objects merge recursively, scalars and lists
     are replaced by the later value, and a ``null`` removes the field set by an earlier one.
+    ``interface.dhcp`` and ``interface.addressing`` count as one field (the later layer's wins).
     The inputs are not modified. Text items are decoded first (same strict JSON rules).
     """
     merged: dict[str, Any] = {}
@@ -39,5 +54,6 @@ def merge_configs(configs: Sequence[Mapping[str, Any] | str | bytes]) -> dict[st
         if not isinstance(layer, Mapping):
             raise ConfigError("", f"configuration #{i} must be a JSON object, got {type(layer).__name__}")
         check_nesting(layer)
+        _drop_aliases(merged, layer)
         _merge_into(merged, layer)
     return merged

@@ -73,6 +73,20 @@ def driver_results(claim: Mapping[str, Any], driver: str) -> list[Mapping[str, A
     return [r for r in results if r.get("driver") == driver]
 
 
+def refuse_admin_access(results: Sequence[Mapping[str, Any]]) -> None:
+    """adminAccess asks for a device that may be in use by another claim. A NIC is in one network
+    namespace at a time: giving it to this pod would take it out of the other pod's, and there is
+    no read-only view of a netdev to give instead; so the claim is refused, before anything moves."""
+    for r in results:
+        if r.get("adminAccess"):
+            raise PrepareError(
+                f"device {r.get('pool', '')}/{r.get('device', '')} (request {r.get('request', '')}): "
+                "adminAccess is not supported by this driver: a network interface is in one network "
+                "namespace at a time, so it cannot be shared with a pod that already has it; remove "
+                "adminAccess from the request (monitor the NIC from the host or from its pod instead)"
+            )
+
+
 def applicable_configs(claim: Mapping[str, Any], driver: str, request: str) -> list[Mapping[str, Any]]:
     """Opaque parameters of our driver that apply to `request`, in precedence order (lowest first).
 
@@ -115,10 +129,11 @@ def prepare_claim(
     """Build the prepared claim or raise PrepareError naming the device, field and reason.
     features: the device's ethtool table, when the claim names ethtool features or flags."""
     meta = claim.get("metadata") or {}
-    pod_uid = pod_consumer(claim)
     results = driver_results(claim, driver)
     if not results:
         raise PrepareError(f"claim has no allocation result for driver {driver}")
+    refuse_admin_access(results)
+    pod_uid = pod_consumer(claim)
     devices = [
         _prepare_device(
             claim,

@@ -172,6 +172,7 @@ def test_config_merging_class_then_claim(h: Harness) -> None:
         ({"interface": {"addresses": ["300.1.1.1/24"]}}, "interface.addresses[0]", ""),
         ({"interface": {"hardwareAddr": "zz"}}, "interface.hardwareAddr", ""),
         ({"interface": {"dhcp": True, "addresses": ["10.0.0.2/24"]}}, "interface", ""),
+        ({"interface": {"addressing": "Unnumbered"}}, "interface.addressing", "sub-interface"),
         ({"routes": [{"destination": "10.1.0.0/16"}]}, "routes[0]", ""),
         ({"rules": [{"priority": 99999, "table": 100}]}, "rules[0].priority", ""),
         ({"neighbors": [{"destination": "10.0.0.9"}]}, "neighbors[0]", ""),

@@ -219,10 +219,17 @@ def test_rdma_only_device_refuses_netdev_config() -> None:
         prep(claim_json(results=[result("ib0")], configs=[config({"interface": {"mtu": 1500}})]))
 
 
-def test_admin_access_is_observe_only() -> None:
+def test_admin_access_is_refused_with_the_reason() -> None:
+    """A NIC is in one netns at a time: an adminAccess claim (which may be on a device another
+    pod holds, even reserved for several pods) is refused before the consumer rules, naming it."""
     r = result("eth1")
     r["adminAccess"] = True
-    assert prep(claim_json(results=[r])).devices[0].admin_access
+    pods = [{"resource": "pods", "name": f"p{i}", "uid": f"u{i}"} for i in range(2)]
+    for reserved in (None, pods):
+        with pytest.raises(PrepareError) as err:
+            prep(claim_json(results=[result("eth2", request="other"), r], reserved=reserved))
+        assert f"device {NODE}/eth1 (request nic): adminAccess is not supported" in err.value.message
+        assert "one network namespace at a time" in err.value.message and not err.value.retriable
 
 
 def test_device_conflicts() -> None:
