@@ -6,7 +6,8 @@
 #   deploy/image/build.sh                  # -> $OUT, an OCI image layout tar
 #   CTR=/path/ctr CTR_ADDRESS=/path/containerd.sock deploy/image/build.sh   # + imported there
 #
-# Layers: 1) bookworm from mmdebstrap (python3, python3-venv, libstdc++6, pci.ids), cached by its inputs;
+# Layers: 1) bookworm from mmdebstrap (python3, python3-venv, libstdc++6, pci.ids, python3-seccomp,
+# isc-dhcp-client), cached by its inputs;
 # 2) /opt/dranet, a venv with the dependencies (install.sh deps), cached by the wheel's
 # Requires-Dist and the wheelhouse; 3) the dranet wheel alone (install.sh app), rebuilt every time.
 # install.sh is the script deploy/Dockerfile runs too, and the image config (ENV, ENTRYPOINT, CMD)
@@ -55,8 +56,9 @@ step "wheels: $(basename "$APPWHL") + $(ls "$CACHE/wheelhouse" | wc -l) dependen
 
 # ---------------------------------------------------------------- 2. base layer (cached)
 # pyzmq's wheel needs libstdc++; pci.ids: the PCI ID database for pciVendor/pciDevice names;
-# python3-seccomp: libseccomp's binding for the services' syscall filters
-MMARGS=(--variant=essential --include=python3,python3-venv,libstdc++6,pci.ids,python3-seccomp
+# python3-seccomp: libseccomp's binding for the services' syscall filters; isc-dhcp-client: the
+# dhclient the worker runs for claims with interface.dhcp (services/netns/dhcp.py)
+MMARGS=(--variant=essential --include=python3,python3-venv,libstdc++6,pci.ids,python3-seccomp,isc-dhcp-client
     --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr                  # else usrmerge pulls in perl
     --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*'
     --dpkgopt='path-include=/usr/share/doc/*/copyright' --dpkgopt='path-exclude=/usr/share/locale/*'

@@ -37,6 +37,9 @@ app)
     "$VENV/bin/python" -c 'import dranet._generated.dra_v1_pb2_grpc, supervisor, prometheus_client, seccomp'
     # discovery's PCI names (Debian's package pci.ids, in the base)
     [ -f /usr/share/misc/pci.ids ] || { echo "install.sh: no /usr/share/misc/pci.ids (Debian package pci.ids)" >&2; exit 1; }
+    # the worker's DHCP client (services/netns/dhcp.py looks for it there) and the nsenter it runs it with
+    [ -x /sbin/dhclient ] || { echo "install.sh: no /sbin/dhclient (Debian package isc-dhcp-client)" >&2; exit 1; }
+    command -v nsenter >/dev/null || { echo "install.sh: no nsenter (Debian package util-linux)" >&2; exit 1; }
     ;;
 *)
     echo "install.sh: unknown step $step (deps|app)" >&2; exit 2 ;;

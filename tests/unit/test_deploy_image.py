@@ -132,7 +132,7 @@ def test_make_image_runs_the_dockerfiles_install_steps() -> None:
     from_apt = set(re.search(r"--no-install-recommends ([^&]+)", line)[1].split())
     include = re.search(r"--include=([\w.,+-]+)", (IMAGE_DIR / "build.sh").read_text())[1]
     extras = set(include.split(",")) - {"python3", "python3-venv", "libstdc++6"}
-    assert extras == from_apt == {"pci.ids", "python3-seccomp"}
+    assert extras == from_apt == {"pci.ids", "python3-seccomp", "isc-dhcp-client"}
     assert ("COPY", "deploy/image/install.sh /tmp/install.sh") in final_stage()
     build = (IMAGE_DIR / "build.sh").read_text()
     assert re.findall(r'in_chroot "\$R" (\w+) /tmp/wheels', build) == ["deps", "app"]
