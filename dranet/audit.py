@@ -10,7 +10,8 @@ The policy, in one place (docs/troubleshooting.md explains each finding):
 - discovery, dra and nri may hold none of RESTRICTED_CAPS: capabilities that change the network or
   administer the machine, bypass file permissions or change identity. Any other capability they
   hold is a warning (the design says they drop every capability).
-- netns may hold CAP_NET_ADMIN and CAP_SYS_ADMIN and nothing else.
+- netns may hold CAP_NET_ADMIN and CAP_SYS_ADMIN and nothing else; started with --dhcp (its
+  command line), also dhclient's CAP_NET_RAW and CAP_NET_BIND_SERVICE.
 - "Hold" covers what an execve could regain: while no_new_privs is off, a setuid-root or file-
   capability program would get the whole bounding set, so the bounding set counts too.
 - The runtime directory must not be group-writable nor accessible to others (0750 or stricter),
@@ -40,10 +41,9 @@ from typing import Any
 
 from dranet.bus.endpoints import SERVICES
 from dranet.bus.policy import PeerPolicy
-from dranet.capabilities import CAP_NAMES, cap_number, names_of
+from dranet.capabilities import CAP_NAMES, WORKER_CAPS, WORKER_DHCP_CAPS, cap_number, names_of
 
 WORKER = "netns"
-WORKER_CAPS = frozenset({"CAP_NET_ADMIN", "CAP_SYS_ADMIN"})
 
 # Capabilities an unprivileged service must never hold. Network: change or snoop on the network, or
 # bind privileged ports. Admin: change the kernel, other processes or the security policy. Identity
@@ -229,6 +229,7 @@ class ProcessReport:
     threads: dict[int, ProcStatus] = field(default_factory=dict)  # tid -> its credentials
     sees_token: bool = False  # a ServiceAccount token is readable in its root filesystem
     pidns: str = ""  # its pid namespace ("pid:[...]"), "" when unreadable
+    dhcp: bool = False  # the worker runs with --dhcp (its command line)
 
 
 @dataclass(frozen=True)
@@ -244,14 +245,14 @@ def check_process(p: ProcessReport) -> list[Finding]:
     seen: set[str] = set()
     for tid, status in [(p.pid, p.status), *sorted(p.threads.items())]:
         subject = f"{p.service} (pid {p.pid})" if tid == p.pid else f"{p.service} (pid {p.pid}, thread {tid})"
-        for f in _check_status(p.service, subject, status):
+        for f in _check_status(p.service, subject, status, p.dhcp):
             if f.message not in seen:
                 seen.add(f.message)
                 findings.append(f)
     return findings
 
 
-def _check_status(service: str, subject: str, s: ProcStatus) -> list[Finding]:
+def _check_status(service: str, subject: str, s: ProcStatus, dhcp: bool) -> list[Finding]:
     findings = []
     if not s.no_new_privs:
         findings.append(Finding("fail", subject, "no_new_privs is off: every service sets it at start"))
@@ -265,25 +266,22 @@ def _check_status(service: str, subject: str, s: ProcStatus) -> list[Finding]:
                 "(install python3-seccomp)",
             )
         )
-    return findings + _check_caps(service, subject, s)
+    return findings + _check_caps(service, subject, s, dhcp)
 
 
-def _check_caps(service: str, subject: str, s: ProcStatus) -> list[Finding]:
+def _check_caps(service: str, subject: str, s: ProcStatus, dhcp: bool) -> list[Finding]:
     held = s.cap_eff | s.cap_prm | s.cap_amb
     # Without no_new_privs, executing a setuid-root or file-capability program grants the bounding set.
     regainable = 0 if s.no_new_privs else s.cap_bnd & ~held
     findings: list[Finding] = []
     if service == WORKER:
-        allowed = mask_of(WORKER_CAPS)
+        allowed = mask_of(WORKER_CAPS | (WORKER_DHCP_CAPS if dhcp else frozenset()))
         if held & ~allowed:
-            findings.append(
-                Finding(
-                    "fail", subject, f"holds {_names(held & ~allowed)} beyond CAP_NET_ADMIN+CAP_SYS_ADMIN"
-                )
-            )
+            policy = "CAP_NET_ADMIN+CAP_SYS_ADMIN" + ("+CAP_NET_RAW+CAP_NET_BIND_SERVICE" if dhcp else "")
+            findings.append(Finding("fail", subject, f"holds {_names(held & ~allowed)} beyond {policy}"))
         if regainable & ~allowed:
             findings.append(Finding("fail", subject, _regain_message(regainable & ~allowed)))
-        missing = allowed & ~s.cap_eff
+        missing = mask_of(WORKER_CAPS) & ~s.cap_eff
         if missing:
             findings.append(
                 Finding(
@@ -507,8 +505,9 @@ def read_process(service: str, pid: int, proc_root: Path, found_by: str) -> Proc
         sees_token = any(os.path.isfile(base / "root" / p) for p in TOKEN_PATHS)
     except OSError:
         sees_token = False
+    dhcp = service == WORKER and "--dhcp" in read_cmdline(pid, proc_root)
     return ProcessReport(
-        service, pid, status, sockets, found_by, read_threads(pid, proc_root), sees_token, pidns
+        service, pid, status, sockets, found_by, read_threads(pid, proc_root), sees_token, pidns, dhcp
     )
 
 
@@ -695,6 +694,7 @@ def to_json(result: AuditResult) -> dict[str, Any]:
                 "sockets": p.sockets,
                 "threads": 1 + len(p.threads),
                 "sees_token": p.sees_token,
+                "dhcp": p.dhcp,
             }
             for p in result.processes
         ],

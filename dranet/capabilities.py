@@ -28,6 +28,12 @@ CAP_NAMES = (
     "CAP_WAKE_ALARM CAP_BLOCK_SUSPEND CAP_AUDIT_READ CAP_PERFMON CAP_BPF CAP_CHECKPOINT_RESTORE"
 ).split()
 
+# The netns worker's two (setns into pod netns files, configure links), and dhclient's two when it
+# serves DHCP (`dranet netns --dhcp`): a packet socket to send before it has an address, UDP port 68.
+# services/netns/main.py keeps them; `dranet audit` allows exactly these.
+WORKER_CAPS = frozenset({"CAP_NET_ADMIN", "CAP_SYS_ADMIN"})
+WORKER_DHCP_CAPS = frozenset({"CAP_NET_RAW", "CAP_NET_BIND_SERVICE"})
+
 
 class CapabilityError(OSError):
     pass

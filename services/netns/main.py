@@ -14,13 +14,11 @@ from dranet.services.netns.nspath import DEFAULT_ROOTS
 from dranet.services.netns.worker import NetnsWorker
 
 from dranet.bus import Subscriber
+from dranet.capabilities import WORKER_CAPS, WORKER_DHCP_CAPS
 from dranet.service import ServiceHost
 from dranet.settings import add_uplink_flags, uplink_policy
 
 log = logging.getLogger(__name__)
-KEEP_CAPS = frozenset({"CAP_NET_ADMIN", "CAP_SYS_ADMIN"})
-# dhclient (--dhcp): a packet socket to send before it has an address, and UDP port 68.
-DHCP_CAPS = frozenset({"CAP_NET_RAW", "CAP_NET_BIND_SERVICE"})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -98,7 +96,7 @@ def _names(device: dict[str, Any]) -> set[str]:
 
 def run(args: argparse.Namespace) -> int:
     use_dhcp = bool(getattr(args, "dhcp", False))
-    host = ServiceHost("netns", args, keep_caps=KEEP_CAPS | (DHCP_CAPS if use_dhcp else frozenset()))
+    host = ServiceHost("netns", args, keep_caps=WORKER_CAPS | (WORKER_DHCP_CAPS if use_dhcp else frozenset()))
     settings = host.settings
     inventory = Inventory(getattr(args, "allowed_interfaces", None))
     worker = NetnsWorker(

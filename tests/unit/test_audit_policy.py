@@ -205,6 +205,22 @@ def test_worker_regaining_more_fails() -> None:
     assert len(msgs) == 1 and "could regain" in msgs[0] and "CAP_NET_ADMIN" not in msgs[0]
 
 
+DHCP = audit.mask_of({"CAP_NET_RAW", "CAP_NET_BIND_SERVICE"})
+
+
+def test_worker_serving_dhcp_may_hold_dhclients_two_as_well() -> None:
+    serving = report("netns", eff=WORKER | DHCP, bnd=WORKER | DHCP)
+    serving.dhcp = True
+    assert audit.check_process(serving) == []
+    # without --dhcp the same two are beyond its policy
+    msgs = fails(audit.check_process(report("netns", eff=WORKER | DHCP, bnd=WORKER | DHCP)))
+    assert len(msgs) == 1 and "CAP_NET_BIND_SERVICE,CAP_NET_RAW beyond" in msgs[0]
+    # and --dhcp allows those two only
+    serving.status = ProcStatus("python3", 0, WORKER | DHCP | audit.mask_of({"CAP_SYS_PTRACE"}), 0, 0, 0, True, 2)
+    (msg,) = fails(audit.check_process(serving))
+    assert "holds CAP_SYS_PTRACE beyond CAP_NET_ADMIN+CAP_SYS_ADMIN+CAP_NET_RAW+CAP_NET_BIND_SERVICE" in msg
+
+
 def test_worker_missing_its_capabilities_warns() -> None:
     findings = audit.check_process(report("netns", eff=audit.mask_of({"CAP_NET_ADMIN"})))
     assert [f.severity for f in findings] == ["warn"]
@@ -290,6 +306,16 @@ def test_audit_of_a_good_fleet_by_scan(tmp_path: Path) -> None:
     text = audit.format_report(result)
     assert "result: PASS" in text and "NET_ADMIN,SYS_ADMIN" in text
     json.dumps(audit.to_json(result))
+
+
+def test_audit_allows_dhclients_capabilities_to_a_worker_started_with_dhcp(tmp_path: Path) -> None:
+    proc, rd = good_fleet(tmp_path)
+    four = WORKER | DHCP
+    proc.add(201, ["/usr/local/bin/dranet", "netns", "--dhcp"], status_text(eff=four, prm=four, bnd=four))
+    (worker,) = audit.audit(rd, ["netns"], proc_root=proc.root, pids={"netns": 201}).processes
+    assert worker.dhcp and audit.check_process(worker) == []
+    (plain,) = audit.audit(rd, ["netns"], proc_root=proc.root, pids={"netns": 200}).processes
+    assert not plain.dhcp
 
 
 def test_audit_uses_the_bus_pid_only_when_it_runs_the_service(tmp_path: Path) -> None:

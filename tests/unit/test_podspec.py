@@ -54,7 +54,7 @@ def test_the_shipped_template_becomes_the_kubelets_cri_requests(tmp_path: Path) 
         ["ALL"],
     ]
     assert [list(getattr(sc_worker.capabilities, k)) for k in CAP_KEYS] == [
-        ["NET_ADMIN", "SYS_ADMIN"],
+        ["NET_ADMIN", "SYS_ADMIN", "NET_RAW", "NET_BIND_SERVICE"],
         ["ALL"],
     ]
     assert sc_main.no_new_privs and sc_worker.no_new_privs
