@@ -216,7 +216,8 @@ def test_worker_serving_dhcp_may_hold_dhclients_two_as_well() -> None:
     msgs = fails(audit.check_process(report("netns", eff=WORKER | DHCP, bnd=WORKER | DHCP)))
     assert len(msgs) == 1 and "CAP_NET_BIND_SERVICE,CAP_NET_RAW beyond" in msgs[0]
     # and --dhcp allows those two only
-    serving.status = ProcStatus("python3", 0, WORKER | DHCP | audit.mask_of({"CAP_SYS_PTRACE"}), 0, 0, 0, True, 2)
+    more = WORKER | DHCP | audit.mask_of({"CAP_SYS_PTRACE"})
+    serving.status = ProcStatus("python3", 0, more, 0, 0, 0, True, 2)
     (msg,) = fails(audit.check_process(serving))
     assert "holds CAP_SYS_PTRACE beyond CAP_NET_ADMIN+CAP_SYS_ADMIN+CAP_NET_RAW+CAP_NET_BIND_SERVICE" in msg
 
