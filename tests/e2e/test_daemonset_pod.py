@@ -22,6 +22,8 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from dranet.audit import mask_of
+from dranet.capabilities import WORKER_CAPS, WORKER_DHCP_CAPS
 from dranet.localcluster.containerd import PackagesUnavailable
 from dranet.localcluster.daemonpod import ProbeState, http_probe
 from dranet.localcluster.demo import addresses, links_in
@@ -95,8 +97,9 @@ def test_containers_run_with_the_manifests_security_context(cluster: DaemonSetCl
         "2",
         "ro",
     )
-    # netns: NET_ADMIN and SYS_ADMIN only, also in the bounding set; read-only root
-    net_and_sys_admin = (1 << 12) | (1 << 21)
+    # netns: NET_ADMIN and SYS_ADMIN, and NET_RAW and NET_BIND_SERVICE for its DHCP client (--dhcp)
+    # only, also in the bounding set; read-only root
+    net_and_sys_admin = mask_of(WORKER_CAPS | WORKER_DHCP_CAPS)
     assert int(worker["CapEff"], 16) == int(worker["CapBnd"], 16) == net_and_sys_admin
     assert worker["rootfs"] == "ro"
     # env from fieldRef and the `kubernetes` Service
