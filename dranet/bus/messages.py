@@ -184,8 +184,13 @@ DEVICE = _s(
     rdma_device=str,
     allocatable=bool,
     attributes=AnyMap,
+    taints=Opt([AnyMap]),  # DeviceTaints (API form), services/discovery/taints.py
 )
 INVENTORY = _s("Inventory", generation=int, devices=[DEVICE])
+
+# A device whose restore could not complete (services/netns/health.py).
+UNHEALTHY_DEVICE = _s("UnhealthyDevice", device=str, ifname=str, reason=str, message=str)
+DEVICE_HEALTH = _s("DeviceHealth", devices=[UNHEALTHY_DEVICE])
 
 PREPARED_DEVICE = Struct(
     "PreparedDevice",
@@ -341,6 +346,14 @@ OPS: dict[str, Op] = {
         doc="the names of the tcx programs of each host interface that has some (bpf(2) needs the "
         "worker's capabilities); discovery publishes them as dra.net/tcxProgramNames",
     ),
+    "device_health": Op(
+        "netns",
+        _EMPTY,
+        DEVICE_HEALTH,
+        read_only=True,
+        doc="devices whose restore could not complete (reason restore-failed or restore-incomplete); "
+        "discovery taints them in the slices",
+    ),
     "grant": Op(
         "netns",
         _s("GrantRequest", claims=[GRANT_CLAIM], replace=Opt(bool)),
@@ -399,6 +412,12 @@ TOPICS: dict[str, Topic] = {
         ATTACHMENT_EVENT,
         _open("Attachments", attachments=[ATTACHMENT_EVENT]),
         doc="an attach or detach finished (pod_uid, device, claim_uid, state, error?, network_data?)",
+    ),
+    "device_health": Topic(
+        "netns",
+        _open("DeviceHealthEvent", devices=[UNHEALTHY_DEVICE]),
+        _open("DeviceHealthSnapshot", devices=[UNHEALTHY_DEVICE]),
+        doc="the device_health result, whenever it changes",
     ),
     "pod_events": Topic(
         "nri",

@@ -42,6 +42,8 @@ ROLES: dict[str, frozenset[str]] = {
     "attached_in": frozenset({OPERATOR}),
     "ethtool_features": frozenset({"dra", OPERATOR}),
     "tcx_programs": frozenset({"discovery", OPERATOR}),
+    # Devices whose restore could not complete: discovery taints them in the slices.
+    "device_health": frozenset({"discovery", OPERATOR}),
     "grant": frozenset({"dra"}),
     "revoke": frozenset({"dra"}),
     # A lease is taken at prepare and given back at unprepare: dra's, like the grant it goes with.

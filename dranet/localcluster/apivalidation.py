@@ -326,11 +326,55 @@ def _validate_device(field: str, device: Any, driver: str) -> list[Cause]:
     if len(taints) > MAX_TAINTS_PER_DEVICE:
         out.append(too_many(f"{field}.taints", len(taints), MAX_TAINTS_PER_DEVICE))
     for i, taint in enumerate(taints):
-        t = _dict(taint)
-        out.extend(qualified_name(f"{field}.taints[{i}].key", t.get("key")))
-        effects = ["NoSchedule", "NoExecute", "None"]
-        if t.get("effect") not in effects:
-            out.append(not_supported(f"{field}.taints[{i}].effect", t.get("effect"), effects))
+        out.extend(validate_device_taint(f"{field}.taints[{i}]", _dict(taint)))
+    return out
+
+
+# DeviceTaint.effect; None is the newest (1.35+): a taint that only informs.
+TAINT_EFFECTS = ["NoExecute", "NoSchedule", "None"]
+TOLERATION_EFFECTS = ["NoExecute", "NoSchedule"]
+TOLERATION_OPERATORS = ["Equal", "Exists"]
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
+
+
+def validate_device_taint(field: str, taint: Mapping[str, Any]) -> list[Cause]:
+    """A ResourceSlice device's taint, as the API server checks it (validateDeviceTaint)."""
+    out = qualified_name(f"{field}.key", taint.get("key"))  # required
+    if taint.get("value"):
+        out.extend(_label_value(f"{field}.value", taint["value"]))
+    effect = taint.get("effect")
+    if not effect:
+        out.append(required(f"{field}.effect"))
+    elif effect not in TAINT_EFFECTS:
+        out.append(not_supported(f"{field}.effect", effect, TAINT_EFFECTS))
+    added = taint.get("timeAdded")
+    if added is not None and not (isinstance(added, str) and _RFC3339.fullmatch(added)):
+        out.append(invalid(f"{field}.timeAdded", added, "must be an RFC 3339 time"))
+    return out
+
+
+def validate_device_toleration(field: str, tol: Mapping[str, Any]) -> list[Cause]:
+    """A request's toleration, as the API server checks it (validateDeviceToleration)."""
+    out: list[Cause] = []
+    key, value = tol.get("key") or "", tol.get("value") or ""
+    if key:
+        out.extend(qualified_name(f"{field}.key", key))
+    operator = tol.get("operator") or "Equal"
+    if operator == "Exists":
+        if value:
+            out.append(invalid(f"{field}.value", value, "must be empty when `operator` is 'Exists'"))
+    elif operator == "Equal":
+        if not key:
+            out.append(invalid(f"{field}.operator", operator, "must be 'Exists' when `key` is empty"))
+        out.extend(_label_value(f"{field}.value", value))
+    else:
+        out.append(not_supported(f"{field}.operator", operator, TOLERATION_OPERATORS))
+    effect = tol.get("effect")
+    if effect and effect not in TOLERATION_EFFECTS:
+        out.append(not_supported(f"{field}.effect", effect, TOLERATION_EFFECTS))
+    seconds = tol.get("tolerationSeconds")
+    if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, int)):
+        out.append(invalid(f"{field}.tolerationSeconds", seconds, "must be an integer"))
     return out
 
 
@@ -456,6 +500,8 @@ def _validate_exact_request(field: str, req: Mapping[str, Any]) -> list[Cause]:
     count = req.get("count")
     if count is not None and (mode != "ExactCount" or not isinstance(count, int) or count <= 0):
         out.append(invalid(f"{field}.count", count, "must be greater than zero, and only with ExactCount"))
+    for i, tol in enumerate(_list(req.get("tolerations"))):
+        out.extend(validate_device_toleration(f"{field}.tolerations[{i}]", _dict(tol)))
     return out
 
 

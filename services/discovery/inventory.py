@@ -11,6 +11,8 @@
   reports it attached, it stays in the inventory (and so in the slices) with its last attributes
   (live values win when part of it is still visible, e.g. the PCI function). Those attributes are
   kept in the state directory (kept.py), so a restarted discovery publishes them too.
+- A device whose link lost its carrier, or whose restore the netns worker could not complete,
+  carries a NoSchedule taint (taints.py) until that is over; its change is published like any other.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from .kept import KeptDevices
 from .model import Device
 from .netlinkscan import scan
 from .sysfs import Sysfs
+from .taints import TaintClock, device_reasons
 from .uplinks import UplinkReporter
 
 log = logging.getLogger(__name__)
@@ -45,6 +48,9 @@ AttachedProvider = Callable[[], set[str] | None]
 # capabilities discovery does not hold).
 TcxProvider = Callable[[], Mapping[str, Sequence[str]]]
 OnChange = Callable[[list[Device], int], None]
+# Returns device name -> reason for the devices whose restore could not complete (the netns
+# worker's `device_health`), or None when that is unknown.
+HealthProvider = Callable[[], Mapping[str, str] | None]
 
 
 @dataclass
@@ -88,6 +94,7 @@ class Inventory:
         on_change: OnChange | None = None,
         attached: AttachedProvider | None = None,
         tcx: TcxProvider | None = None,
+        health: HealthProvider | None = None,
     ) -> None:
         self.config = config
         self.sysfs = Sysfs(config.sysfs_root)
@@ -98,6 +105,9 @@ class Inventory:
         self._tcx: Mapping[str, Sequence[str]] = {}
         self._tcx_stale = True  # a link event since the worker was last asked
         self._attached: set[str] = set()
+        self._health_provider = health
+        self._unhealthy: Mapping[str, str] = {}  # device -> reason, as the worker last said
+        self._taints = TaintClock()
         # Whether the worker has answered at least once (nothing to ask without a provider).
         self._attached_known = attached is None
         self._withheld: set[str] = set()  # PCI NICs build_devices left out, logged when it changes
@@ -184,6 +194,8 @@ class Inventory:
         if self._kept is not None and self._attached_known:
             self._kept.save({n: d for n, d in self._last_seen.items() if n in self._attached})
         devices = merge_kept(live, self._last_seen, self._attached)
+        taints = self._taints.taints(device_reasons(devices, snap.links, self._unhealthy))
+        devices = [replace(d, taints=taints.get(d.name, ())) for d in devices]
         self.last_scan_seconds = time.perf_counter() - started
         SCAN_SECONDS.observe(self.last_scan_seconds)
         with self._lock:
@@ -211,6 +223,10 @@ class Inventory:
         return changed
 
     def _refresh_attached(self) -> None:
+        if self._health_provider is not None:
+            unhealthy = self._health_provider()
+            if unhealthy is not None:
+                self._unhealthy = unhealthy
         if self._attached_provider is None:
             return
         try:

@@ -86,6 +86,20 @@ def _attached_provider(runtime_dir: Any) -> Any:
     return attached
 
 
+def _health_provider(runtime_dir: Any) -> Callable[[], dict[str, str] | None]:
+    """Ask the netns worker which devices it could not restore; None when it does not answer."""
+    client = BusClient(runtime_dir, "netns", timeout=0.3)
+
+    def unhealthy() -> dict[str, str] | None:
+        try:
+            result = client.call("device_health", {}, timeout=0.3)
+        except Exception:
+            return None
+        return {str(d["device"]): str(d["reason"]) for d in result.get("devices", [])}
+
+    return unhealthy
+
+
 def _tcx_provider(runtime_dir: Any) -> Callable[[], Mapping[str, list[str]]]:
     """Ask the netns worker for the tcx programs of the node's links; the last answer while it does
     not answer (asked again 10 s later, so a scan never waits on a worker that is down)."""
@@ -170,7 +184,10 @@ def build(args: argparse.Namespace, settings: Settings) -> tuple[Inventory, Slic
         kept_path=settings.state_dir / "discovery" / "kept-devices.json",
     )
     inventory = Inventory(
-        config, attached=_attached_provider(settings.runtime_dir), tcx=_tcx_provider(settings.runtime_dir)
+        config,
+        attached=_attached_provider(settings.runtime_dir),
+        tcx=_tcx_provider(settings.runtime_dir),
+        health=_health_provider(settings.runtime_dir),
     )
     return inventory, publisher
 
@@ -217,11 +234,12 @@ def run(args: argparse.Namespace) -> int:
     if publisher is not None:
         publisher.start()
     inventory.start()
-    # An attach or detach changes which vanished devices must be kept: look again.
+    # An attach or detach changes which vanished devices must be kept, a restore that could not
+    # complete taints its device: look again.
     sub = Subscriber(
         host.settings.runtime_dir,
         "netns",
-        ["attachments"],
+        ["attachments", "device_health"],
         lambda _t, _b: inventory.request_rescan(refresh_attached=True),
         context=host.context,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,8 @@ class LinkInfo:
     mac: str = ""
     mtu: int = 0
     operstate: str = ""  # "UP", "DOWN", "UNKNOWN", ...
+    admin_up: bool = False  # IFF_UP
+    carrier: bool = False  # IFLA_CARRIER
     link_type: str = ""  # ARPHRD as a word: "ether", "infiniband", "loopback", "none", ...
     master: int = 0  # IFLA_MASTER (bridge/bond/VRF the link is enslaved to), 0 = none
     parent: int = 0  # IFLA_LINK of this netns (macvlan lower device, local veth peer), 0 = none
@@ -65,9 +68,11 @@ class Device:
     rdma_device: str = ""
     allocatable: bool = True
     attributes: dict[str, AttrValue] = field(default_factory=dict)
+    # DeviceTaints in API form (taints.py): why the device should get no new pods now.
+    taints: tuple[Mapping[str, str], ...] = ()
 
     def to_wire(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "name": self.name,
             "ifname": self.ifname,
             "pci_address": self.pci_address,
@@ -75,6 +80,9 @@ class Device:
             "allocatable": self.allocatable,
             "attributes": dict(self.attributes),
         }
+        if self.taints:
+            out["taints"] = [dict(t) for t in self.taints]
+        return out
 
     @classmethod
     def from_wire(cls, d: dict[str, Any]) -> Device:
@@ -86,4 +94,7 @@ class Device:
             rdma_device=str(d.get("rdma_device") or ""),
             allocatable=bool(d.get("allocatable", True)),
             attributes={str(k): v for k, v in attrs.items() if isinstance(v, str | int | bool)},
+            taints=tuple(
+                {str(k): str(v) for k, v in t.items()} for t in d.get("taints") or () if isinstance(t, dict)
+            ),
         )

@@ -11,6 +11,8 @@ from dranet.uplinks import RouteFacts, Uplink, UplinkPolicy, node_uplinks
 
 from .model import Address, LinkInfo
 
+IFF_UP = 0x1  # include/uapi/linux/if.h
+
 # ARPHRD_* values worth a word (include/uapi/linux/if_arp.h); others are published as "arphrd-<n>".
 ARPHRD_NAMES = {
     1: "ether",
@@ -47,6 +49,8 @@ def to_link(
         mac=raw.mac,
         mtu=raw.mtu,
         operstate=raw.operstate,
+        admin_up=bool(raw.flags & IFF_UP),
+        carrier=raw.carrier,
         link_type=ARPHRD_NAMES.get(raw.ifi_type, f"arphrd-{raw.ifi_type}"),
         master=raw.master,
         parent=raw.link,

@@ -2,8 +2,8 @@
 
 - One pool, named after the node; at least one slice even with no devices (an empty pool is
   not the same as no pool).
-- At most 128 devices per slice (64 when a device would use list attributes, taints or counters;
-  we publish none of those, so 128 applies).
+- At most 128 devices per slice; 64 while a device of the pool has taints (taints.py; the API's
+  limit for a slice with taints or counters), so a taint never makes a slice invalid.
 - Stable chunking (assign): a device stays in the slice it is in on the server; a new device goes
   into the first slice with room, else a new slice; a slice left empty is deleted (one empty slice
   stays when there are no devices). Adding or removing one device rewrites only its slice. With
@@ -26,6 +26,7 @@ from typing import Any
 from .model import AttrValue, Device
 
 MAX_DEVICES_PER_SLICE = 128
+MAX_DEVICES_PER_SLICE_WITH_TAINTS = 64
 MAX_NAME = 253
 API_VERSION = "resource.k8s.io/v1"
 
@@ -39,7 +40,13 @@ def api_attribute(value: AttrValue) -> dict[str, Any]:
 
 
 def api_device(dev: Device) -> dict[str, Any]:
-    return {"name": dev.name, "attributes": {k: api_attribute(v) for k, v in sorted(dev.attributes.items())}}
+    out: dict[str, Any] = {
+        "name": dev.name,
+        "attributes": {k: api_attribute(v) for k, v in sorted(dev.attributes.items())},
+    }
+    if dev.taints:
+        out["taints"] = [dict(t) for t in dev.taints]
+    return out
 
 
 def slice_name(node: str, driver: str, index: int) -> str:
@@ -128,7 +135,9 @@ def desired_contents(
         index = slice_index(name, node, driver)
         if index is not None:
             current[index] = [str(d.get("name")) for d in (obj.get("spec") or {}).get("devices") or []]
-    placed = assign(sorted(by_name), current)
+    tainted = any(d.taints for d in by_name.values())
+    per_slice = MAX_DEVICES_PER_SLICE_WITH_TAINTS if tainted else MAX_DEVICES_PER_SLICE
+    placed = assign(sorted(by_name), current, per_slice)
     return {
         slice_name(node, driver, i): [api_device(by_name[n]) for n in names] for i, names in placed.items()
     }

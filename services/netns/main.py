@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     )
     # Reconcile before serving, so no request sees a half-done attachment from a previous life,
     # but after the publisher opened, so the restores it makes are announced.
-    host.start_publishing({"attachments": worker.attachments})
+    host.start_publishing({"attachments": worker.attachments, "device_health": worker.device_health.snapshot})
     worker.reconcile()
     host.serve(worker.handlers(), health=worker.health)
     worker.start(watch_interval=getattr(args, "netns_poll", 1.0), reconcile=False)

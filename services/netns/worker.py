@@ -20,10 +20,11 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-from dranet.services.netns import ebpf, rdma
+from dranet.services.netns import ebpf, health, rdma
 from dranet.services.netns.dhcp import DhcpClient, DhcpError
 from dranet.services.netns.errors import Hook, StepError, as_bus_error, run_step
 from dranet.services.netns.grants import Grants, Refused, check_attach, check_detach
+from dranet.services.netns.health import DeviceHealth
 from dranet.services.netns.journal import Journal
 from dranet.services.netns.ledger import Ledger
 from dranet.services.netns.model import (
@@ -117,6 +118,7 @@ class NetnsWorker:
         self.ledger = Ledger(Path(state_dir) / "netns" / "journal")
         self._per_device = 0.05  # running estimate of one device's attach time (s), for deadlines
         self._retry: dict[tuple[str, str], tuple[float, float]] = {}  # key -> (next attempt, delay)
+        self.device_health = DeviceHealth()
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
         self.dhcp = dhcp
@@ -183,6 +185,7 @@ class NetnsWorker:
             "attached_in": lambda body, ctx: self.attached_in(body["netns_id"], body["devices"]),
             "ethtool_features": lambda body, ctx: self.ethtool_features(body["ifname"]),
             "tcx_programs": lambda body, ctx: {"links": ebpf.tcx_by_link(self.hostns)},
+            "device_health": lambda body, ctx: self.device_health.snapshot(),
             "grant": lambda body, ctx: self.grant(body["claims"], replace=bool(body.get("replace"))),
             "revoke": lambda body, ctx: {"revoked": self.revoke(body["claim_uids"])},
             "dhcp_acquire": lambda body, ctx: self.dhcp_acquire(
@@ -608,6 +611,8 @@ class NetnsWorker:
                 exc,
                 extra={"pod_uid": entry.pod_uid, "device": entry.device, "reason": reason},
             )
+            if reason != "rollback":
+                self._set_health(entry, health.RESTORE_FAILED, str(exc))
             if strict:
                 raise as_bus_error(exc) from None
             return False
@@ -620,6 +625,8 @@ class NetnsWorker:
         if outcome.problems:
             self._report_incomplete(entry, outcome.problems, reason)
         else:
+            if self.device_health.clear(entry.device):
+                self._publish_health()
             log.info("restored", extra=extra)
             if reason != "rollback":
                 self._notify_entry(entry, "detached")
@@ -635,6 +642,7 @@ class NetnsWorker:
         RESTORE_INCOMPLETE.labels(reason=reason).inc()
         log.warning(message, extra={"pod_uid": entry.pod_uid, "device": entry.device, "reason": reason})
         if reason != "rollback":
+            self._set_health(entry, health.RESTORE_INCOMPLETE, message)
             error = BusError("restore_incomplete", message)
             self._notify(entry.pod_uid, entry.device, entry.claim_uid, "restore_incomplete", error=error)
 
@@ -656,6 +664,8 @@ class NetnsWorker:
         log.warning(
             "released by the operator without a restore", extra={"pod_uid": pod_uid, "device": device}
         )
+        if self.device_health.clear(device):
+            self._publish_health()
         self._notify_entry(entry, "detached")
         return {"released": [device]}
 
@@ -716,6 +726,19 @@ class NetnsWorker:
                 self.journal.prepare_spares()  # off the start path: attaches use them up
             except Exception:
                 log.exception("netns watch pass failed")
+
+    # ------------------------------------------------------------ device health (discovery's taints)
+    def _set_health(self, entry: JournalEntry, reason: str, message: str) -> None:
+        if self.device_health.mark(entry.device, entry.host.link.name, reason, message):
+            self._publish_health()
+
+    def _publish_health(self) -> None:
+        if self._publish is None:
+            return
+        try:
+            self._publish("device_health", self.device_health.snapshot())
+        except Exception:
+            log.exception("cannot publish device health")
 
     # ------------------------------------------------------------ notifications
     def _notify_entry(self, entry: JournalEntry, state: str) -> None:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ from dranet.services.discovery.devices import ScanOptions
 from dranet.services.discovery.filter import DeviceFilter
 from dranet.services.discovery.inventory import Inventory, InventoryConfig
 from dranet.services.discovery.model import Device
+
+from dranet.bus import BusClient
 
 pytestmark = [
     pytest.mark.kernel,
@@ -228,11 +231,12 @@ def test_default_filter_hides_veth(node: str, tmp_path: Path) -> None:
         inv.stop()
 
 
-def test_service_publishes_slices_and_serves_the_bus(node: str, tmp_path: Path) -> None:
-    """The discovery service process: slices on the local API server, inventory on the bus."""
+@contextmanager
+def discovery_service(node: str, tmp_path: Path, *args: str) -> Iterator[tuple[Any, BusClient]]:
+    """The discovery service process on the node netns, publishing to a local API server:
+    (the API client, a bus client to discovery)."""
     from kubernetes import client, config
 
-    from dranet.bus import BusClient
     from dranet.localcluster.apiserver import LocalAPIServer
 
     server = LocalAPIServer()
@@ -258,24 +262,43 @@ def test_service_publishes_slices_and_serves_the_bus(node: str, tmp_path: Path) 
             str(kc),
             "--sysfs-root",
             str(tmp_path / "sys"),
-            "--filter",
-            "true",
-            "--uplink-interfaces",
-            "eth-b",  # the operator's override: never offered, whatever the routes say
             "--netns",
             node,
             "--publish-without-plugin",  # no dra and no kubelet here
+            *args,
         ],
         stdout=subprocess.DEVNULL,
         stderr=open(tmp_path / "discovery.log", "wb"),
     )
     bus = BusClient(rundir, "discovery", timeout=5)
     try:
+        yield api, bus
+    finally:
+        bus.close()
+        proc.terminate()
+        proc.wait(10)
+        server.stop()
+
+
+def slices_of(api: Any, node: str) -> list[dict[str, Any]]:
+    from kubernetes import client
+
+    raw: Any = client.ResourceV1Api(api).list_resource_slice(
+        field_selector=f"spec.nodeName={node}", _preload_content=False
+    )
+    return list(json.loads(raw.data)["items"])
+
+
+def test_service_publishes_slices_and_serves_the_bus(node: str, tmp_path: Path) -> None:
+    """The discovery service process: slices on the local API server, inventory on the bus."""
+    from kubernetes import client
+
+    # --uplink-interfaces: the operator's override: never offered, whatever the routes say.
+    with discovery_service(node, tmp_path, "--filter", "true", "--uplink-interfaces", "eth-b") as (api, bus):
         res = client.ResourceV1Api(api)
 
         def published() -> set[str]:
-            raw: Any = res.list_resource_slice(field_selector=f"spec.nodeName={node}", _preload_content=False)
-            return {d["name"] for o in json.loads(raw.data)["items"] for d in o["spec"]["devices"]}
+            return {d["name"] for o in slices_of(api, node) for d in o["spec"]["devices"]}
 
         wait_until(lambda: published() == {"eth-a", "mv0"}, "slices")
         inv = bus.call("get_inventory")
@@ -283,12 +306,53 @@ def test_service_publishes_slices_and_serves_the_bus(node: str, tmp_path: Path) 
         assert names["eth-a"]["allocatable"] and not names["br-up"]["allocatable"]
         ip("link", "add", "eth-e", "type", "veth", "peer", "name", "p-e", "netns", node + "w", ns=node)
         wait_until(lambda: "eth-e" in published(), "a new link in the slices")
-        raw: Any = res.list_resource_slice(field_selector=f"spec.nodeName={node}", _preload_content=False)
-        (name,) = [o["metadata"]["name"] for o in json.loads(raw.data)["items"]]
+        (name,) = [o["metadata"]["name"] for o in slices_of(api, node)]
         res.delete_resource_slice(name)
         wait_until(lambda: published() == {"eth-a", "mv0", "eth-e"}, "the deleted slice back")
-    finally:
-        bus.close()
-        proc.terminate()
-        proc.wait(10)
-        server.stop()
+
+
+def test_a_nic_that_loses_its_link_is_tainted_until_it_comes_back(node: str, tmp_path: Path) -> None:
+    """KEP-5055 end to end. eth-a is up, its far end (p-a) is down: no carrier. The slice carries
+    a NoSchedule taint dra.net/unhealthy=link-down, and the allocator stand-in gives eth-a only to
+    a claim that tolerates it; the test brings the link up (the taint goes) and takes it down again
+    (the taint is back, with a new timeAdded)."""
+    from dranet.localcluster.allocator import AllocationError, allocate, candidates_from_slices
+
+    selector = 'device.driver == "dra.net" && device.attributes["dra.net"].ifName == "eth-a"'
+    nic_class = {"metadata": {"name": "nic"}, "spec": {"selectors": [{"cel": {"expression": selector}}]}}
+
+    def claim(*tolerations: dict[str, Any]) -> dict[str, Any]:
+        exactly = {"deviceClassName": "nic", **({"tolerations": list(tolerations)} if tolerations else {})}
+        return {
+            "metadata": {"name": "c", "namespace": "default", "uid": "u"},
+            "spec": {"devices": {"requests": [{"name": "nic", "exactly": exactly}]}},
+        }
+
+    def eth_a(api: Any) -> dict[str, Any]:
+        devices = [d for o in slices_of(api, node) for d in o["spec"]["devices"] if d["name"] == "eth-a"]
+        return devices[0] if devices else {}
+
+    def allocated(api: Any, c: dict[str, Any]) -> list[str]:
+        candidates = candidates_from_slices(slices_of(api, node), node)
+        result = allocate(c, {"nic": nic_class}, candidates, set(), node)
+        return [r["device"] for r in result["devices"]["results"]]
+
+    with discovery_service(node, tmp_path, "--filter", "true") as (api, _bus):
+        (taint,) = wait_until(lambda: eth_a(api).get("taints"), "the taint in the slice")
+        assert {k: taint[k] for k in ("key", "value", "effect")} == {
+            "key": "dra.net/unhealthy",
+            "value": "link-down",
+            "effect": "NoSchedule",
+        }
+        with pytest.raises(AllocationError):
+            allocated(api, claim())
+        assert allocated(api, claim({"key": "dra.net/unhealthy", "operator": "Exists"})) == ["eth-a"]
+        tolerate_link_down = {"key": "dra.net/unhealthy", "value": "link-down", "effect": "NoSchedule"}
+        assert allocated(api, claim(tolerate_link_down)) == ["eth-a"]
+        ip("link", "set", "p-a", "up", ns=node + "w")
+        wait_until(lambda: eth_a(api) and "taints" not in eth_a(api), "the taint gone with the link back")
+        assert allocated(api, claim()) == ["eth-a"]
+        time.sleep(1.0)  # timeAdded has a resolution of one second
+        ip("link", "set", "p-a", "down", ns=node + "w")
+        (again,) = wait_until(lambda: eth_a(api).get("taints"), "the taint back")
+        assert again["value"] == "link-down" and again["timeAdded"] > taint["timeAdded"]

@@ -373,6 +373,29 @@ def test_a_failing_restore_is_retried_with_a_growing_delay(
     assert tb.addresses("tnrw0") == ["10.6.0.2/24"]
 
 
+def test_a_restore_that_cannot_complete_is_reported_for_the_taint_until_it_does(
+    tb: Testbed, worker: NetnsWorker, hook: Hook
+) -> None:
+    """The worker tells discovery (op and topic device_health) which device it could not give back,
+    so its slice entry gets a NoSchedule taint; the report goes when a retry restores it."""
+    tb.add_nic("tnrt0", addresses=("10.6.0.2/24",))
+    pod = tb.add_netns()
+    worker.attach("pod-t", f"/run/netns/{pod}", [{"device": "t0", "ifname": "tnrt0", "config": {}}])
+    hook.fail = "move-back"
+    with pytest.raises(BusError):
+        worker.detach("pod-t")
+    stuck = {"device": "t0", "ifname": "tnrt0", "reason": "restore-failed"}
+    (got,) = worker.handlers()["device_health"]({}, None)["devices"]
+    assert {k: got[k] for k in stuck} == stuck and "move-back" in got["message"]
+    published = [e for e in worker.events if "devices" in e]  # type: ignore[attr-defined]
+    assert published == [{"devices": [got]}]
+    hook.fail = None
+    worker.detach("pod-t")  # the retry (the next StopPodSandbox, unprepare or the watcher)
+    assert worker.device_health.snapshot() == {"devices": []}
+    assert [e for e in worker.events if "devices" in e][-1] == {"devices": []}  # type: ignore[attr-defined]
+    assert tb.addresses("tnrt0") == ["10.6.0.2/24"]
+
+
 def test_feature_table_for_prepare_and_the_whole_tso_group(tb: Testbed, worker: NetnsWorker) -> None:
     """dra's question at prepare (`ethtool_features`), and `tcp-segmentation-offload: false`
     turning off every tx-tcp*-segmentation the kernel has (tx-tcp-accecn-segmentation on 6.18),

@@ -332,6 +332,37 @@ def test_tainted_devices_need_a_toleration() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("tolerations", "allocated"),
+    [
+        ([], False),
+        ([{"operator": "Exists"}], True),
+        ([{"key": "dra.net/unhealthy", "operator": "Exists"}], True),
+        ([{"key": "dra.net/unhealthy", "value": "link-down"}], True),  # Equal by default
+        ([{"key": "dra.net/unhealthy", "operator": "Equal", "value": "restore-failed"}], False),
+        ([{"key": "dra.net/unhealthy", "operator": "Exists", "effect": "NoExecute"}], False),
+        ([{"key": "other", "operator": "Exists"}], False),
+    ],
+)
+def test_tolerations_as_the_scheduler_matches_them(
+    tolerations: list[dict[str, Any]], allocated: bool
+) -> None:
+    taint = {"key": "dra.net/unhealthy", "value": "link-down", "effect": "NoSchedule"}
+    nics = [Candidate("dra.net", NODE, "nic0", {"dra.net": {}}, {}, (taint,))]
+    request = claim(req(tolerations=tolerations) if tolerations else req())
+    if allocated:
+        assert names(allocate(request, {"dranet": DRIVER_CLASS}, nics, set(), NODE)) == ["nic0"]
+    else:
+        with pytest.raises(AllocationError):
+            allocate(request, {"dranet": DRIVER_CLASS}, nics, set(), NODE)
+
+
+def test_a_taint_with_effect_none_only_informs() -> None:
+    taint = {"key": "dra.net/unhealthy", "value": "link-down", "effect": "None"}
+    nics = [Candidate("dra.net", NODE, "nic0", {"dra.net": {}}, {}, (taint,))]
+    assert names(allocate(claim(req()), {"dranet": DRIVER_CLASS}, nics, set(), NODE)) == ["nic0"]
+
+
 def test_configs_from_class_first_then_from_claim() -> None:
     class_cfg = [{"opaque": {"driver": "dra.net", "parameters": {"interface": {"mtu": 1400}}}}]
     claim_cfg = [

@@ -82,6 +82,21 @@ SLICE_RULES: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
     ("too-many-devices-with-taints", _set("spec.devices", [
         {"name": f"d{i}", "taints": [{"key": "k", "effect": "NoSchedule"}]} for i in range(65)]),
      "spec.devices", "FieldValueTooMany"),
+    ("taint-key-missing", _set("spec.devices.0.taints", [{"key": "", "effect": "NoSchedule"}]),
+     "spec.devices[0].taints[0].key", "FieldValueRequired"),
+    ("taint-key-not-a-label-name", _set("spec.devices.0.taints", [{"key": "dra.net/link down",
+                                                                  "effect": "NoSchedule"}]),
+     "spec.devices[0].taints[0].key", "FieldValueInvalid"),
+    ("taint-value-not-a-label-value", _set("spec.devices.0.taints", [
+        {"key": "dra.net/unhealthy", "value": "link down", "effect": "NoSchedule"}]),
+     "spec.devices[0].taints[0].value", "FieldValueInvalid"),
+    ("taint-effect-missing", _set("spec.devices.0.taints", [{"key": "k", "effect": ""}]),
+     "spec.devices[0].taints[0].effect", "FieldValueRequired"),
+    ("taint-effect-of-nodes", _set("spec.devices.0.taints", [{"key": "k", "effect": "PreferNoSchedule"}]),
+     "spec.devices[0].taints[0].effect", "FieldValueNotSupported"),
+    ("too-many-taints", _set("spec.devices.0.taints",
+                             [{"key": f"k{i}", "effect": "None"} for i in range(17)]),
+     "spec.devices[0].taints", "FieldValueTooMany"),
     ("device-name-not-label", _set("spec.devices.0.name", "eth1.100"), "spec.devices[0].name",
      "FieldValueInvalid"),
     ("device-name-missing", _set("spec.devices.0.name", ""), "spec.devices[0].name", "FieldValueRequired"),
@@ -298,6 +313,38 @@ def test_claim_request_rules_pure() -> None:
     fields = {(c.field, c.type) for c in apivalidation.validate_claim_spec("spec", spec)}
     assert ("spec.devices.requests[0]", "FieldValueInvalid") in fields
     assert ("spec.devices.requests[1].name", "FieldValueDuplicate") in fields
+
+
+def test_taints_and_tolerations_pure() -> None:
+    """The rules of validateDeviceTaint and validateDeviceToleration (kubernetes pkg/apis/resource)."""
+    ok = {"key": "dra.net/unhealthy", "value": "link-down", "effect": "NoSchedule",
+          "timeAdded": "2026-12-03T17:40:00Z"}
+    assert apivalidation.validate_device_taint("t", ok) == []
+    bad_time = apivalidation.validate_device_taint("t", {**ok, "timeAdded": "yesterday"})
+    assert [(c.field, c.type) for c in bad_time] == [("t.timeAdded", "FieldValueInvalid")]
+    tolerations = [
+        {"operator": "Exists"},  # everything
+        {"key": "dra.net/unhealthy", "operator": "Exists", "effect": "NoSchedule"},
+        {"key": "dra.net/unhealthy", "value": "link-down"},  # operator defaults to Equal
+        {"key": "", "operator": "Equal"},
+        {"key": "k", "operator": "Exists", "value": "v"},
+        {"key": "k", "operator": "In"},
+        {"key": "k", "effect": "PreferNoSchedule"},
+        {"key": "k", "value": "not a label value"},
+        {"key": "k", "effect": "NoExecute", "tolerationSeconds": "60"},
+    ]
+    spec = {"devices": {"requests": [{"name": "nic", "exactly": {"deviceClassName": "dra.net",
+                                                                 "tolerations": tolerations}}]}}
+    causes = apivalidation.validate_claim_spec("spec", spec)
+    got = {(c.field.rsplit("tolerations", 1)[1], c.type) for c in causes}
+    assert got == {
+        ("[3].operator", "FieldValueInvalid"),
+        ("[4].value", "FieldValueInvalid"),
+        ("[5].operator", "FieldValueNotSupported"),
+        ("[6].effect", "FieldValueNotSupported"),
+        ("[7].value", "FieldValueInvalid"),
+        ("[8].tolerationSeconds", "FieldValueInvalid"),
+    }
 
 
 def test_namespace_names_are_dns_labels(server: LocalAPIServer, tmp_path: Path) -> None:
