@@ -220,6 +220,34 @@ def test_tcx_names_are_asked_for_when_links_change(node: str, tmp_path: Path) ->
         inv.stop()
 
 
+def test_the_workers_restore_failures_taint_their_devices(node: str, tmp_path: Path) -> None:
+    """What the worker reports on `device_health` becomes a taint with its reason, asked again when
+    the worker says it changed (the topic wakes a rescan that asks), and goes with the report."""
+    (tmp_path / "sys").mkdir()
+    report = {"eth-b": "restore-failed"}
+    cfg = InventoryConfig(
+        sysfs_root=tmp_path / "sys",
+        options=ScanOptions(filter=DeviceFilter("true")),
+        netns=node,
+        coalesce=0.02,
+    )
+    inv = Inventory(cfg, health=lambda: dict(report))
+    inv.start()
+    try:
+        assert inv.ready.wait(DEADLINE)
+        def reasons() -> set[str]:
+            return {t["value"] for t in by_ifname(inv)["eth-b"].taints if t["key"] == "dra.net/unhealthy"}
+
+        # eth-b's far end is down too (the fixture): both reasons, one taint each.
+        assert reasons() == {"restore-failed", "link-down"}
+        assert {t["effect"] for t in by_ifname(inv)["eth-b"].taints} == {"NoSchedule"}
+        report.clear()
+        inv.request_rescan(refresh_attached=True)  # what the device_health topic triggers
+        wait_until(lambda: reasons() == {"link-down"}, "the restore-failed taint gone")
+    finally:
+        inv.stop()
+
+
 def test_default_filter_hides_veth(node: str, tmp_path: Path) -> None:
     (tmp_path / "sys").mkdir()
     inv = Inventory(InventoryConfig(sysfs_root=tmp_path / "sys", netns=node))
