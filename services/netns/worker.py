@@ -611,8 +611,7 @@ class NetnsWorker:
                 exc,
                 extra={"pod_uid": entry.pod_uid, "device": entry.device, "reason": reason},
             )
-            if reason != "rollback":
-                self._set_health(entry, health.RESTORE_FAILED, str(exc))
+            self._set_health(entry, health.RESTORE_FAILED, str(exc))
             if strict:
                 raise as_bus_error(exc) from None
             return False
@@ -641,8 +640,8 @@ class NetnsWorker:
         )
         RESTORE_INCOMPLETE.labels(reason=reason).inc()
         log.warning(message, extra={"pod_uid": entry.pod_uid, "device": entry.device, "reason": reason})
+        self._set_health(entry, health.RESTORE_INCOMPLETE, message)
         if reason != "rollback":
-            self._set_health(entry, health.RESTORE_INCOMPLETE, message)
             error = BusError("restore_incomplete", message)
             self._notify(entry.pod_uid, entry.device, entry.claim_uid, "restore_incomplete", error=error)
 
