@@ -10,11 +10,12 @@ PROTOS := $(wildcard proto/*.proto)
 
 all: venv proto
 
-# Virtual environment with the package (editable) and the test tools. Re-run when pyproject changes.
-$(VENV)/.installed: pyproject.toml
+# Virtual environment with the package (editable), the test tools and the development stand-ins
+# (localcluster/, a distribution of its own: never in the product wheel). Re-run when pyproject changes.
+$(VENV)/.installed: pyproject.toml localcluster/pyproject.toml
 	test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip >/dev/null
-	$(VPY) -m pip install -q -e '.[test]'
+	$(VPY) -m pip install -q -e '.[test]' -e ./localcluster
 	touch $@
 venv: $(VENV)/.installed
 
@@ -55,7 +56,7 @@ image: system-deps venv
 	deploy/image/build.sh
 
 lint: venv proto
-	$(VPY) -m ruff check dranet services tests
+	$(VPY) -m ruff check dranet services localcluster tests
 	$(VPY) -m mypy
 
 # Everything: lint, types, unit, kernel and end-to-end tests (the e2e fixture brings up containerd).
@@ -73,8 +74,9 @@ unit: venv seccomp proto
 bench: system-deps venv seccomp proto
 	@for b in tests/bench/bench_*.py; do echo "== $$b"; $(VPY) $$b || exit 1; echo; done
 
+# The driver runs as the DaemonSet's pod on containerd, from the image `make image` builds (cached).
 demo: system-deps venv seccomp proto
-	$(VPY) -m dranet demo
+	$(VPY) -m localcluster demo
 
 clean:
 	rm -rf $(VENV) $(GEN)/*_pb2*.py* $(GEN)/.stamp build *.egg-info

@@ -1,4 +1,7 @@
-"""The `dranet` command: one subcommand per service, plus run, status and the local tools."""
+"""The `dranet` command: one subcommand per service, plus run, status, audit and the CDI hook.
+
+The development stand-ins (local API server, demo) are not part of the product: `python -m
+localcluster` (the repository's second package, installed in the dev venv only)."""
 
 from __future__ import annotations
 
@@ -23,7 +26,6 @@ COMMANDS: dict[str, tuple[str, str, bool]] = {
     "discovery": ("dranet.services.discovery.main", "inventory of the node's devices, ResourceSlices", True),
     "dra": ("dranet.services.dra.main", "the kubelet DRA plugin (prepare/unprepare claims)", True),
     "nri": ("dranet.services.nri.main", "the NRI plugin (pod sandbox events from the runtime)", True),
-    "apiserver": ("dranet.localcluster.apiserver", "development/test stand-in for kube-apiserver", False),
     "cdi-hook": (
         "dranet.cdihook",
         "OCI hook (from the CDI spec of a claim): refuse a container until its NICs are attached",
@@ -35,7 +37,6 @@ COMMANDS: dict[str, tuple[str, str, bool]] = {
         True,
     ),
     "audit": ("dranet.audit", "least-privilege audit of the running services", True),
-    "demo": ("dranet.localcluster.demo", "the full local run: containerd, API server, a pod, its NIC", False),
 }
 
 

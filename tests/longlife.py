@@ -15,7 +15,7 @@ import secrets
 import statistics
 from dataclasses import dataclass, field
 
-from dranet.localcluster.node import DaemonSetCluster
+from localcluster.node import DaemonSetCluster
 from tests.e2e.test_daemonset_pod import claimed_pod, has_nic, service_of
 from tests.soak import Usage, usage
 

@@ -125,14 +125,14 @@ def bench_hook() -> None:
 
 
 def bench_containers() -> None:
-    from dranet.localcluster.containerd import Containerd, PackagesUnavailable
-    from dranet.localcluster.demo import Cluster
+    from localcluster.containerd import Containerd, PackagesUnavailable
+    from localcluster.demo import Cluster
 
     tag = secrets.token_hex(2)
     workdir = Path(tempfile.mkdtemp(prefix=f"tbc-{tag}-", dir="/tmp"))
     ctrd = Containerd(workdir / "ctrd", bridge=f"tbc{tag}br", subnet="10.227.0.0/24")
     cluster = Cluster(workdir, nic_count=N_PODS, prefix=f"tbc{tag}", containerd=ctrd, log=lambda _: None)
-    from dranet.localcluster.nodeagent import SandboxError
+    from localcluster.nodeagent import SandboxError
 
     claimed: list[float] = []
     plain: list[float] = []

@@ -25,8 +25,8 @@ from dranet.services.discovery.netlinkscan import scan
 from dranet.services.discovery.sysfs import Sysfs
 from kubernetes import client, config
 
-from dranet.localcluster.apiserver import LocalAPIServer
 from dranet.netlink.rtnl import open_in_netns
+from localcluster.apiserver import LocalAPIServer
 
 N = int(os.environ.get("BENCH_DISCOVERY_LINKS", "1000"))
 CHANGES = 10

@@ -1,6 +1,6 @@
 """Long life in the shipped shape (run by `make bench`): 2,000 pod sandboxes through the real
 runtime, one in ten with a claimed NIC, with the driver as the DaemonSet's pod on the node
-stand-in (dranet.localcluster.node, tests/longlife.py). Prints RunPodSandbox p50/p99 for pods with
+stand-in (localcluster.node, tests/longlife.py). Prints RunPodSandbox p50/p99 for pods with
 and without a claim, and each service's (and containerd's) fds, threads and RSS at the start and
 the end. Asserts nothing about time.
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # for tests.longlife
 
-from dranet.localcluster.node import DaemonSetCluster, kustomized_docs
+from localcluster.node import DaemonSetCluster, kustomized_docs
 from tests.longlife import LongLife, percentiles, usage_table
 
 PODS = int(sys.argv[1]) if len(sys.argv) > 1 else 2000

@@ -29,8 +29,8 @@ from dranet.services.nri.plugin import NriPlugin, PluginOptions
 
 from dranet.bus.client import BusClient
 from dranet.bus.server import BusServer, RequestContext
-from dranet.localcluster.containerd import Containerd
-from dranet.localcluster.cri import CriClient
+from localcluster.containerd import Containerd
+from localcluster.cri import CriClient
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 30
 

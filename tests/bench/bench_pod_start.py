@@ -213,7 +213,7 @@ class PodBench:
 
     def one(self, count: int) -> PodResult:
         """Start one pod with `count` claimed NICs (0: no claim), time it, remove it; NICs back home."""
-        from dranet.localcluster.nodeagent import NodeAgentError
+        from localcluster.nodeagent import NodeAgentError
 
         c = self.cluster
         self.n += 1
@@ -374,8 +374,8 @@ def raw_sample(bed: tuple[Testbed, Rtnl, int, list[str]], count: int, i: int) ->
 
 
 def run(pods: int, log: Callable[[str], None]) -> int:
-    from dranet.localcluster.containerd import Containerd, PackagesUnavailable
-    from dranet.localcluster.demo import Cluster
+    from localcluster.containerd import Containerd, PackagesUnavailable
+    from localcluster.demo import Cluster
 
     tag = secrets.token_hex(2)
     workdir = Path(tempfile.mkdtemp(prefix=f"tps-{tag}-", dir="/tmp"))

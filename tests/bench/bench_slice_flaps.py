@@ -25,8 +25,8 @@ from dranet.services.discovery.publisher import SlicePublisher
 from kubernetes import client, config
 from pyroute2 import NetNS
 
-from dranet.localcluster.apiserver import LocalAPIServer
 from dranet.observability.metrics import value
+from localcluster.apiserver import LocalAPIServer
 
 N, FLAPS, PERIOD = 200, 100, 0.1
 

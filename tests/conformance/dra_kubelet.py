@@ -39,8 +39,8 @@ from dranet._generated import (
     pluginregistration_pb2_grpc,
 )
 from dranet.bus import BusClient, BusError
-from dranet.localcluster.apiserver import LocalAPIServer
 from dranet.service import ServiceHost
+from localcluster.apiserver import LocalAPIServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import kubelet_protos

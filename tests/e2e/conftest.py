@@ -1,6 +1,6 @@
 """The real runtime for end-to-end tests: one private containerd 2.1 with NRI for the session.
 
-Brought up with dranet.localcluster.containerd (Debian packages fetched once into the cache,
+Brought up with localcluster.containerd (Debian packages fetched once into the cache,
 $DRANET_CTRD_CACHE or /var/cache/dranet-ctrd) and torn down after, whatever the outcome.
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from dranet.localcluster.containerd import Containerd, PackagesUnavailable
-from dranet.localcluster.cri import CriClient
+from localcluster.containerd import Containerd, PackagesUnavailable
+from localcluster.cri import CriClient
 
 
 @pytest.fixture(scope="session")

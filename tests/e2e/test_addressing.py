@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 
-from dranet.localcluster.demo import Cluster, addresses, links_in, routes_in
-from dranet.localcluster.nodeagent import NodeAgentError
-from dranet.localcluster.nodenet import StandInNic, link_info
+from localcluster.demo import Cluster, addresses, links_in, routes_in
+from localcluster.nodeagent import NodeAgentError
+from localcluster.nodenet import StandInNic, link_info
 from tests.dnsmasq import Dnsmasq
 
 pytestmark = [

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from dranet.localcluster.containerd import DEFAULT_VERSION, Containerd, PackagesUnavailable
+from localcluster.containerd import DEFAULT_VERSION, Containerd, PackagesUnavailable
 from tests.e2e.test_nri_runtime import (
     harness,
     test_late_attach_after_the_plugin_was_down,

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from dranet._generated import cri_pb2
-from dranet.localcluster.containerd import Containerd
-from dranet.localcluster.cri import CriClient
+from localcluster.containerd import Containerd
+from localcluster.cri import CriClient
 
 pytestmark = [pytest.mark.e2e]
 

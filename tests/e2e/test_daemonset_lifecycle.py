@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 
 from dranet.bus import BusClient
-from dranet.localcluster.daemonpod import DaemonPod, ProbeState
-from dranet.localcluster.demo import PodRun, links_in
-from dranet.localcluster.node import IMAGE, ApiFront, DaemonSetCluster, tag_image
-from dranet.localcluster.nodenet import StandInNic
+from localcluster.daemonpod import DaemonPod, ProbeState
+from localcluster.demo import PodRun, links_in
+from localcluster.node import IMAGE, ApiFront, DaemonSetCluster, tag_image
+from localcluster.nodenet import StandInNic
 from tests.e2e.test_daemonset_pod import assert_home, claimed_pod, cluster, has_nic, service_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from dranet.localcluster.node import DaemonSetCluster
+from localcluster.node import DaemonSetCluster
 from tests.e2e.test_daemonset_pod import cluster
 from tests.longlife import SERVICES, LongLife, usage_table
 

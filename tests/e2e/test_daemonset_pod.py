@@ -1,6 +1,6 @@
 """The driver as it ships: deploy/kubernetes (kustomized) run as the DaemonSet's pod, from the image
 `make image` builds, through CRI on a real containerd inside a node stand-in's network namespace
-(dranet.localcluster.node). What the pod gets is checked from inside its containers; a pod with a
+(localcluster.node). What the pod gets is checked from inside its containers; a pod with a
 claimed NIC is run through the real DRA gRPC (registration socket in the hostPath kubelet
 directory) and CRI, as in test_full_path.py.
 """
@@ -24,12 +24,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dranet.audit import mask_of
 from dranet.capabilities import WORKER_CAPS, WORKER_DHCP_CAPS
-from dranet.localcluster.containerd import PackagesUnavailable
-from dranet.localcluster.daemonpod import ProbeState, http_probe
-from dranet.localcluster.demo import addresses, links_in
-from dranet.localcluster.node import DaemonSetCluster, kustomized_docs
-from dranet.localcluster.nodenet import StandInNic, in_netns, link_info
-from dranet.localcluster.podspec import Probe
+from localcluster.containerd import PackagesUnavailable
+from localcluster.daemonpod import ProbeState, http_probe
+from localcluster.demo import addresses, links_in
+from localcluster.node import DaemonSetCluster, kustomized_docs
+from localcluster.nodenet import StandInNic, in_netns, link_info
+from localcluster.podspec import Probe
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 

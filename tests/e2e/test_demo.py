@@ -33,7 +33,7 @@ def test_demo_runs_and_all_checks_pass(tmp_path: object) -> None:
         pytest.skip("the demo needs root (network namespaces, containerd)")
     before = _demo_leftovers()
     r = subprocess.run(
-        [sys.executable, "-m", "dranet", "demo", "--non-interactive"],
+        [sys.executable, "-m", "localcluster", "demo", "--non-interactive"],
         capture_output=True,
         text=True,
         timeout=840,

@@ -23,9 +23,9 @@ from typing import Any
 
 import pytest
 
-from dranet.localcluster.demo import Cluster, addresses, links_in, routes_in
-from dranet.localcluster.nodeagent import ContainerError, NodeAgentError, PodRun, SandboxError
-from dranet.localcluster.nodenet import StandInNic, link_info
+from localcluster.demo import Cluster, addresses, links_in, routes_in
+from localcluster.nodeagent import ContainerError, NodeAgentError, PodRun, SandboxError
+from localcluster.nodenet import StandInNic, link_info
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
 # The full path needs all four services; say so plainly while one of them is not built yet.

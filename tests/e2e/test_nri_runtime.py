@@ -20,8 +20,8 @@ from dranet.services.nri.handlers import PodHandlers
 from dranet.services.nri.plugin import NriPlugin, PluginOptions
 
 from dranet.bus.messages import BusError
-from dranet.localcluster.containerd import Containerd
-from dranet.localcluster.cri import CriClient, CriError
+from localcluster.containerd import Containerd
+from localcluster.cri import CriClient, CriError
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 

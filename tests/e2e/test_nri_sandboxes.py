@@ -23,7 +23,7 @@ import pytest
 from test_full_path import Nics, assert_home, new_pod, simple_cfg, wait
 
 from dranet.bus import BusClient
-from dranet.localcluster.demo import DRIVER, Cluster, links_in
+from localcluster.demo import DRIVER, Cluster, links_in
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
 

@@ -265,7 +265,7 @@ def discovery_service(node: str, tmp_path: Path, *args: str) -> Iterator[tuple[A
     (the API client, a bus client to discovery)."""
     from kubernetes import client, config
 
-    from dranet.localcluster.apiserver import LocalAPIServer
+    from localcluster.apiserver import LocalAPIServer
 
     server = LocalAPIServer()
     server.start()
@@ -344,7 +344,7 @@ def test_a_nic_that_loses_its_link_is_tainted_until_it_comes_back(node: str, tmp
     a NoSchedule taint dra.net/unhealthy=link-down, and the allocator stand-in gives eth-a only to
     a claim that tolerates it; the test brings the link up (the taint goes) and takes it down again
     (the taint is back, with a new timeAdded)."""
-    from dranet.localcluster.allocator import AllocationError, allocate, candidates_from_slices
+    from localcluster.allocator import AllocationError, allocate, candidates_from_slices
 
     selector = 'device.driver == "dra.net" && device.attributes["dra.net"].ifName == "eth-a"'
     nic_class = {"metadata": {"name": "nic"}, "spec": {"selectors": [{"cel": {"expression": selector}}]}}

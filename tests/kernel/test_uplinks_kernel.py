@@ -27,8 +27,8 @@ from dranet.services.netns.worker import NetnsWorker
 from kubernetes import client, config
 
 from dranet.bus import BusError
-from dranet.localcluster.apiserver import LocalAPIServer
 from dranet.uplinks import UplinkPolicy
+from localcluster.apiserver import LocalAPIServer
 
 pytestmark = [
     pytest.mark.kernel,

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from dranet.localcluster.allocator import (
+from localcluster.allocator import (
     POD_CLAIM_NAME_ANNOTATION,
     AllocationError,
     Candidate,

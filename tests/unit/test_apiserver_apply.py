@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
-from dranet.localcluster.apiserver import LocalAPIServer
+from localcluster.apiserver import LocalAPIServer
 
 APPLY = "application/apply-patch+yaml"
 

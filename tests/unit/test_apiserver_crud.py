@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
-from dranet.localcluster.apiserver import LocalAPIServer
+from localcluster.apiserver import LocalAPIServer
 
 # The client's typed results are Optional everywhere; the tests handle them as Any.
 ResourceV1beta2Api: Any = client.ResourceV1beta2Api

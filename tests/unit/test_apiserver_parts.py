@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
-from dranet.localcluster import apipatch, apiselectors
-from dranet.localcluster.apiserver import LocalAPIServer
-from dranet.localcluster.apistore import APIStore, StoreError
+from localcluster import apipatch, apiselectors
+from localcluster.apiserver import LocalAPIServer
+from localcluster.apistore import APIStore, StoreError
 
 # The client's typed results are Optional everywhere; the tests handle them as Any.
 CoreV1Api: Any = client.CoreV1Api
@@ -126,7 +126,7 @@ def test_refused_request_body_does_not_break_keep_alive() -> None:
 def test_command_line_serves_until_sigterm(tmp_path: Path) -> None:
     kubeconfig = tmp_path / "kubeconfig"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dranet.localcluster.apiserver", "--port", "0",
+        [sys.executable, "-m", "localcluster.apiserver", "--port", "0",
          "--kubeconfig-out", str(kubeconfig)],
         stdout=subprocess.PIPE, text=True)
     try:

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
-from dranet.localcluster import apivalidation
-from dranet.localcluster.apiserver import LocalAPIServer
+from localcluster import apivalidation
+from localcluster.apiserver import LocalAPIServer
 
 # The client's typed results are Optional everywhere; the tests handle them as Any.
 ResourceV1Api: Any = client.ResourceV1Api

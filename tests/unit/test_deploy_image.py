@@ -190,8 +190,9 @@ def clean_copy(dest: Path) -> Path:
 
 @pytest.mark.slow
 def test_wheel_from_a_clean_copy_is_complete(tmp_path: Path) -> None:
-    """No `make proto` first: the build backend generates the gRPC modules into the wheel, and
-    `dranet dra --help` works from a fresh venv with that wheel."""
+    """No `make proto` first: the build backend generates the gRPC modules into the wheel; the
+    development stand-ins (localcluster/, PyYAML) stay out of it; `dranet --help` and every
+    command's --help work from a fresh venv with that wheel."""
     src = clean_copy(tmp_path / "src")
     assert not list((src / "dranet" / "_generated").glob("*_pb2*"))
     wheels = tmp_path / "wheels"
@@ -214,6 +215,13 @@ def test_wheel_from_a_clean_copy_is_complete(tmp_path: Path) -> None:
     (wheel,) = wheels.glob("dranet-*.whl")
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
+        sources = {n: z.read(n).decode() for n in names if n.endswith(".py")}
+        metadata = z.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    assert not [n for n in names if "localcluster" in n], "the development stand-ins are in the wheel"
+    imports = re.compile(r"^\s*(import|from) (yaml|localcluster)\b", re.M)
+    assert not [n for n, text in sources.items() if imports.search(text)]
+    requires = [r for r in metadata.splitlines() if r.startswith("Requires-Dist:") and "extra ==" not in r]
+    assert requires and not [r for r in requires if "pyyaml" in r.lower()], requires
     for proto in (ROOT / "proto").glob("*.proto"):
         assert f"dranet/_generated/{proto.stem}_pb2.py" in names, f"{proto.name}: no module in the wheel"
     assert "dranet/_generated/dra_v1_pb2_grpc.py" in names
@@ -236,15 +244,18 @@ def test_wheel_from_a_clean_copy_is_complete(tmp_path: Path) -> None:
     ).stdout.strip()
     deps = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
     Path(site, "zz-deps.pth").write_text("".join(f"{d}\n" for d in sorted(deps)))
-    out = subprocess.run(
-        [str(fresh / "bin" / "dranet"), "dra", "--help"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=120,
-    )
-    assert out.returncode == 0, out.stderr
-    assert "usage:" in out.stdout
+    from dranet.cli import COMMANDS
+
+    for command in [[], *([c] for c in COMMANDS), ["run"], ["status"]]:
+        out = subprocess.run(
+            [str(fresh / "bin" / "dranet"), *command, "--help"],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=120,
+        )
+        assert out.returncode == 0, f"dranet {command} --help: {out.stderr}"
+        assert "usage:" in out.stdout
     where = subprocess.run(
         [str(fresh_py), "-c", "import dranet._generated.dra_v1_pb2_grpc as g; print(g.__file__)"],
         capture_output=True,

@@ -14,7 +14,7 @@ from dranet.services.discovery.model import Device
 from dranet.services.discovery.publisher import SlicePublisher
 from kubernetes import client, config
 
-from dranet.localcluster.apiserver import LocalAPIServer
+from localcluster.apiserver import LocalAPIServer
 
 NODE = "node-tdi"
 DRIVER = "dra.net"

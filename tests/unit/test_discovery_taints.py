@@ -15,7 +15,7 @@ from dranet.services.discovery.taints import (
 )
 from dranet.services.netns.health import RESTORE_FAILED, DeviceHealth
 
-from dranet.localcluster import apivalidation
+from localcluster import apivalidation
 
 NODE = NodeRef("node-a", "uid-1")
 

@@ -44,9 +44,9 @@ FOREIGN_FLAGS = {
     "--field-selector": "kubectl",
     "--net": "nsenter",
     "--inventory": "upstream (its --inventory-*-poll-interval flags)",
-    # the local cluster's own tools (dranet/localcluster), not `dranet` commands
-    "--purge": "dranet/localcluster/containerd/down.sh",
-    "--socket": "python -m dranet.localcluster.cri",
+    # the local cluster's own tools (localcluster), not `dranet` commands
+    "--purge": "localcluster/containerd/down.sh",
+    "--socket": "python -m localcluster.cri",
 }
 # Metrics renamed, named in docs/metrics.md with their new name.
 RENAMED = {"dranet_dra_prepare_seconds": "dranet_dra_claim_seconds"}

@@ -23,8 +23,8 @@ from dranet.services.nri.main import RecentEvents
 from kubernetes import client as kclient
 from kubernetes import config as kconfig
 
-from dranet.localcluster.apiserver import LocalAPIServer
 from dranet.service import ServiceHost
+from localcluster.apiserver import LocalAPIServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "conformance"))
 from dra_kubelet import Harness, service_args, wait_for

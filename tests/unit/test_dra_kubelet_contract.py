@@ -1,5 +1,5 @@
 """The dra service against the rules the real kubelet enforces (kubelet-contract in docs/dra-plugin.md),
-played by the kubelet stand-in (dranet.localcluster.nodeagent) with its timeouts shortened."""
+played by the kubelet stand-in (localcluster.nodeagent) with its timeouts shortened."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "conformance"))
 from dra_kubelet import DRIVER, NODE, Harness, device, opaque, wait_for
 
 from dranet._generated import dra_health_v1alpha1_pb2 as hpb
-from dranet.localcluster.nodeagent import HEALTHY, UNKNOWN, DeviceHealthCache, NodeAgent
+from localcluster.nodeagent import HEALTHY, UNKNOWN, DeviceHealthCache, NodeAgent
 
 
 def health_message(*devices: tuple[str, int, int]) -> hpb.NodeWatchResourcesResponse:

@@ -15,9 +15,9 @@ import pytest
 import yaml
 
 from dranet._generated import cri_pb2
-from dranet.localcluster import node as node_module
-from dranet.localcluster.daemonpod import ProbeState, http_probe
-from dranet.localcluster.podspec import HttpGet, Node, Probe, Unsupported, plan, pod_template
+from localcluster import node as node_module
+from localcluster.daemonpod import ProbeState, http_probe
+from localcluster.podspec import HttpGet, Node, Probe, Unsupported, plan, pod_template
 
 ROOT = Path(__file__).resolve().parents[2]
 CAP_KEYS = ("add_capabilities", "drop_capabilities")

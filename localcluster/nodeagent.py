@@ -48,7 +48,7 @@ from dranet._generated import (
 )
 from dranet._generated import pluginregistration_pb2 as reg_pb
 from dranet._generated import pluginregistration_pb2_grpc as reg_grpc
-from dranet.localcluster.cri import DEFAULT_IMAGE, CriClient, CriError, SandboxStatus
+from localcluster.cri import DEFAULT_IMAGE, CriClient, CriError, SandboxStatus
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ source "$(dirname "$0")/env.sh"
 pid=$(cat "$PIDFILE" 2>/dev/null || true)
 if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null && [[ $(readlink "/proc/$pid/exe") == "$CTRD_BIN" ]]; then
     # CRI first: it tears down CNI and removes the pods' netns properly.
-    timeout 120 "$PYTHON" -m dranet.localcluster.cri --socket "$SOCK" cleanup >/dev/null 2>&1 || true
+    timeout 120 "$PYTHON" -m localcluster.cri --socket "$SOCK" cleanup >/dev/null 2>&1 || true
     for id in $(ctr_ tasks ls -q 2>/dev/null); do
         ctr_ tasks kill -s KILL "$id" >/dev/null 2>&1; sleep 0.2; ctr_ tasks rm -f "$id" >/dev/null 2>&1
     done

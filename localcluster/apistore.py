@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dranet.localcluster import apivalidation
+from localcluster import apivalidation
 
 
 @dataclass(frozen=True)

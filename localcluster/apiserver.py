@@ -12,7 +12,7 @@ resourceVersion, 410 Expired when it is too old). Writes are validated with the 
 (see apivalidation.py) and refused with metav1.Status 422 bodies that list every cause.
 
 Storage lives in apistore.py, selectors in apiselectors.py, patches in apipatch.py; this module is
-the HTTP edge plus ``LocalAPIServer`` and the ``dranet apiserver`` command.
+the HTTP edge plus ``LocalAPIServer`` and the ``python -m localcluster apiserver`` command.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from dranet.localcluster import apiapply, apipatch, apiselectors
-from dranet.localcluster.apistore import (
+from localcluster import apiapply, apipatch, apiselectors
+from localcluster.apistore import (
     RESOURCE_GROUP,
     RESOURCE_TYPES,
     RESOURCE_VERSIONS,
@@ -618,7 +618,7 @@ class LocalAPIServer:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of `dranet apiserver` (a development/test stand-in for kube-apiserver)."""
+    """Flags of `python -m localcluster apiserver` (a development/test stand-in for kube-apiserver)."""
     parser.add_argument("--address", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port to listen on (default 0: any free port)")
     parser.add_argument("--kubeconfig-out", type=Path, default=None,

@@ -25,7 +25,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from dranet.localcluster.apistore import StoreError
+from localcluster.apistore import StoreError
 
 Key = tuple[str, str, str]  # (driver, device, pool): the list map keys, in the API's order
 KEY_FIELDS = ("driver", "device", "pool")

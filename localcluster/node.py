@@ -40,15 +40,15 @@ from typing import Any
 
 import yaml
 
-from dranet.localcluster.containerd import DEFAULT_CACHE, Containerd
-from dranet.localcluster.cri import CriClient
-from dranet.localcluster.daemonpod import DaemonPod
-from dranet.localcluster.demo import DRIVER, Cluster, DemoError
-from dranet.localcluster.nodeagent import NodeAgent
-from dranet.localcluster.nodenet import NodeNet, in_netns, ip
-from dranet.localcluster.podspec import Node, plan, pod_template
+from localcluster.containerd import DEFAULT_CACHE, Containerd
+from localcluster.cri import CriClient
+from localcluster.daemonpod import DaemonPod
+from localcluster.demo import DRIVER, Cluster, DemoError
+from localcluster.nodeagent import NodeAgent
+from localcluster.nodenet import NodeNet, in_netns, ip
+from localcluster.podspec import Node, plan, pod_template
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 IMAGE = "localhost/dranet:dev"
 BUILD_SCRIPT = ROOT / "deploy" / "image" / "build.sh"
 KUSTOMIZE_DIR = ROOT / "deploy" / "kubernetes"

@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dranet._generated import cri_pb2
-from dranet.localcluster.cri import CriClient, CriError
-from dranet.localcluster.nodenet import in_netns
-from dranet.localcluster.podspec import ContainerPlan, PodPlan, Probe
+from localcluster.cri import CriClient, CriError
+from localcluster.nodenet import in_netns
+from localcluster.podspec import ContainerPlan, PodPlan, Probe
 
 log = logging.getLogger(__name__)
 BACKOFF_START, BACKOFF_MAX = 10.0, 300.0

@@ -1,4 +1,4 @@
-"""`dranet demo` (`make demo`): the whole path on one machine, step by step, then cleaned away.
+"""`python -m localcluster demo` (`make demo`): the whole path on one machine, step by step, then cleaned away.
 
 DEVELOPMENT TOOL, run as root. It sets up a real containerd with NRI, the local API server, a few
 stand-in NICs (veth pairs, far ends in a private "wire" netns) and the four services under
@@ -31,9 +31,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from dranet.localcluster.allocator import Allocator
-from dranet.localcluster.nodeagent import NodeAgent, PodRun
-from dranet.localcluster.nodenet import NodeNet, link_info
+from localcluster.allocator import Allocator
+from localcluster.nodeagent import NodeAgent, PodRun
+from localcluster.nodenet import NodeNet, link_info
 
 DRIVER = "dra.net"
 NODE_NAME = "dranet-demo-node"
@@ -52,7 +52,7 @@ class DemoError(Exception):
 class Cluster:
     """containerd + local API server + stand-in NICs + the four services under supervisord.
 
-    ``containerd``: an already running dranet.localcluster.containerd.Containerd to use (e.g. the
+    ``containerd``: an already running localcluster.containerd.Containerd to use (e.g. the
     e2e session fixture's); when None, start() brings up a private one and stop() takes it down.
     """
 
@@ -109,12 +109,12 @@ class Cluster:
     def _start(self) -> None:
         from kubernetes import config as kconfig
 
-        from dranet.localcluster.apiserver import LocalAPIServer
+        from localcluster.apiserver import LocalAPIServer
 
         for d in (self.runtime_dir, self.state_dir, self.logs_dir, self.registry_dir, self.plugins_dir):
             d.mkdir(parents=True, exist_ok=True)
         if self.containerd is None:
-            from dranet.localcluster.containerd import DEFAULT_CACHE, Containerd
+            from localcluster.containerd import DEFAULT_CACHE, Containerd
 
             self.log("  starting containerd with NRI (first run downloads Debian packages) ...")
             self.containerd = Containerd(
@@ -400,7 +400,7 @@ class Cluster:
     def run_pod(self, pod: dict[str, Any]) -> PodRun:
         """Scheduler then kubelet: allocate and reserve the pod's claims, prepare, run the sandbox."""
         assert self.allocator is not None and self.agent is not None
-        from dranet.localcluster.allocator import AllocationError
+        from localcluster.allocator import AllocationError
 
         # Like the scheduler, which requeues a pod it cannot place: a pool being rewritten (its
         # newest generation not complete yet) offers no device for a moment.
@@ -603,12 +603,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         print(
-            "dranet demo: run it as root (it creates network namespaces and runs containerd)", file=sys.stderr
+            "localcluster demo: run it as root (it creates network namespaces and runs containerd)", file=sys.stderr
         )
         return 2
     for tool in ("ip", "nsenter"):
         if shutil.which(tool) is None:
-            print(f"dranet demo: `{tool}` is missing; install iproute2 / util-linux", file=sys.stderr)
+            print(f"localcluster demo: `{tool}` is missing; install iproute2 / util-linux", file=sys.stderr)
             return 2
     demo = Demo(args)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="tlc-", dir="/tmp"))

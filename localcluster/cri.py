@@ -1,7 +1,7 @@
 """A small CRI client (runtime.v1 over gRPC on the runtime's unix socket) for tests and the demo.
 
 It plays the kubelet's part for pod sandboxes: run, status (with the netns path), stop, remove,
-list. `python -m dranet.localcluster.cri --socket S cleanup` stops and removes every pod.
+list. `python -m localcluster.cri --socket S cleanup` stops and removes every pod.
 """
 
 from __future__ import annotations
@@ -245,7 +245,7 @@ class CriClient:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m dranet.localcluster.cri", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m localcluster.cri", description=__doc__)
     ap.add_argument("--socket", required=True, help="the runtime's CRI socket")
     ap.add_argument("command", choices=["version", "list", "cleanup"])
     args = ap.parse_args(argv)
