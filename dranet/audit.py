@@ -1,7 +1,7 @@
 """`dranet audit`: least-privilege audit of the running services, read from /proc.
 
-For each service it finds the process (the pid the service reports over the bus, else a scan of
-/proc for its command line), reads its credentials from /proc/<pid>/status and its sockets from
+For each service it finds the process (the pid and pid namespace the service reports over the bus,
+found here by NSpid; else a scan of /proc for its command line, used only when it finds one), reads its credentials from /proc/<pid>/status and its sockets from
 /proc/<pid>/fd, checks them against the privilege split of the design, and checks the runtime
 directory's permissions. Exit status: 0 every check passed, 1 a violation, 2 nothing violated but
 something could not be audited (a service not found).
@@ -524,8 +524,8 @@ def read_runtime_dir(runtime_dir: Path) -> tuple[int | None, dict[str, int]]:
     return mode, sockets
 
 
-def ping_pid(runtime_dir: Path, service: str, timeout: float) -> int | None:
-    """The pid the service reports over the bus, or None when it does not answer."""
+def ping_answer(runtime_dir: Path, service: str, timeout: float) -> Mapping[str, Any] | None:
+    """The service's ping reply (its pid and pid namespace), or None when it does not answer."""
     try:
         from dranet.bus.client import BusClient
         from dranet.bus.messages import BusError
@@ -533,8 +533,9 @@ def ping_pid(runtime_dir: Path, service: str, timeout: float) -> int | None:
         return None
     client = BusClient(runtime_dir, service, timeout=timeout)
     try:
-        return int(client.call("ping", timeout=timeout)["pid"])
-    except (BusError, KeyError, TypeError, ValueError):
+        reply = client.call("ping", timeout=timeout)
+        return reply if isinstance(reply, Mapping) and isinstance(reply.get("pid"), int) else None
+    except BusError:
         return None
     finally:
         client.close()
@@ -557,20 +558,64 @@ def ping_policy(runtime_dir: Path, timeout: float) -> PeerPolicy | None:
         client.close()
 
 
+def read_pid_ns(pid: int, proc_root: Path) -> str | None:
+    try:
+        return os.readlink(proc_root / str(pid) / "ns" / "pid")
+    except OSError:
+        return None
+
+
+def read_nspid(pid: int, proc_root: Path) -> list[int]:
+    """The pid in each pid namespace the process is in, outermost first (NSpid of its status)."""
+    try:
+        for line in (proc_root / str(pid) / "status").read_text().splitlines():
+            if line.startswith("NSpid:"):
+                return [int(x) for x in line.split()[1:]]
+    except (OSError, ValueError):
+        pass
+    return []
+
+
+def host_pid(pid: int, pid_ns: str, proc_root: Path) -> int | None:
+    """The pid here of the process that is `pid` in the pid namespace `pid_ns` (e.g. a service in a
+    container answering from its own namespace), or None when that namespace is not visible here."""
+    if read_pid_ns(pid, proc_root) == pid_ns and read_nspid(pid, proc_root)[-1:] == [pid]:
+        return pid  # the same namespace as ours
+    for entry in proc_root.iterdir():
+        if entry.name.isdigit() and read_pid_ns(int(entry.name), proc_root) == pid_ns:
+            if read_nspid(int(entry.name), proc_root)[-1:] == [pid]:
+                return int(entry.name)
+    return None
+
+
 def find_pids(
     service: str,
     runtime_dir: Path,
     proc_root: Path,
-    ask: Callable[[Path, str], int | None] | None,
-) -> tuple[list[int], str]:
-    """(pids, how found). The bus answer is used only when that pid, seen from here, runs the service:
-    a service in another pid namespace (another container without a shared one) reports a pid that
-    means something else here."""
-    if ask is not None:
-        pid = ask(runtime_dir, service)
-        if pid is not None and match_service_cmdline(read_cmdline(pid, proc_root), service):
-            return [pid], "bus"
-    return scan_pids(service, proc_root, exclude=[os.getpid()]), "scan"
+    ask: Callable[[Path, str], Mapping[str, Any] | None] | None,
+) -> tuple[list[int], str, str]:
+    """(pids, how found, why none). The service answering on the bus names itself: its pid in its
+    own pid namespace (a container's), found here through that namespace and NSpid. Without an
+    answer, a scan of /proc for `dranet <service>`, used only when it finds exactly one: on a
+    machine with several (other pods, other nodes' stand-ins) it cannot tell which is this one."""
+    answer = ask(runtime_dir, service) if ask is not None else None
+    if answer is not None:
+        pid, pid_ns = int(answer["pid"]), answer.get("pid_ns")
+        here = host_pid(pid, str(pid_ns), proc_root) if pid_ns else pid
+        if here is not None and match_service_cmdline(read_cmdline(here, proc_root), service):
+            return [here], "bus", ""
+        if pid_ns:
+            return [], "bus", (
+                f"answers on the bus as pid {pid} of pid namespace {pid_ns}, which is not visible "
+                f"from here: run the audit in the driver's pod or on its node, or pass --pid {service}=PID"
+            )
+    found = scan_pids(service, proc_root, exclude=[os.getpid()])
+    if len(found) > 1:
+        return [], "scan", (
+            f"{len(found)} processes run `dranet {service}` here (pids {', '.join(map(str, found))}) and "
+            f"none answered on {runtime_dir}: pass --pid {service}=PID"
+        )
+    return found, "scan", "" if found else "not running, or not visible from this pid namespace"
 
 
 def audit(
@@ -579,18 +624,18 @@ def audit(
     *,
     proc_root: Path = Path("/proc"),
     pids: Mapping[str, int] | None = None,
-    ask: Callable[[Path, str], int | None] | None = None,
+    ask: Callable[[Path, str], Mapping[str, Any] | None] | None = None,
     policy: PeerPolicy | None = None,
 ) -> AuditResult:
     """policy: the services' uids as the bus knows them (--service-uids; default: all uid 0)."""
     result = AuditResult(runtime_dir=str(runtime_dir))
     for service in services:
         if pids and service in pids:
-            found, how = [pids[service]], "flag"
+            found, how, why = [pids[service]], "flag", ""
         else:
-            found, how = find_pids(service, runtime_dir, proc_root, ask)
+            found, how, why = find_pids(service, runtime_dir, proc_root, ask)
         if not found:
-            result.missing[service] = "not running, or not visible from this pid namespace"
+            result.missing[service] = why
             continue
         for pid in found:
             try:
@@ -765,7 +810,7 @@ def run(args: argparse.Namespace) -> int:
         services,
         proc_root=Path(args.proc_root),
         pids=pids,
-        ask=None if args.no_bus else (lambda rd, svc: ping_pid(rd, svc, timeout)),
+        ask=None if args.no_bus else (lambda rd, svc: ping_answer(rd, svc, timeout)),
         policy=policy,
     )
     print(json.dumps(to_json(result), indent=2) if args.json else format_report(result))

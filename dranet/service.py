@@ -161,6 +161,7 @@ class ServiceHost:
         return {
             "service": self.name,
             "pid": os.getpid(),
+            "pid_ns": _pid_namespace(),  # with pid, names this process seen from another pid namespace
             "uid": os.getuid(),
             "version": __version__,
             "uptime_s": round(time.monotonic() - self.started, 3),
@@ -197,3 +198,12 @@ class ServiceHost:
             self._publisher = None
         self._ctx.destroy(linger=0)
         log.info("stopped")
+
+
+def _pid_namespace() -> str:
+    """This process's pid namespace, e.g. "pid:[4026531836]" (`dranet audit` on the host finds a
+    container's process by it and NSpid)."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""

@@ -259,9 +259,20 @@ class FakeProc:
         (root / "net").mkdir(parents=True)
         (root / "net" / "unix").write_text("Num       RefCount Protocol Flags    Type St Inode Path\n")
 
-    def add(self, pid: int, argv: list[str], status: str, sockets: dict[int, str] | None = None) -> None:
+    def add(
+        self,
+        pid: int,
+        argv: list[str],
+        status: str,
+        sockets: dict[int, str] | None = None,
+        pid_ns: tuple[str, int] | None = None,  # (its pid namespace, its pid there)
+    ) -> None:
         d = self.root / str(pid)
         (d / "fd").mkdir(parents=True)
+        (d / "ns").mkdir()
+        ns, inner = pid_ns or ("pid:[4026531836]", pid)
+        (d / "ns" / "pid").symlink_to(ns)
+        status += f"NSpid:\t{pid}\t{inner}\n" if pid_ns else f"NSpid:\t{pid}\n"
         (d / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
         (d / "status").write_text(status)
         (d / "fd" / "0").symlink_to("/dev/null")
@@ -321,13 +332,56 @@ def test_audit_allows_dhclients_capabilities_to_a_worker_started_with_dhcp(tmp_p
 
 def test_audit_uses_the_bus_pid_only_when_it_runs_the_service(tmp_path: Path) -> None:
     proc, rd = good_fleet(tmp_path)
-    # dra answers with its pid; nri answers with a pid from another pid namespace (here: sleep).
-    answers = {"dra": 101, "nri": 300}
+    # dra answers with its pid; nri (an older version) with a pid that here is another process
+    answers = {"dra": {"pid": 101, "pid_ns": "pid:[4026531836]"}, "nri": {"pid": 300}}
     result = audit.audit(rd, ["dra", "nri"], proc_root=proc.root, ask=lambda _rd, svc: answers.get(svc))
     assert [(p.service, p.pid, p.found_by) for p in result.processes] == [
         ("dra", 101, "bus"),
         ("nri", 102, "scan"),
     ]
+
+
+def two_pods(tmp_path: Path) -> tuple[FakeProc, Path]:
+    """Two driver pods on one machine (two nodes' stand-ins, or a pod and a test's processes): the
+    same service at the same pid (7) in two pid namespaces, 110 and 210 here."""
+    proc = FakeProc(tmp_path / "proc")
+    rd = tmp_path / "run"
+    rd.mkdir(mode=0o750)
+    proc.add(
+        110, ["/opt/dranet/bin/python", "/opt/dranet/bin/dranet", "dra"], status_text(), {}, ("pid:[41]", 7)
+    )
+    proc.add(
+        210, ["/opt/dranet/bin/python", "/opt/dranet/bin/dranet", "dra"], status_text(), {}, ("pid:[42]", 7)
+    )
+    proc.add(7, ["/usr/bin/sleep", "100"], status_text(eff=ALL, prm=ALL, bnd=ALL))  # pid 7 here
+    return proc, rd
+
+
+def test_audit_from_the_host_finds_the_pods_process_by_its_pid_namespace(tmp_path: Path) -> None:
+    """The service answers from its container: pid 7 in pid namespace 42. From the host, that is
+    the process whose NSpid ends in 7 in that namespace, not pid 7 and not every `dranet dra`."""
+    proc, rd = two_pods(tmp_path)
+    ask = {"dra": {"pid": 7, "pid_ns": "pid:[42]"}}
+    result = audit.audit(rd, ["dra"], proc_root=proc.root, ask=lambda _rd, svc: ask.get(svc))
+    assert [(p.service, p.pid, p.found_by) for p in result.processes] == [("dra", 210, "bus")]
+    assert result.missing == {}
+
+
+def test_audit_does_not_guess_between_several_processes_of_a_service(tmp_path: Path) -> None:
+    """No answer on the bus and two `dranet dra` on the machine: neither is audited as the one."""
+    proc, rd = two_pods(tmp_path)
+    result = audit.audit(rd, ["dra"], proc_root=proc.root, ask=lambda _rd, svc: None)
+    assert result.processes == []
+    assert "--pid dra=" in result.missing["dra"] and "110" in result.missing["dra"]
+    assert result.exit_code == audit.EXIT_INCOMPLETE
+
+
+def test_audit_of_a_service_answering_from_a_pid_namespace_not_visible_here(tmp_path: Path) -> None:
+    proc, rd = two_pods(tmp_path)
+    ask = {"dra": {"pid": 7, "pid_ns": "pid:[43]"}}
+    result = audit.audit(rd, ["dra"], proc_root=proc.root, ask=lambda _rd, svc: ask.get(svc))
+    assert result.processes == []
+    assert "pid:[43]" in result.missing["dra"]
 
 
 def test_audit_pid_flag_and_violation(tmp_path: Path) -> None:
