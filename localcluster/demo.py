@@ -1,4 +1,4 @@
-"""`python -m localcluster demo` (`make demo`): the whole path on one machine, step by step, then cleaned away.
+"""`python -m localcluster demo` (`make demo`): the whole path on one machine, step by step, cleaned away.
 
 DEVELOPMENT TOOL, run as root. It sets up a real containerd with NRI, the local API server, a few
 stand-in NICs (veth pairs, far ends in a private "wire" netns) and the four services under
@@ -603,7 +603,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         print(
-            "localcluster demo: run it as root (it creates network namespaces and runs containerd)", file=sys.stderr
+            "localcluster demo: run it as root (it makes netns, runs containerd)", file=sys.stderr
         )
         return 2
     for tool in ("ip", "nsenter"):

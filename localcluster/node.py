@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import os
 import re
 import secrets
@@ -32,6 +33,7 @@ import ssl
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -43,7 +45,7 @@ import yaml
 from localcluster.containerd import DEFAULT_CACHE, Containerd
 from localcluster.cri import CriClient
 from localcluster.daemonpod import DaemonPod
-from localcluster.demo import DRIVER, Cluster, DemoError
+from localcluster.demo import DRIVER, SERVICES, Cluster, DemoError
 from localcluster.nodeagent import NodeAgent
 from localcluster.nodenet import NodeNet, in_netns, ip
 from localcluster.podspec import Node, plan, pod_template
@@ -52,6 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 IMAGE = "localhost/dranet:dev"
 BUILD_SCRIPT = ROOT / "deploy" / "image" / "build.sh"
 KUSTOMIZE_DIR = ROOT / "deploy" / "kubernetes"
+CDI_DIR = "/var/run/cdi"  # where the documented CDI patch puts the specs on the node
 API_PORT = 443  # the `kubernetes` Service's port, inside the node netns (free: it is private)
 
 
@@ -225,11 +228,51 @@ class ApiFront:
 # ---------------------------------------------------------------- the cluster in the DaemonSet's shape
 
 
+def enable_cdi(template: dict[str, Any], hook_command: str) -> dict[str, Any]:
+    """The pod template with docs/install.md's "Fail closed without NRI" step 3 applied: dra writes
+    CDI specs to the node's /var/run/cdi (a hostPath volume) naming hook_command, the node's dranet."""
+    t = copy.deepcopy(template)
+    main = next(c for c in t["spec"]["containers"] if c["name"] == "dranet")
+    dra = [i for i, a in enumerate(main["args"]) if a.startswith("--dra-args=")]
+    if len(dra) != 1 or " --cdi-dir=" not in main["args"][dra[0]] + " ":
+        raise DemoError(f"the dranet container's --dra-args has no --cdi-dir= to replace: {main['args']}")
+    words = [w for w in main["args"][dra[0]].split() if not w.startswith("--cdi-dir=")]
+    main["args"][dra[0]] = " ".join([*words, f"--cdi-dir={CDI_DIR}", f"--cdi-hook-command={hook_command}"])
+    main["volumeMounts"].append({"name": "cdi", "mountPath": CDI_DIR})
+    t["spec"]["volumes"].append({"name": "cdi", "hostPath": {"path": CDI_DIR, "type": "DirectoryOrCreate"}})
+    return t
+
+
+def volume_mount(template: dict[str, Any], container: str, name: str) -> str:
+    """Where the container mounts the volume `name`."""
+    c = next(c for c in template["spec"]["containers"] if c["name"] == container)
+    for m in c.get("volumeMounts") or []:
+        if m["name"] == name:
+            return str(m["mountPath"])
+    raise DemoError(f"container {container} does not mount {name!r}")
+
+
+def volume_host_path(template: dict[str, Any], name: str) -> str:
+    """The hostPath of the template's volume `name` (the path on the node)."""
+    for v in template["spec"]["volumes"]:
+        if v["name"] == name and "hostPath" in v:
+            return str(v["hostPath"]["path"])
+    raise DemoError(f"the pod template has no hostPath volume {name!r}")
+
+
+def service_of(cmdline: str) -> str:
+    """ "netns" for ".../dranet netns --runtime-dir=...", "" for anything else."""
+    words = cmdline.split()
+    return next((words[i + 1] for i in range(len(words) - 1) if words[i].endswith("dranet")), "")
+
+
 @dataclass
 class DaemonSetCluster(Cluster):
     """demo.Cluster with the driver as the DaemonSet's pod on a node stand-in (module docstring).
 
-    Brings up its own containerd inside the node netns (containerd must be None)."""
+    Brings up its own containerd inside the node netns (containerd must be None). ``cdi``: apply the
+    documented CDI patch (enable_cdi), the hook being this Python's dranet seeing the node's bus.
+    ``nri_request_timeout``: containerd's NRI plugin_request_timeout (its default is 2s)."""
 
     node_netns: str = ""
     host_root: Path = field(default=Path())
@@ -238,6 +281,8 @@ class DaemonSetCluster(Cluster):
     template: dict[str, Any] = field(default_factory=dict)
     startup_timeout: float = 120.0
     pki: tuple[Path, Path, Path] | None = None  # the API front's CA, certificate and key
+    cdi: bool = False
+    nri_request_timeout: str = "2s"
 
     def __post_init__(self) -> None:
         tag = secrets.token_hex(3)
@@ -249,7 +294,22 @@ class DaemonSetCluster(Cluster):
     def registry_dir(self) -> Path:
         return self.host_root / "var/lib/kubelet/plugins_registry"
 
+    @property
+    def runtime_dir(self) -> Path:
+        """The bus as the node sees it: the pod's hostPath volume `run`."""
+        return Path(self.node().host_path(volume_host_path(self.template, "run")))
+
+    @property
+    def logs_dir(self) -> Path:
+        """The pod's log directory: <container>/<attempt>.log, as the kubelet keeps them."""
+        return self.pod_dir / "logs"
+
+    @property
+    def pod_dir(self) -> Path:
+        return self.workdir / "pods" / "driver"
+
     def node(self, image: str = IMAGE) -> Node:
+        assert self.containerd is not None and self.template, "the node is known once start() ran"
         return Node(
             name=self.node_name,
             ip="127.0.0.1",
@@ -259,13 +319,26 @@ class DaemonSetCluster(Cluster):
                 # the propagation of the literal path and does not follow /var/run -> /run
                 "/var/run/netns": "/run/netns",
                 "/var/run/nri": str(self.host_root / "var/run/nri"),
+                CDI_DIR: str(self.containerd.cdi_dir),
             },
-            pod_dir=self.workdir / "pods" / "driver",
+            pod_dir=self.pod_dir,
             images={c["image"]: image for c in self.template["spec"]["containers"]},
             pod_uid=str(uuid.uuid4()),
             api_service=("127.0.0.1", API_PORT),
             netns=self.node_netns,
         )
+
+    def hook_command(self) -> Path:
+        """The node's `dranet` for the CDI hook (docs/install.md, step 1): this Python's, with the bus
+        at the node's /run/dranet, which on this stand-in is under host_root."""
+        script = self.workdir / "node-bin" / "dranet"
+        script.parent.mkdir(parents=True, exist_ok=True)
+        script.write_text(
+            "#!/bin/sh\n# the node's dranet: its /run/dranet is the stand-in node's\n"
+            f'exec {sys.executable} -m dranet "$@" --runtime-dir={self.runtime_dir}\n'
+        )
+        script.chmod(0o755)
+        return script
 
     def _start(self) -> None:
         if self.containerd is not None:
@@ -280,12 +353,15 @@ class DaemonSetCluster(Cluster):
             subnet="10.225.0.0/24",
             nri_socket=self.host_root / "var/run/nri/nri.sock",
             netns=self.node_netns,
+            request_timeout=self.nri_request_timeout,
         )
         self._own_containerd = True
         self.log(f"  node netns {self.node_netns}: containerd with NRI in it ...")
         self.containerd.up()
         self.log("  the driver image (make image), imported into that containerd ...")
         build_image(self.containerd)
+        if self.cdi:
+            self.template = enable_cdi(self.template, str(self.hook_command()))
         super()._start()
 
     def make_net(self) -> NodeNet:
@@ -346,9 +422,29 @@ class DaemonSetCluster(Cluster):
         self.pod = self.new_pod(image)
         self.pod.wait_ready(self.startup_timeout)
 
-    def wait_services(self, services: tuple[str, ...] = (), timeout: float = 30.0) -> None:
+    def wait_services(self, services: tuple[str, ...] = SERVICES, timeout: float = 120.0) -> None:
+        """The pod ready, and every service healthy on the bus now (a service that supervisord or
+        the prober restarts may be down before the readiness probe has noticed)."""
         assert self.pod is not None
+        start = time.monotonic()
         self.pod.wait_ready(timeout)
+        super().wait_services(services, max(5.0, timeout - (time.monotonic() - start)))
+
+    def supervisorctl(self, *args: str) -> str:
+        """supervisorctl in the dranet container, against its `dranet run`."""
+        assert self.pod is not None
+        conf = Path(volume_mount(self.template, "dranet", "run"), "supervisord.conf")
+        _, out, err = self.pod.exec("dranet", ["supervisorctl", "-c", str(conf), *args], timeout=30)
+        return out + err
+
+    def service_pid(self, service: str) -> int:
+        """The host pid of a service's process in the pod."""
+        assert self.pod is not None
+        pids = self.pod.host_pids()
+        found = [pid for cmd, pid in pids.items() if service_of(cmd) == service]
+        if len(found) != 1:
+            raise DemoError(f"{service}: {len(found)} processes in the pod: {pids}")
+        return found[0]
 
     def stop_services(self) -> None:
         if self.pod is not None:

@@ -1,25 +1,82 @@
-"""The real runtime for end-to-end tests: one private containerd 2.1 with NRI for the session.
+"""The real runtime and the driver for end-to-end tests.
 
-Brought up with localcluster.containerd (Debian packages fetched once into the cache,
-$DRANET_CTRD_CACHE or /var/cache/dranet-ctrd) and torn down after, whatever the outcome.
+- ``driver`` (session): the driver as it ships, the DaemonSet's pod (deploy/kubernetes, kustomized)
+  from the image `make image` builds, run through CRI on a private containerd 2.1 with NRI inside a
+  node stand-in's network namespace (localcluster/node.py), with the local API server, allocator and
+  kubelet stand-in (real DRA gRPC through the registration socket the pod creates, real CRI). Every
+  e2e test of the driver uses it; ``nics`` hands out its stand-in NICs. A test that stops or
+  restarts part of the driver brings it back before it returns (``driver.wait_services()``).
+- ``containerd`` (session) and ``cri``: a bare private containerd for the tests of the runtime and
+  the NRI protocol alone (no driver).
+
+containerd's Debian packages are fetched once into the cache ($DRANET_CTRD_CACHE or
+/var/cache/dranet-ctrd), the image's layers are cached under /var/cache/dranet-image; everything
+started here is torn down after the session, whatever the outcome.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from claims import Nics
 
 from localcluster.containerd import Containerd, PackagesUnavailable
 from localcluster.cri import CriClient
+from localcluster.node import DaemonSetCluster, kustomized_docs
+
+# Stand-in NICs of the driver's node for the whole session; a test takes what it uses (Nics.take)
+# and may give back the ones it found home again (Nics.give_back).
+NIC_COUNT = 40
+
+
+def need_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("the e2e tests start containerd and need root")
+
+
+@pytest.fixture(scope="session")
+def driver() -> Iterator[DaemonSetCluster]:
+    need_root()
+    for tool in ("mmdebstrap", "openssl"):  # kubectl optional (kustomized_docs)
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} is missing: `make system-deps` installs the tools the tests use")
+    workdir = Path(tempfile.mkdtemp(prefix="tds-", dir="/tmp"))
+    # CDI on as docs/install.md describes (the fail-closed tests need the hook); containerd's NRI
+    # request timeout raised from its 2 s default: on a loaded shared machine twenty concurrent
+    # attaches can take longer, and a test must not depend on the machine's speed.
+    c = DaemonSetCluster(
+        workdir, nic_count=NIC_COUNT, log=lambda s: None, cdi=True, nri_request_timeout="20s"
+    )
+    try:
+        c.start()
+        c.wait_slices(timeout=60)
+        for doc in kustomized_docs():  # the shipped DeviceClasses, as `kubectl apply -k` creates them
+            if doc["kind"] == "DeviceClass":
+                c.create("resource.k8s.io/v1", "deviceclasses", doc)
+        yield c
+    except PackagesUnavailable as exc:
+        pytest.skip(f"containerd's Debian packages could not be downloaded: {exc}")
+    finally:
+        errors = c.stop()
+        subprocess.run(["rm", "-rf", str(workdir)], check=False)
+        assert not errors, errors
+
+
+@pytest.fixture(scope="session")
+def nics(driver: DaemonSetCluster) -> Nics:
+    return Nics(driver)
 
 
 @pytest.fixture(scope="session")
 def containerd() -> Iterator[Containerd]:
-    if os.geteuid() != 0:
-        pytest.skip("the e2e tests start containerd and need root")
+    need_root()
     tag = uuid.uuid4().hex[:8]
     # a bridge of its own, so that two test sessions on one machine never tear down each other's
     ctrd = Containerd(f"/tmp/tnr-ctrd-{tag}", bridge=f"tnr{tag}")

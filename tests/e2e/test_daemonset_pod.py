@@ -1,8 +1,8 @@
 """The driver as it ships: deploy/kubernetes (kustomized) run as the DaemonSet's pod, from the image
 `make image` builds, through CRI on a real containerd inside a node stand-in's network namespace
-(localcluster.node). What the pod gets is checked from inside its containers; a pod with a
-claimed NIC is run through the real DRA gRPC (registration socket in the hostPath kubelet
-directory) and CRI, as in test_full_path.py.
+(localcluster.node; conftest.py's ``driver``, which every e2e test uses). What the pod gets is
+checked from inside its containers; a pod with a claimed NIC is run through the real DRA gRPC
+(registration socket in the hostPath kubelet directory) and CRI, as in test_full_path.py.
 """
 
 from __future__ import annotations
@@ -10,24 +10,20 @@ from __future__ import annotations
 import http.client
 import json
 import shlex
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from claims import Nics, assert_home, has_nic, new_pod, simple_cfg
 from prometheus_client.parser import text_string_to_metric_families
 
 from dranet.audit import mask_of
 from dranet.capabilities import WORKER_CAPS, WORKER_DHCP_CAPS
-from localcluster.containerd import PackagesUnavailable
 from localcluster.daemonpod import ProbeState, http_probe
-from localcluster.demo import addresses, links_in
-from localcluster.node import DaemonSetCluster, kustomized_docs
+from localcluster.node import DaemonSetCluster, service_of
 from localcluster.nodenet import StandInNic, in_netns, link_info
 from localcluster.podspec import Probe
 
@@ -56,26 +52,9 @@ print(json.dumps({'uid': os.getuid(), 'CapEff': st('CapEff'), 'CapBnd': st('CapB
 """
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[DaemonSetCluster]:
-    for tool in ("mmdebstrap", "kubectl", "openssl"):
-        if shutil.which(tool) is None:
-            pytest.fail(f"{tool} is missing: `make system-deps` installs the tools the tests use")
-    workdir = Path(tempfile.mkdtemp(prefix="tds-", dir="/tmp"))
-    c = DaemonSetCluster(workdir, nic_count=4, log=lambda s: None)
-    try:
-        c.start()
-        c.wait_slices(timeout=60)
-        for doc in kustomized_docs():  # the shipped DeviceClasses, as `kubectl apply -k` creates them
-            if doc["kind"] == "DeviceClass":
-                c.create("resource.k8s.io/v1", "deviceclasses", doc)
-        yield c
-    except PackagesUnavailable as exc:
-        pytest.skip(f"containerd's Debian packages could not be downloaded: {exc}")
-    finally:
-        errors = c.stop()
-        subprocess.run(["rm", "-rf", str(workdir)], check=False)
-        assert not errors, errors
+@pytest.fixture
+def cluster(driver: DaemonSetCluster) -> DaemonSetCluster:
+    return driver
 
 
 def inside(cluster: DaemonSetCluster, container: str) -> dict[str, Any]:
@@ -165,8 +144,6 @@ def test_probes_pass_with_the_manifests_probes(cluster: DaemonSetCluster) -> Non
             assert state.probe.http is not None, f"{name} {kind}: the manifest's probes are httpGet"
             ok, why = http_probe(pod.plan.netns, state.probe)
             assert ok, f"{name} {kind}: {why}"
-        assert rc.restarts == [], f"{name} restarted: {rc.restarts}"
-    assert pod.prober_errors == []
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
@@ -193,25 +170,12 @@ def test_one_endpoint_serves_every_services_metrics(cluster: DaemonSetCluster, h
     assert any(s.name == "dranet_discovery_devices" and s.labels["service"] == "discovery" for s in samples)
 
 
-def service_of(cmdline: str) -> str:
-    """ "netns" for ".../dranet netns --runtime-dir=...", "" for anything else."""
-    words = cmdline.split()
-    return next((words[i + 1] for i in range(len(words) - 1) if words[i].endswith("dranet")), "")
-
-
 def test_audit_from_the_host_passes(cluster: DaemonSetCluster) -> None:
-    """`dranet audit` on the host, against the processes of the running containers (their host
-    pids: the pids the services report over the bus are the pod's own pid namespace's)."""
-    assert cluster.pod is not None
-    pids = cluster.pod.host_pids()
-    flags = []
-    for service in ("netns", "discovery", "dra", "nri"):
-        found = [pid for cmd, pid in pids.items() if service_of(cmd) == service]
-        assert len(found) == 1, f"{service}: {found} among {pids}"
-        flags += ["--pid", f"{service}={found[0]}"]
-    run_dir = next(v.host_path for v in cluster.pod.plan.volumes if v.name == "run")
+    """`dranet audit` on the host, against the processes of the running containers. Without --pid it
+    finds them by the pid and pid namespace each service answers with on the bus (the pids the
+    services see are the pod's own pid namespace's), whatever else runs `dranet` on the machine."""
     r = subprocess.run(
-        [sys.executable, "-m", "dranet", "audit", f"--runtime-dir={run_dir}", *flags, "--json"],
+        [sys.executable, "-m", "dranet", "audit", f"--runtime-dir={cluster.runtime_dir}", "--json"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -226,64 +190,19 @@ def test_audit_from_the_host_passes(cluster: DaemonSetCluster) -> None:
     assert all(p["threads"] > 1 and p["seccomp"] == 2 and p["no_new_privs"] for p in procs.values()), procs
     assert not procs["netns"]["sees_token"] and procs["dra"]["sees_token"]
     assert not [f for f in report["findings"] if f["severity"] in ("fail", "warn") and "uid" in f["message"]]
+    # each service found by its pid as seen from the node (bus answer + pid namespace)
+    assert {s: p["pid"] for s, p in procs.items()} == {s: cluster.service_pid(s) for s in procs}
 
 
-def by_ifname(name: str) -> str:
-    # guarded: the node's PCI NICs whose netdev is outside the node netns are published without one
-    return f'"ifName" in device.attributes["dra.net"] && device.attributes["dra.net"].ifName == "{name}"'
+def claimed_pod(cluster: DaemonSetCluster, nic: StandInNic) -> dict[str, Any]:
+    return new_pod(cluster, [("nic", nic, simple_cfg(nic))])
 
 
-def claimed_pod(cluster: DaemonSetCluster, nic: StandInNic, name: str) -> dict[str, Any]:
-    """A pod whose claim asks for nic by name, as eth1 with the NIC's pod address."""
-    claim = {
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "ResourceClaim",
-        "metadata": {"name": f"{name}-claim", "namespace": "default"},
-        "spec": {
-            "devices": {
-                "requests": [
-                    {
-                        "name": "nic",
-                        "exactly": {
-                            "deviceClassName": "dranet",
-                            "selectors": [{"cel": {"expression": by_ifname(nic.name)}}],
-                        },
-                    }
-                ],
-                "config": [
-                    {
-                        "requests": ["nic"],
-                        "opaque": {
-                            "driver": "dra.net",
-                            "parameters": {"interface": {"name": "eth1", "addresses": [nic.pod_address()]}},
-                        },
-                    }
-                ],
-            }
-        },
-    }
-    cluster.create("resource.k8s.io/v1", "resourceclaims", claim, "default")
-    return cluster.make_pod(name, {"net": f"{name}-claim"})
-
-
-def has_nic(netns: str, nic: StandInNic, mac: str) -> bool:
-    eth1 = links_in(netns).get("eth1")
-    return eth1 is not None and nic.pod_address() in addresses(eth1) and eth1["address"] == mac
-
-
-def assert_home(cluster: DaemonSetCluster, nic: StandInNic, before: dict[str, Any]) -> None:
+def test_claimed_nic_in_the_pod_and_back(cluster: DaemonSetCluster, nics: Nics) -> None:
     assert cluster.net is not None
-    deadline = time.monotonic() + 15
-    while cluster.net.snapshot().get(nic.name) != before[nic.name] and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert cluster.net.snapshot().get(nic.name) == before[nic.name]
-
-
-def test_claimed_nic_in_the_pod_and_back(cluster: DaemonSetCluster) -> None:
-    assert cluster.net is not None
-    nic = cluster.net.nics[0]
+    (nic,) = nics.take()
     before = cluster.net.snapshot()
-    pod = claimed_pod(cluster, nic, "tds-pod")
+    pod = claimed_pod(cluster, nic)
     run = cluster.run_pod(pod)
     try:
         assert run.status is not None and run.status.netns
@@ -291,18 +210,20 @@ def test_claimed_nic_in_the_pod_and_back(cluster: DaemonSetCluster) -> None:
         assert link_info(nic.name, cluster.node_netns) is None  # gone from the node
     finally:
         cluster.remove_pod(pod, run)
-    assert_home(cluster, nic, before)
+    assert_home(cluster, before, nic)
 
 
-def test_liveness_failure_restarts_the_sidecar_and_attached_nics_stay(cluster: DaemonSetCluster) -> None:
+def test_liveness_failure_restarts_the_sidecar_and_attached_nics_stay(
+    cluster: DaemonSetCluster, nics: Nics
+) -> None:
     """The prober's restart on the real runtime: a liveness probe that fails (here a probe that
     always fails, period 1 s, threshold 2; the manifest's own values are checked in
     tests/unit/test_podspec.py) restarts the netns container as the kubelet does, the new one gets
     the manifest's probes back and becomes ready, and a pod attached meanwhile keeps its NIC."""
     assert cluster.pod is not None and cluster.net is not None
-    nic = cluster.net.nics[1]
+    (nic,) = nics.take()
     before = cluster.net.snapshot()
-    pod = claimed_pod(cluster, nic, "tds-live")
+    pod = claimed_pod(cluster, nic)
     run = cluster.run_pod(pod)
     try:
         assert run.status is not None
@@ -320,7 +241,7 @@ def test_liveness_failure_restarts_the_sidecar_and_attached_nics_stay(cluster: D
         assert has_nic(run.status.netns, nic, before[nic.name]["address"])
     finally:
         cluster.remove_pod(pod, run)
-    assert_home(cluster, nic, before)
+    assert_home(cluster, before, nic)
 
 
 def test_the_checks_after_an_install_pass(cluster: DaemonSetCluster) -> None:

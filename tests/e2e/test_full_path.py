@@ -1,151 +1,36 @@
-"""The whole path end to end (issue 6): the four services under supervisord, the local API server,
-the local allocator and node agent (real DRA gRPC, real CRI) and the real containerd with NRI.
+"""The whole path end to end, with the driver as it ships: the DaemonSet's pod on the real containerd
+with NRI (conftest.py's ``driver``), the local API server, the local allocator and the kubelet
+stand-in (real DRA gRPC, real CRI).
 
 Pods are created through CRI; what the pod got is read inside its netns with netlink (`ip -j`).
-Every test uses its own stand-in NICs (veth pairs named tlc*, far ends in a private wire netns),
-selected by name in the claim, so tests cannot cross each other's devices.
+Every test uses its own stand-in NICs (macvlans in the node netns, far ends in a private wire
+netns), selected by name in the claim, so tests cannot cross each other's devices.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
 import random
 import signal
-import subprocess
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
+from claims import Nics, assert_home, claim_of, new_pod, nic_has, simple_cfg, unique_name, wait
 
-from localcluster.demo import Cluster, addresses, links_in, routes_in
+from localcluster.demo import addresses, links_in, routes_in
+from localcluster.node import DaemonSetCluster as Cluster
 from localcluster.nodeagent import ContainerError, NodeAgentError, PodRun, SandboxError
-from localcluster.nodenet import StandInNic, link_info
+from localcluster.nodenet import link_info
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
-# The full path needs all four services; say so plainly while one of them is not built yet.
-for _service in ("netns", "discovery", "dra", "nri"):
-    pytest.importorskip(
-        f"dranet.services.{_service}.main", reason=f"the {_service} service is not in this tree yet"
-    )
-
-NIC_COUNT = 28
-_names = itertools.count()
 
 
-@pytest.fixture(scope="module")
-def cluster(containerd: Any) -> Iterator[Cluster]:
-    workdir = Path(tempfile.mkdtemp(prefix="tlc-e2e-", dir="/tmp"))
-    c = Cluster(workdir, nic_count=NIC_COUNT, containerd=containerd, log=lambda s: None)
-    c.start()
-    c.wait_slices()
-    c.create(
-        "resource.k8s.io/v1",
-        "deviceclasses",
-        {
-            "apiVersion": "resource.k8s.io/v1",
-            "kind": "DeviceClass",
-            "metadata": {"name": "dranet"},
-            "spec": {"selectors": [{"cel": {"expression": 'device.driver == "dra.net"'}}]},
-        },
-    )
-    try:
-        yield c
-    finally:
-        errors = c.stop()
-        subprocess.run(["rm", "-rf", str(workdir)], check=False)
-        assert not errors, errors
-
-
-class Nics:
-    """Hands out unused stand-in NICs of the module's cluster."""
-
-    def __init__(self, cluster: Cluster) -> None:
-        assert cluster.net is not None
-        self.free = list(cluster.net.nics)
-        self.lock = threading.Lock()
-
-    def take(self, n: int = 1) -> list[StandInNic]:
-        with self.lock:
-            if len(self.free) < n:
-                pytest.fail("the test module ran out of stand-in NICs; raise NIC_COUNT")
-            out, self.free = self.free[:n], self.free[n:]
-            return out
-
-
-@pytest.fixture(scope="module")
-def nics(cluster: Cluster) -> Nics:
-    return Nics(cluster)
-
-
-def claim_body(name: str, per_request: list[tuple[str, StandInNic, dict[str, Any]]]) -> dict[str, Any]:
-    """A claim with one request per (request name, NIC, config); each request selects its NIC by name."""
-    return {
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "ResourceClaim",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "devices": {
-                "requests": [
-                    {
-                        "name": r,
-                        "exactly": {
-                            "deviceClassName": "dranet",
-                            "selectors": [
-                                {
-                                    "cel": {
-                                        "expression": f'device.attributes["dra.net"].ifName == "{nic.name}"'
-                                    }
-                                }
-                            ],
-                        },
-                    }
-                    for r, nic, _ in per_request
-                ],
-                "config": [
-                    {"requests": [r], "opaque": {"driver": "dra.net", "parameters": cfg}}
-                    for r, _, cfg in per_request
-                    if cfg
-                ],
-            }
-        },
-    }
-
-
-def new_pod(cluster: Cluster, per_request: list[tuple[str, StandInNic, dict[str, Any]]]) -> dict[str, Any]:
-    i = next(_names)
-    claim = f"tlc-claim-{i}-{os.getpid()}"
-    cluster.create("resource.k8s.io/v1", "resourceclaims", claim_body(claim, per_request), "default")
-    return cluster.make_pod(f"tlc-pod-{i}-{os.getpid()}", {"net": claim})
-
-
-def claim_of(cluster: Cluster, pod: dict[str, Any]) -> dict[str, Any]:
-    name = pod["spec"]["resourceClaims"][0]["resourceClaimName"]
-    return dict(cluster.get("resource.k8s.io/v1", "resourceclaims", name, "default"))
-
-
-def simple_cfg(nic: StandInNic, **iface: Any) -> dict[str, Any]:
-    return {"interface": {"name": "eth1", "addresses": [nic.pod_address()], **iface}}
-
-
-def wait(fn: Any, timeout: float = 15.0, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v or time.monotonic() > deadline:
-            return v
-        time.sleep(interval)
-
-
-def assert_home(cluster: Cluster, before: dict[str, Any], nic: StandInNic) -> None:
-    assert cluster.net is not None
-    after = wait(lambda: cluster.net.snapshot().get(nic.name) if cluster.net else None, 10.0)
-    assert after == before[nic.name], f"{nic.name}: before {before[nic.name]}, after {after}"
+@pytest.fixture
+def cluster(driver: Cluster) -> Cluster:
+    return driver
 
 
 def cleanup(cluster: Cluster, pod: dict[str, Any], run: PodRun | None) -> None:
@@ -174,7 +59,7 @@ def test_one_interface_with_addresses_routes_and_mtu(cluster: Cluster, nics: Nic
             r.get("dst") == "10.240.0.0/16" and r.get("gateway") == nic.wire_ip
             for r in routes_in(run.status.netns)
         )
-        assert link_info(nic.name) is None  # gone from the node
+        assert link_info(nic.name, cluster.node_netns) is None  # gone from the node
         status = wait(lambda: (claim_of(cluster, pod).get("status") or {}).get("devices"))
         ready = [c for c in status[0]["conditions"] if c["type"] == "Ready"]
         assert ready and ready[0]["status"] == "True"
@@ -207,11 +92,6 @@ def test_two_interfaces_in_one_pod(cluster: Cluster, nics: Nics) -> None:
         cleanup(cluster, pod, run)
     assert_home(cluster, before, a)
     assert_home(cluster, before, b)
-
-
-def nic_has(links: dict[str, Any], name: str, cidr: str, mac: str) -> bool:
-    link = links.get(name)
-    return link is not None and cidr in addresses(link) and link["address"] == mac
 
 
 def test_ipv6_addresses_and_routes(cluster: Cluster, nics: Nics) -> None:
@@ -321,7 +201,7 @@ def test_twenty_pods_concurrently_none_crossed(cluster: Cluster, nics: Nics) -> 
             list(pool.map(lambda pr: cleanup(cluster, *pr), zip(pods, runs, strict=True)))
     for nic in taken:
         assert_home(cluster, before, nic)
-    nics.free.extend(taken)  # back home and unchanged: reusable
+    nics.give_back(taken)  # back home and unchanged: reusable
 
 
 # ------------------------------------------------------------------ restarts
@@ -391,7 +271,7 @@ def test_claimed_pod_container_waits_for_its_nic_while_nri_is_down(cluster: Clus
 
 def test_pod_without_a_claim_starts_while_nri_is_down(cluster: Cluster) -> None:
     assert cluster.agent is not None
-    pod = cluster.make_pod(f"tlc-pod-{next(_names)}-{os.getpid()}", {})
+    pod = cluster.make_pod(unique_name("pod"), {})
     run: PodRun | None = None
     cluster.supervisorctl("stop", "nri")
     try:
@@ -420,7 +300,8 @@ def test_kill_a_service_in_the_middle_of_a_pod_start(cluster: Cluster, nics: Nic
     t = threading.Thread(target=start)
     t.start()
     time.sleep(random.uniform(0.02, 0.25))
-    os.kill(cluster.service_pid(service), signal.SIGKILL)  # supervisord restarts it
+    # supervisord restarts dra and discovery; the kubelet (prober) the netns container
+    os.kill(cluster.service_pid(service), signal.SIGKILL)
     t.join(120)
     cluster.wait_services()
     run: PodRun | None = result.get("run")

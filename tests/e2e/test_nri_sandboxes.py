@@ -1,76 +1,49 @@
 """Issue 10 items 2 and 3 on the real containerd: nri as the DaemonSet runs it, without the netns
 mount, and a pod with several sandboxes.
 
-netns, discovery and dra run under supervisord; nri runs in a mount namespace of its own where
-/run/netns (and /var/run/netns) is an empty tmpfs, as in the shipped DaemonSet, whose nri container
-does not mount the node's netns directory. The local API server, the allocator and the kubelet
-stand-in drive pods through real DRA gRPC and CRI; what a pod got is read inside its netns.
+The driver is the DaemonSet's pod (conftest.py's ``driver``): nri runs in the `dranet` container,
+which does not mount the node's netns directory (only the netns sidecar does). The local API
+server, the allocator and the kubelet stand-in drive pods through real DRA gRPC and CRI; what a pod
+got is read inside its netns.
 """
 
 from __future__ import annotations
 
 import os
-import shlex
-import signal
-import subprocess
-import sys
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
-from test_full_path import Nics, assert_home, new_pod, simple_cfg, wait
+from claims import Nics, assert_home, new_pod, simple_cfg, wait
 
 from dranet.bus import BusClient
-from localcluster.demo import DRIVER, Cluster, links_in
+from localcluster.demo import links_in
+from localcluster.node import DaemonSetCluster as Cluster
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
 
 NETNS_DIRS = ("/run/netns", "/var/run/netns")
 
 
-def hidden_dirs() -> list[str]:
-    """/var/run is usually a symlink to /run: hide each real directory once."""
-    return sorted({os.path.realpath(d) for d in NETNS_DIRS})
+@pytest.fixture
+def cluster(driver: Cluster) -> Cluster:
+    return driver
 
 
-class HiddenNetnsNri:
-    """The nri service in its own mount namespace, with the netns directories hidden under tmpfs."""
+class Nri:
+    """The nri service in the pod's `dranet` container, stopped and started under its supervisord."""
 
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = cluster.logs_dir / "nri-hidden-netns.log"
+
+    def stop(self) -> None:
+        self.cluster.supervisorctl("stop", "nri")
 
     def start(self) -> None:
-        c = self.cluster
-        assert c.containerd is not None
-        dirs = hidden_dirs()
-        hide = " && ".join(f"mount -t tmpfs -o size=64k dranet-hide {shlex.quote(d)}" for d in dirs)
-        argv = [
-            sys.executable,
-            "-m",
-            "dranet",
-            "nri",
-            f"--runtime-dir={c.runtime_dir}",
-            f"--state-dir={c.state_dir}",
-            f"--node-name={c.node_name}",
-            f"--driver-name={DRIVER}",
-            f"--nri-socket={c.containerd.nri_socket}",
-        ]
-        script = f"{hide} && exec {shlex.join(argv)}"
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        assert wait(self.synchronized, 30.0), f"nri did not connect to containerd; see {self.log}"
-        # What the service itself sees: its netns directory is empty, whatever the node has.
-        for d in dirs:
-            assert os.listdir(f"/proc/{self.proc.pid}/root{d}") == [], d
+        self.cluster.supervisorctl("start", "nri")
+        assert wait(self.synchronized, 30.0), f"nri did not connect to containerd: {self.cluster.logs_dir}"
+        # What the service itself sees: no netns directory with the pods' files, whatever the node has.
+        root = f"/proc/{self.cluster.service_pid('nri')}/root"
+        for d in NETNS_DIRS:
+            assert not os.path.isdir(root + d) or os.listdir(root + d) == [], d
 
     def synchronized(self) -> bool:
         client = BusClient(self.cluster.runtime_dir, "nri", timeout=1.0)
@@ -82,61 +55,10 @@ class HiddenNetnsNri:
         finally:
             client.close()
 
-    def stop(self) -> None:
-        p, self.proc = self.proc, None
-        if p is None or p.poll() is not None:
-            return
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)  # our own process group only
-            p.wait(timeout=10)
 
-
-@pytest.fixture(scope="module")
-def cluster(containerd: Any) -> Iterator[Cluster]:
-    workdir = Path(tempfile.mkdtemp(prefix="tlc-sbx-", dir="/tmp"))
-    c = Cluster(
-        workdir,
-        nic_count=4,
-        containerd=containerd,
-        log=lambda s: None,
-        services=("netns", "discovery", "dra"),
-    )
-    c.start()
-    c.wait_slices()
-    c.create(
-        "resource.k8s.io/v1",
-        "deviceclasses",
-        {
-            "apiVersion": "resource.k8s.io/v1",
-            "kind": "DeviceClass",
-            "metadata": {"name": "dranet"},
-            "spec": {"selectors": [{"cel": {"expression": 'device.driver == "dra.net"'}}]},
-        },
-    )
-    try:
-        yield c
-    finally:
-        errors = c.stop()
-        subprocess.run(["rm", "-rf", str(workdir)], check=False)
-        assert not errors, errors
-
-
-@pytest.fixture(scope="module")
-def nri(cluster: Cluster) -> Iterator[HiddenNetnsNri]:
-    n = HiddenNetnsNri(cluster)
-    n.start()
-    try:
-        yield n
-    finally:
-        n.stop()
-
-
-@pytest.fixture(scope="module")
-def nics(cluster: Cluster) -> Nics:
-    return Nics(cluster)
+@pytest.fixture
+def nri(cluster: Cluster) -> Nri:
+    return Nri(cluster)
 
 
 def has_eth1(netns: str) -> bool:
@@ -144,7 +66,7 @@ def has_eth1(netns: str) -> bool:
 
 
 def test_restart_keeps_attached_pods_and_late_attaches_without_the_netns_mount(
-    cluster: Cluster, nri: HiddenNetnsNri, nics: Nics
+    cluster: Cluster, nri: Nri, nics: Nics
 ) -> None:
     a, b = nics.take(2)
     assert cluster.net is not None
@@ -174,7 +96,7 @@ def test_restart_keeps_attached_pods_and_late_attaches_without_the_netns_mount(
 
 
 def test_the_old_sandbox_of_a_pod_never_takes_the_nic_of_the_new_one(
-    cluster: Cluster, nri: HiddenNetnsNri, nics: Nics
+    cluster: Cluster, nri: Nri, nics: Nics
 ) -> None:
     """Attempt 0 runs and stops; attempt 1 (same pod UID) runs; the kubelet's garbage collector
     stops and removes attempt 0 while attempt 1 runs: the NIC stays in attempt 1."""
