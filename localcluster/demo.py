@@ -1,15 +1,19 @@
 """`python -m localcluster demo` (`make demo`): the whole path on one machine, step by step, cleaned away.
 
-DEVELOPMENT TOOL, run as root. It sets up a real containerd with NRI, the local API server, a few
-stand-in NICs (veth pairs, far ends in a private "wire" netns) and the four services under
-supervisord (`dranet run`), then walks one pod through: the published ResourceSlices, a DeviceClass
+DEVELOPMENT TOOL, run as root. It sets up a node stand-in (localcluster/node.py): a private "node"
+netns with a few stand-in NICs (macvlans, far ends in a private "wire" netns) and a real containerd
+with NRI, the local API server, and the driver as it ships, the DaemonSet's pod (deploy/kubernetes,
+kustomized) from the image `make image` builds (cached), run through CRI. Then it walks one pod
+through: the published ResourceSlices, a DeviceClass
 and a ResourceClaim with an interface config, the allocation (local allocator), NodePrepareResources
 over the real DRA gRPC protocol (local node agent), the sandbox started through CRI getting the
 interface (shown from inside the pod's netns, with traffic to the wire end), the claim status, the
 pod's removal and the interface back on the node as it was. Everything it creates is removed at the
 end, also on Ctrl-C. `--non-interactive` runs without pauses and exits non-zero if a check fails.
 
-The set-up (`Cluster`) is reused by the end-to-end tests.
+`Cluster` is the set-up with the four services as host processes under supervisord (`dranet run`),
+which the benchmarks use; node.DaemonSetCluster, the same in the DaemonSet's shape, is the demo's
+and the end-to-end tests' (tests/e2e/conftest.py).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -602,19 +606,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
-        print(
-            "localcluster demo: run it as root (it makes netns, runs containerd)", file=sys.stderr
-        )
+        print("localcluster demo: run it as root (it makes netns, runs containerd)", file=sys.stderr)
         return 2
-    for tool in ("ip", "nsenter"):
+    for tool in ("ip", "nsenter", "mmdebstrap", "openssl"):
         if shutil.which(tool) is None:
-            print(f"localcluster demo: `{tool}` is missing; install iproute2 / util-linux", file=sys.stderr)
+            print(f"localcluster demo: `{tool}` is missing; `make system-deps` installs it", file=sys.stderr)
             return 2
+    from localcluster.node import DaemonSetCluster
+
     demo = Demo(args)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="tlc-", dir="/tmp"))
     ipam = IpamProvider.start()  # the example IPAM webhook (deploy/examples), when in a source tree
     extra = {"dra": ["--webhook-url", ipam.url]} if ipam else {}
-    cluster = Cluster(
+    cluster = DaemonSetCluster(
         workdir, nic_count=max(2, args.nics), ctrd_cache=args.ctrd_cache, log=demo.say, extra_args=extra
     )
     old_term = signal.signal(signal.SIGTERM, _interrupt)
@@ -681,6 +685,11 @@ def _netns_names() -> list[str]:
 
 
 def _tail_logs(cluster: Cluster, lines: int = 15) -> None:
+    pod = getattr(cluster, "pod", None)  # the DaemonSet's pod: the kubelet's container logs
+    for container, tail in (pod.log_tails(lines) if pod is not None else {}).items():
+        print(f"   --- last lines of container {container}")
+        for line in tail:
+            print("     " + line[:300])
     for name in (*SERVICES, "run.out"):
         path = cluster.logs_dir / (name if name.endswith(".out") else f"{name}.log")
         if path.exists():
@@ -764,9 +773,11 @@ def _script(demo: Demo, cluster: Cluster, ipam: IpamProvider | None = None) -> N
         n += 1
         demo.step(n, title)
 
-    step("Set up: containerd with NRI, the local API server, stand-in NICs, the four services")
+    step("Set up: a node (netns, stand-in NICs, containerd with NRI), the API server, the driver's pod")
     cluster.start()
     assert cluster.net is not None and cluster.agent is not None and cluster.allocator is not None
+    node_netns = cluster.net.node_netns
+    demo.say(f"everything the demo makes on the machine is named {cluster.net.prefix}* (netns, links)")
     nic = cluster.net.nics[0]
     before = cluster.net.snapshot()[nic.name]
     demo.say(f"the NIC the pod will get: {nic.name}  (mtu {before['mtu']}, mac {before['address']})")
@@ -849,7 +860,7 @@ def _script(demo: Demo, cluster: Cluster, ipam: IpamProvider | None = None) -> N
         "the claim's route is there",
         any(r.get("dst") == "10.232.0.0/16" and r.get("gateway") == nic.wire_ip for r in routes_in(netns)),
     )
-    demo.check("the NIC has left the node's netns", link_info(nic.name) is None)
+    demo.check("the NIC has left the node's netns", link_info(nic.name, node_netns) is None)
     try:
         reply = wire_roundtrip(cluster.net.wire_netns, nic.wire_ip, netns)
         demo.say(f"TCP from the pod to {nic.wire_ip} (the NIC's far end): {reply!r}")
@@ -884,7 +895,9 @@ def _script(demo: Demo, cluster: Cluster, ipam: IpamProvider | None = None) -> N
     after = wait_for(lambda: cluster.net.snapshot().get(nic.name) if cluster.net else None, 5.0)
     demo.say(
         subprocess.run(
-            ["ip", "-br", "addr", "show", "dev", nic.name], capture_output=True, text=True
+            ["ip", *(["-n", node_netns] if node_netns else []), "-br", "addr", "show", "dev", nic.name],
+            capture_output=True,
+            text=True,
         ).stdout.rstrip()
     )
     demo.check(
@@ -913,14 +926,3 @@ def _script(demo: Demo, cluster: Cluster, ipam: IpamProvider | None = None) -> N
         )
         demo.say((r.stdout + r.stderr).rstrip())
         demo.check("dranet audit passes", r.returncode == 0, f"exit {r.returncode}")
-
-
-@contextlib.contextmanager
-def cluster_context(workdir: Path, **kwargs: Any) -> Iterator[Cluster]:
-    """A started Cluster, stopped at the end (for tests)."""
-    c = Cluster(workdir, **kwargs)
-    c.start()
-    try:
-        yield c
-    finally:
-        c.stop()
