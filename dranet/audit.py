@@ -1,8 +1,9 @@
 """`dranet audit`: least-privilege audit of the running services, read from /proc.
 
-For each service it finds the process (the pid and pid namespace the service reports over the bus,
-found here by NSpid; else a scan of /proc for its command line, used only when it finds one), reads its credentials from /proc/<pid>/status and its sockets from
-/proc/<pid>/fd, checks them against the privilege split of the design, and checks the runtime
+For each service it finds the process (by the pid and pid namespace the service reports over the
+bus, through NSpid; else by a scan of /proc for its command line, used only when it finds one),
+reads its credentials from /proc/<pid>/status and its sockets from /proc/<pid>/fd, checks them
+against the privilege split of the design, and checks the runtime
 directory's permissions. Exit status: 0 every check passed, 1 a violation, 2 nothing violated but
 something could not be audited (a service not found).
 

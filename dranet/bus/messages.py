@@ -168,6 +168,7 @@ PING_RESULT = _s(
     "PingResult",
     service=str,
     pid=int,
+    pid_ns=Opt(str),  # its pid namespace: names the process from another one (`dranet audit`)
     uid=int,
     version=str,
     uptime_s=float,

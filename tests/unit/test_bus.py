@@ -470,3 +470,21 @@ def _ignore_bus_error(fn: Any, *args: Any) -> None:
         fn(*args)
     except BusError:
         pass
+
+
+def test_a_services_ping_reply_is_a_valid_ping_result(tmp_path: Path) -> None:
+    """The reply every service's ping gives passes the bus's own reply check (the server refuses a
+    reply that does not: `dranet status` would then see every service down)."""
+    import argparse
+
+    from dranet.bus.messages import OPS, check
+    from dranet.service import ServiceHost
+    from dranet.settings import add_common_flags
+
+    parser = argparse.ArgumentParser()
+    add_common_flags(parser)
+    args = parser.parse_args([f"--runtime-dir={tmp_path}", f"--state-dir={tmp_path}"])
+    host = ServiceHost("dra", args, drop_caps=False, install_signals=False)
+    reply = host._ping({}, None)  # type: ignore[arg-type]
+    check(OPS["ping"].result, reply, "result")
+    assert reply["pid_ns"] == os.readlink("/proc/self/ns/pid")
