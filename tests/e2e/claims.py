@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from localcluster.demo import Cluster, addresses, links_in
+from localcluster.nodeagent import NodeAgentError, PodRun, SandboxError
 from localcluster.nodenet import StandInNic
 
 _names = itertools.count()
@@ -42,8 +43,7 @@ class Nics:
 
 
 def by_ifname(name: str) -> str:
-    # guarded: the node's PCI NICs whose netdev is outside the node netns are published without one
-    return f'"ifName" in device.attributes["dra.net"] && device.attributes["dra.net"].ifName == "{name}"'
+    return f'device.attributes["dra.net"].ifName == "{name}"'
 
 
 def claim_body(name: str, per_request: list[tuple[str, StandInNic, dict[str, Any]]]) -> dict[str, Any]:
@@ -120,3 +120,31 @@ def assert_home(cluster: Cluster, before: dict[str, Any], nic: StandInNic) -> No
     assert net is not None
     home = wait(lambda: net.snapshot().get(nic.name) == before[nic.name], 15.0)
     assert home, f"{nic.name}: before {before[nic.name]}, after {net.snapshot().get(nic.name)}"
+
+
+def retry_start(cluster: Cluster, pod: dict[str, Any]) -> PodRun | None:
+    """A kubelet retry: clear a failed sandbox of the pod, then prepare (idempotent) and run again."""
+    assert cluster.agent is not None and cluster.allocator is not None
+    for p in cluster.agent.cri.list_pod_sandboxes():
+        if p["uid"] == pod["metadata"]["uid"]:
+            cluster.agent.cri.stop_pod_sandbox(p["id"])
+            cluster.agent.cri.remove_pod_sandbox(p["id"])
+    try:
+        claims = cluster.allocator.allocate_pod(pod)
+        return cluster.agent.start_pod(pod, claims)
+    except NodeAgentError:
+        time.sleep(1.0)
+        return None
+
+
+def run_pod_retrying(cluster: Cluster, pod: dict[str, Any], attempts: int = 5) -> PodRun:
+    """cluster.run_pod, and the kubelet's retries when the sandbox fails (SandboxError)."""
+    try:
+        return cluster.run_pod(pod)
+    except SandboxError as exc:
+        first = exc
+    for _ in range(attempts - 1):
+        run = retry_start(cluster, pod)
+        if run is not None:
+            return run
+    raise first

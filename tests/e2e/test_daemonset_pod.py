@@ -96,6 +96,16 @@ def test_containers_run_with_the_manifests_security_context(cluster: DaemonSetCl
     assert main["pci_ids"]  # Debian's PCI ID database: pciVendor/pciDevice names as upstream's
 
 
+def test_discovery_in_the_pod_publishes_only_the_nodes_nics(cluster: DaemonSetCluster) -> None:
+    """hostNetwork is the node netns: the machine's own NICs (a PCI NIC in sysfs, its netdev in the
+    machine's netns) are not the node's to hand out, and every published device has its ifName."""
+    assert cluster.net is not None
+    devices = [d for s in cluster.our_slices() for d in s["spec"].get("devices") or []]
+    names = [((d.get("attributes") or {}).get("dra.net/ifName") or {}).get("string") for d in devices]
+    assert None not in names, [d for d, n in zip(devices, names, strict=True) if n is None]
+    assert set(names) <= {n.name for n in cluster.net.nics}
+
+
 # Tries to read the ServiceAccount token: its own, and through /proc/<pid>/root of every other
 # process it sees; says which pids it tried (with their command lines) and which gave the token.
 TOKEN = r"""

@@ -18,7 +18,18 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from claims import Nics, assert_home, claim_of, new_pod, nic_has, simple_cfg, unique_name, wait
+from claims import (
+    Nics,
+    assert_home,
+    claim_of,
+    new_pod,
+    nic_has,
+    retry_start,
+    run_pod_retrying,
+    simple_cfg,
+    unique_name,
+    wait,
+)
 
 from localcluster.demo import addresses, links_in, routes_in
 from localcluster.node import DaemonSetCluster as Cluster
@@ -188,8 +199,10 @@ def test_twenty_pods_concurrently_none_crossed(cluster: Cluster, nics: Nics) -> 
     assert cluster.net is not None
     before = cluster.net.snapshot()
     pods = [new_pod(cluster, [("nic", nic, simple_cfg(nic))]) for nic in taken]
+    # On a loaded machine an attach may miss the runtime's request budget (2 s, containerd's
+    # default): that sandbox fails and the kubelet retries it. What counts is where the NICs end.
     with ThreadPoolExecutor(max_workers=20) as pool:
-        runs = list(pool.map(cluster.run_pod, pods))
+        runs = list(pool.map(lambda pod: run_pod_retrying(cluster, pod), pods))
     try:
         for nic, run in zip(taken, runs, strict=True):
             assert run.status is not None
@@ -319,21 +332,6 @@ def test_kill_a_service_in_the_middle_of_a_pod_start(cluster: Cluster, nics: Nic
     finally:
         cleanup(cluster, pod, run)
     assert_home(cluster, before, nic)
-
-
-def retry_start(cluster: Cluster, pod: dict[str, Any]) -> PodRun | None:
-    """A kubelet retry: clear a failed sandbox of the pod, then prepare (idempotent) and run again."""
-    assert cluster.agent is not None and cluster.allocator is not None
-    for p in cluster.agent.cri.list_pod_sandboxes():
-        if p["uid"] == pod["metadata"]["uid"]:
-            cluster.agent.cri.stop_pod_sandbox(p["id"])
-            cluster.agent.cri.remove_pod_sandbox(p["id"])
-    try:
-        claims = cluster.allocator.allocate_pod(pod)
-        return cluster.agent.start_pod(pod, claims)
-    except NodeAgentError:
-        time.sleep(1.0)
-        return None
 
 
 def test_containerd_restart_plugin_reconnects_and_next_pod_works(cluster: Cluster, nics: Nics) -> None:
