@@ -476,11 +476,13 @@ class NodeAgent:
 
     # ------------------------------------------------------------ pods
 
-    def start_pod(self, pod: Mapping[str, Any], claims: Iterable[Mapping[str, Any]]) -> PodRun:
+    def start_pod(
+        self, pod: Mapping[str, Any], claims: Iterable[Mapping[str, Any]], attempt: int = 0
+    ) -> PodRun:
         """Prepare the pod's claims of our driver, then run its sandbox through CRI.
 
-        On a sandbox failure the claims stay prepared (the kubelet retries the sandbox; call
-        remove_pod to give up, which unprepares)."""
+        On a sandbox failure the claims stay prepared (the kubelet retries the sandbox with the next
+        `attempt`, part of the sandbox's name; call remove_pod to give up, which unprepares)."""
         meta = pod.get("metadata") or {}
         ours = [ClaimRef.of(c) for c in claims_for_driver(claims, self.driver_name)]
         run = PodRun(
@@ -506,7 +508,7 @@ class NodeAgent:
         t0 = time.monotonic()
         try:
             run.sandbox_id = self.cri.run_pod_sandbox(
-                run.name, uid=run.uid, namespace=run.namespace, log_dir=self.log_dir
+                run.name, uid=run.uid, namespace=run.namespace, log_dir=self.log_dir, attempt=attempt
             )
         except CriError as exc:
             raise SandboxError(

@@ -122,8 +122,10 @@ def assert_home(cluster: Cluster, before: dict[str, Any], nic: StandInNic) -> No
     assert home, f"{nic.name}: before {before[nic.name]}, after {net.snapshot().get(nic.name)}"
 
 
-def retry_start(cluster: Cluster, pod: dict[str, Any]) -> PodRun | None:
-    """A kubelet retry: clear a failed sandbox of the pod, then prepare (idempotent) and run again."""
+def retry_start(cluster: Cluster, pod: dict[str, Any], attempt: int) -> PodRun | None:
+    """A kubelet retry: clear a failed sandbox of the pod, then prepare (idempotent) and run a new
+    sandbox, `attempt` (the kubelet's next attempt number: a sandbox of the same name may still be
+    on its way out in the runtime)."""
     assert cluster.agent is not None and cluster.allocator is not None
     for p in cluster.agent.cri.list_pod_sandboxes():
         if p["uid"] == pod["metadata"]["uid"]:
@@ -131,7 +133,7 @@ def retry_start(cluster: Cluster, pod: dict[str, Any]) -> PodRun | None:
             cluster.agent.cri.remove_pod_sandbox(p["id"])
     try:
         claims = cluster.allocator.allocate_pod(pod)
-        return cluster.agent.start_pod(pod, claims)
+        return cluster.agent.start_pod(pod, claims, attempt)
     except NodeAgentError:
         time.sleep(1.0)
         return None
@@ -143,8 +145,8 @@ def run_pod_retrying(cluster: Cluster, pod: dict[str, Any], attempts: int = 5) -
         return cluster.run_pod(pod)
     except SandboxError as exc:
         first = exc
-    for _ in range(attempts - 1):
-        run = retry_start(cluster, pod)
+    for attempt in range(1, attempts):
+        run = retry_start(cluster, pod, attempt)
         if run is not None:
             return run
     raise first

@@ -322,7 +322,7 @@ def test_kill_a_service_in_the_middle_of_a_pod_start(cluster: Cluster, nics: Nic
     while run is None and attempts < 5:  # the kubelet retries a failed start
         attempts += 1
         assert cluster.agent is not None
-        run = retry_start(cluster, pod)
+        run = retry_start(cluster, pod, attempts)
     try:
         assert run is not None and run.status is not None, result.get("error")
         links = wait(
