@@ -27,6 +27,7 @@ import copy
 import os
 import re
 import secrets
+import shlex
 import shutil
 import socket
 import ssl
@@ -233,11 +234,14 @@ def enable_cdi(template: dict[str, Any], hook_command: str) -> dict[str, Any]:
     CDI specs to the node's /var/run/cdi (a hostPath volume) naming hook_command, the node's dranet."""
     t = copy.deepcopy(template)
     main = next(c for c in t["spec"]["containers"] if c["name"] == "dranet")
-    dra = [i for i, a in enumerate(main["args"]) if a.startswith("--dra-args=")]
-    if len(dra) != 1 or " --cdi-dir=" not in main["args"][dra[0]] + " ":
+    flag = "--dra-args="
+    dra = [i for i, a in enumerate(main["args"]) if a.startswith(flag)]
+    words = shlex.split(main["args"][dra[0]][len(flag) :]) if len(dra) == 1 else []
+    if "--cdi-dir=" not in words:
         raise DemoError(f"the dranet container's --dra-args has no --cdi-dir= to replace: {main['args']}")
-    words = [w for w in main["args"][dra[0]].split() if not w.startswith("--cdi-dir=")]
-    main["args"][dra[0]] = " ".join([*words, f"--cdi-dir={CDI_DIR}", f"--cdi-hook-command={hook_command}"])
+    words = [w for w in words if w != "--cdi-dir="]
+    words += [f"--cdi-dir={CDI_DIR}", f"--cdi-hook-command={hook_command}"]
+    main["args"][dra[0]] = flag + shlex.join(words)
     main["volumeMounts"].append({"name": "cdi", "mountPath": CDI_DIR})
     t["spec"]["volumes"].append({"name": "cdi", "hostPath": {"path": CDI_DIR, "type": "DirectoryOrCreate"}})
     return t

@@ -245,3 +245,19 @@ def test_a_namespace_change_moves_the_admission_policys_service_account(
     assert cond["expression"] == 'request.userInfo.username == "system:serviceaccount:netdrivers:dranet"'
     (binding,) = [d for d in docs if d["kind"] == "ClusterRoleBinding"]
     assert binding["subjects"][0]["namespace"] == "netdrivers"
+
+
+def test_the_documented_cdi_step_applied_to_the_shipped_template(tmp_path: Path) -> None:
+    """node.enable_cdi is docs/install.md's step 3: dra's --cdi-dir= replaced by the node's CDI
+    directory and the hook command, that directory mounted; the pod still plans, with the mount."""
+    t = node_module.enable_cdi(template(), "/opt/dranet/bin/dranet")
+    main = next(c for c in t["spec"]["containers"] if c["name"] == "dranet")
+    (dra_args,) = [a for a in main["args"] if a.startswith("--dra-args=")]
+    words = dra_args.split("=", 1)[1].split()
+    assert "--cdi-dir=" not in words
+    assert {"--cdi-dir=/var/run/cdi", "--cdi-hook-command=/opt/dranet/bin/dranet"} <= set(words)
+    p = plan(t, node(tmp_path), sa_token="tok", root_ca="CA")
+    mounts = {m.container_path: m.host_path for m in p.containers[0].config.mounts}
+    assert mounts["/var/run/cdi"] == str(tmp_path / "node" / "var/run/cdi")
+    with pytest.raises(node_module.DemoError, match="--cdi-dir="):
+        node_module.enable_cdi(t, "/opt/dranet/bin/dranet")  # applied once: nothing left to replace
