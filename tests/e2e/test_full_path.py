@@ -132,11 +132,11 @@ def test_ipv6_addresses_and_routes(cluster: Cluster, nics: Nics) -> None:
     ("extra", "field"),
     [
         ({"interface": {"mtu": 20}}, r"interface\.mtu"),
-        # checked against the device's features, which dra asks the netns worker for (rx-lro is
-        # fixed off on a veth)
+        # checked against the device's features, which dra asks the netns worker for (rx-fcs is
+        # fixed off on the stand-in NICs, macvlans, as on veths)
         (
-            {"ethtool": {"features": {"large-receive-offload": True}}},
-            r"ethtool\.features\.large-receive-offload: rx-lro cannot be changed",
+            {"ethtool": {"features": {"rx-fcs": True}}},
+            r"ethtool\.features\.rx-fcs: rx-fcs cannot be changed",
         ),
     ],
 )

@@ -9,8 +9,6 @@ got is read inside its netns.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from claims import Nics, assert_home, new_pod, simple_cfg, wait
 
@@ -40,10 +38,11 @@ class Nri:
     def start(self) -> None:
         self.cluster.supervisorctl("start", "nri")
         assert wait(self.synchronized, 30.0), f"nri did not connect to containerd: {self.cluster.logs_dir}"
-        # What the service itself sees: no netns directory with the pods' files, whatever the node has.
-        root = f"/proc/{self.cluster.service_pid('nri')}/root"
-        for d in NETNS_DIRS:
-            assert not os.path.isdir(root + d) or os.listdir(root + d) == [], d
+        # What the service sees, from inside its container: no netns directory with the pods' files.
+        assert self.cluster.pod is not None
+        look = f"import os; print([d for d in {NETNS_DIRS!r} if os.path.isdir(d) and os.listdir(d)])"
+        code, out, err = self.cluster.pod.exec("dranet", ["python3", "-c", look], timeout=30)
+        assert (code, out.strip()) == (0, "[]"), out + err
 
     def synchronized(self) -> bool:
         client = BusClient(self.cluster.runtime_dir, "nri", timeout=1.0)
