@@ -15,8 +15,8 @@ import secrets
 import statistics
 from dataclasses import dataclass, field
 
-from localcluster.node import DaemonSetCluster
-from tests.e2e.test_daemonset_pod import claimed_pod, has_nic, service_of
+from localcluster.node import DaemonSetCluster, service_of
+from tests.e2e.claims import has_nic, new_pod, simple_cfg
 from tests.soak import Usage, usage
 
 SERVICES = ("netns", "discovery", "dra", "nri")
@@ -56,7 +56,7 @@ class LongLife:
         claimed = i % self.claimed_every == 0
         nic = c.net.nics[(i // self.claimed_every) % len(c.net.nics)]
         mac = c.net.snapshot()[nic.name]["address"] if claimed else ""
-        pod = claimed_pod(c, nic, name) if claimed else c.make_pod(name, {})
+        pod = new_pod(c, [("nic", nic, simple_cfg(nic))]) if claimed else c.make_pod(name, {})
         run = None
         try:
             run = c.run_pod(pod)

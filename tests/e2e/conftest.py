@@ -25,11 +25,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from claims import Nics
 
 from localcluster.containerd import Containerd, PackagesUnavailable
 from localcluster.cri import CriClient
 from localcluster.node import DaemonSetCluster, kustomized_docs
+from tests.e2e.claims import Nics
 
 # Stand-in NICs of the driver's node for the whole session; a test takes what it uses (Nics.take)
 # and may give back the ones it found home again (Nics.give_back).

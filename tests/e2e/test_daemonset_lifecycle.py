@@ -23,10 +23,11 @@ from localcluster.daemonpod import DaemonPod, ProbeState
 from localcluster.demo import PodRun, links_in
 from localcluster.node import IMAGE, ApiFront, DaemonSetCluster, tag_image
 from localcluster.nodenet import StandInNic
-from tests.e2e.test_daemonset_pod import assert_home, claimed_pod, cluster, has_nic, service_of
+from tests.e2e.claims import assert_home, has_nic
+from tests.e2e.test_daemonset_pod import claimed_pod, cluster, service_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
-__all__ = ["cluster"]  # the module's own DaemonSetCluster (a module-scoped fixture)
+__all__ = ["cluster"]  # the session's driver (tests/e2e/conftest.py), as test_daemonset_pod names it
 
 SUPERVISORCTL = ["supervisorctl", "-c", "/run/dranet/supervisord.conf"]
 
@@ -61,7 +62,7 @@ def attached(cluster: DaemonSetCluster, nic: StandInNic, name: str) -> Iterator[
     """A pod with nic claimed, running with it attached; removed after, the NIC checked home."""
     assert cluster.net is not None
     before = cluster.net.snapshot()
-    pod = claimed_pod(cluster, nic, name)
+    pod = claimed_pod(cluster, nic)
     run = cluster.run_pod(pod)
     try:
         assert run.status is not None
@@ -69,7 +70,7 @@ def attached(cluster: DaemonSetCluster, nic: StandInNic, name: str) -> Iterator[
         yield run
     finally:
         cluster.remove_pod(pod, run)
-    assert_home(cluster, nic, before)
+    assert_home(cluster, before, nic)
 
 
 def driver_logs(cluster: DaemonSetCluster) -> str:
@@ -140,7 +141,7 @@ def test_nri_restart_alone_late_attach_and_nothing_released(cluster: DaemonSetCl
     with attached(cluster, nic_a, "tdl-nri-a") as a:
         supervisorctl(cluster, "stop", "nri")
         try:
-            pod_b = claimed_pod(cluster, nic_b, "tdl-nri-b")
+            pod_b = claimed_pod(cluster, nic_b)
             run_b = cluster.run_pod(pod_b)  # no plugin connected: the sandbox starts without its NIC
             assert run_b.status is not None and "eth1" not in links_in(run_b.status.netns)
         finally:
@@ -161,7 +162,7 @@ def test_dranet_container_restart_late_attach_and_nothing_released(cluster: Daem
     netns_restarts = list(cluster.pod.containers["netns"].restarts)
     with attached(cluster, nic_a, "tdl-main-a") as a:
         supervisorctl(cluster, "stop", "nri")
-        pod_b = claimed_pod(cluster, nic_b, "tdl-main-b")
+        pod_b = claimed_pod(cluster, nic_b)
         run_b = cluster.run_pod(pod_b)
         try:
             assert run_b.status is not None and "eth1" not in links_in(run_b.status.netns)

@@ -12,7 +12,7 @@ from tests.e2e.test_daemonset_pod import cluster
 from tests.longlife import SERVICES, LongLife, usage_table
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
-__all__ = ["cluster"]  # the module's own DaemonSetCluster (a module-scoped fixture)
+__all__ = ["cluster"]  # the session's driver (tests/e2e/conftest.py), as test_daemonset_pod names it
 
 WARM_UP = 20
 PODS = 180

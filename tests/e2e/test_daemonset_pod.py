@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from claims import Nics, assert_home, has_nic, new_pod, simple_cfg
 from prometheus_client.parser import text_string_to_metric_families
 
 from dranet.audit import mask_of
@@ -26,6 +25,7 @@ from localcluster.daemonpod import ProbeState, http_probe
 from localcluster.node import DaemonSetCluster, service_of
 from localcluster.nodenet import StandInNic, in_netns, link_info
 from localcluster.podspec import Probe
+from tests.e2e.claims import Nics, assert_home, has_nic, new_pod, simple_cfg
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 

@@ -18,7 +18,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from claims import (
+
+from localcluster.demo import addresses, links_in, routes_in
+from localcluster.node import DaemonSetCluster as Cluster
+from localcluster.nodeagent import ContainerError, NodeAgentError, PodRun, SandboxError
+from localcluster.nodenet import link_info
+from tests.e2e.claims import (
     Nics,
     assert_home,
     claim_of,
@@ -30,11 +35,6 @@ from claims import (
     unique_name,
     wait,
 )
-
-from localcluster.demo import addresses, links_in, routes_in
-from localcluster.node import DaemonSetCluster as Cluster
-from localcluster.nodeagent import ContainerError, NodeAgentError, PodRun, SandboxError
-from localcluster.nodenet import link_info
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
 

@@ -10,11 +10,11 @@ got is read inside its netns.
 from __future__ import annotations
 
 import pytest
-from claims import Nics, assert_home, new_pod, simple_cfg, wait
 
 from dranet.bus import BusClient
 from localcluster.demo import links_in
 from localcluster.node import DaemonSetCluster as Cluster
+from tests.e2e.claims import Nics, assert_home, new_pod, simple_cfg, wait
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
 
