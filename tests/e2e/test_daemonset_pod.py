@@ -103,7 +103,9 @@ def test_discovery_in_the_pod_publishes_only_the_nodes_nics(cluster: DaemonSetCl
     devices = [d for s in cluster.our_slices() for d in s["spec"].get("devices") or []]
     names = [((d.get("attributes") or {}).get("dra.net/ifName") or {}).get("string") for d in devices]
     assert None not in names, [d for d, n in zip(devices, names, strict=True) if n is None]
-    assert set(names) <= {n.name for n in cluster.net.nics}
+    assert {n.name for n in cluster.net.nics} <= set(names)
+    machine = {p.name for p in Path("/sys/class/net").iterdir()} - {"lo"}
+    assert not set(names) & machine, set(names) & machine
 
 
 # Tries to read the ServiceAccount token: its own, and through /proc/<pid>/root of every other

@@ -60,6 +60,20 @@ def dranet_flags() -> set[str]:
         sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
         for action in sub.choices[command]._actions:
             flags.update(s for s in action.option_strings if s.startswith("--"))
+    return flags | localcluster_flags()
+
+
+def localcluster_flags() -> set[str]:
+    """Flags of `python -m localcluster` commands (the development stand-ins the docs describe)."""
+    import importlib
+
+    from localcluster.__main__ import COMMANDS as TOOLS
+
+    flags: set[str] = set()
+    for module_name, _help in TOOLS.values():
+        parser = argparse.ArgumentParser()
+        importlib.import_module(module_name).add_arguments(parser)
+        flags.update(s for a in parser._actions for s in a.option_strings if s.startswith("--"))
     return flags
 
 
