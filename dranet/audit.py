@@ -544,19 +544,14 @@ def ping_answer(runtime_dir: Path, service: str, timeout: float) -> Mapping[str,
 
 def ping_policy(runtime_dir: Path, timeout: float) -> PeerPolicy | None:
     """The bus peer policy the worker enforces (its ping details), or None when it does not answer."""
-    try:
-        from dranet.bus.client import BusClient
-        from dranet.bus.messages import BusError
-    except ImportError:
+    answer = ping_answer(runtime_dir, WORKER, timeout)
+    if answer is None:
         return None
-    client = BusClient(runtime_dir, WORKER, timeout=timeout)
     try:
-        uids = client.call("ping", timeout=timeout)["details"]["peer_policy"]["uids"]
+        uids = answer["details"]["peer_policy"]["uids"]
         return PeerPolicy({str(s): int(u) for s, u in uids.items()})
-    except (BusError, KeyError, TypeError, ValueError, AttributeError):
+    except (KeyError, TypeError, ValueError, AttributeError):
         return None
-    finally:
-        client.close()
 
 
 def read_pid_ns(pid: int, proc_root: Path) -> str | None:
