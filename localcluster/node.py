@@ -231,7 +231,8 @@ class ApiFront:
 
 def enable_cdi(template: dict[str, Any], hook_command: str) -> dict[str, Any]:
     """The pod template with docs/install.md's "Fail closed without NRI" step 3 applied: dra writes
-    CDI specs to the node's /var/run/cdi (a hostPath volume) naming hook_command, the node's dranet."""
+    CDI specs to the node's /var/run/cdi (a hostPath volume) naming hook_command, the node's dranet,
+    as uid 0 (no --run-as, no dra= in --service-uids)."""
     t = copy.deepcopy(template)
     main = next(c for c in t["spec"]["containers"] if c["name"] == "dranet")
     flag = "--dra-args="
@@ -239,9 +240,18 @@ def enable_cdi(template: dict[str, Any], hook_command: str) -> dict[str, Any]:
     words = shlex.split(main["args"][dra[0]][len(flag) :]) if len(dra) == 1 else []
     if "--cdi-dir=" not in words:
         raise DemoError(f"the dranet container's --dra-args has no --cdi-dir= to replace: {main['args']}")
-    words = [w for w in words if w != "--cdi-dir="]
+    # dra stays uid 0: the runtime's CDI directory is root's (dra refuses --run-as with --cdi-dir)
+    words = [w for w in words if w != "--cdi-dir=" and not w.startswith("--run-as")]
     words += [f"--cdi-dir={CDI_DIR}", f"--cdi-hook-command={hook_command}"]
     main["args"][dra[0]] = flag + shlex.join(words)
+    uids = "--service-uids="
+    for c in t["spec"]["containers"]:  # every service's bus peer policy: dra is uid 0 now
+        c["args"] = [
+            uids + ",".join(i for i in a[len(uids) :].split(",") if not i.startswith("dra="))
+            if a.startswith(uids)
+            else a
+            for a in c["args"]
+        ]
     main["volumeMounts"].append({"name": "cdi", "mountPath": CDI_DIR})
     t["spec"]["volumes"].append({"name": "cdi", "hostPath": {"path": CDI_DIR, "type": "DirectoryOrCreate"}})
     return t

@@ -256,6 +256,12 @@ def test_the_documented_cdi_step_applied_to_the_shipped_template(tmp_path: Path)
     words = dra_args.split("=", 1)[1].split()
     assert "--cdi-dir=" not in words
     assert {"--cdi-dir=/var/run/cdi", "--cdi-hook-command=/opt/dranet/bin/dranet"} <= set(words)
+    # dra stays uid 0 (it writes the runtime's CDI directory, root's; dra refuses --run-as with
+    # --cdi-dir), and every service's bus policy knows it so
+    assert not [w for w in words if w.startswith("--run-as")]
+    for c in t["spec"]["containers"]:
+        uids = [a for a in c["args"] if a.startswith("--service-uids=")]
+        assert uids == ["--service-uids=discovery=65101"], c["name"]
     p = plan(t, node(tmp_path), sa_token="tok", root_ca="CA")
     mounts = {m.container_path: m.host_path for m in p.containers[0].config.mounts}
     assert mounts["/var/run/cdi"] == str(tmp_path / "node" / "var/run/cdi")
