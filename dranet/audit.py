@@ -554,11 +554,15 @@ def ping_policy(runtime_dir: Path, timeout: float) -> PeerPolicy | None:
         return None
 
 
-def read_pid_ns(pid: int, proc_root: Path) -> str | None:
+def _readlink(path: Path) -> str | None:
     try:
-        return os.readlink(proc_root / str(pid) / "ns" / "pid")
+        return os.readlink(path)
     except OSError:
         return None
+
+
+def read_pid_ns(pid: int, proc_root: Path) -> str | None:
+    return _readlink(proc_root / str(pid) / "ns" / "pid")
 
 
 def read_nspid(pid: int, proc_root: Path) -> list[int]:
@@ -575,6 +579,8 @@ def read_nspid(pid: int, proc_root: Path) -> list[int]:
 def host_pid(pid: int, pid_ns: str, proc_root: Path) -> int | None:
     """The pid here of the process that is `pid` in the pid namespace `pid_ns` (e.g. a service in a
     container answering from its own namespace), or None when that namespace is not visible here."""
+    if _readlink(proc_root / "self" / "ns" / "pid") == pid_ns:
+        return pid  # our own namespace (the process's ns link may be unreadable: undumpable)
     if read_pid_ns(pid, proc_root) == pid_ns and read_nspid(pid, proc_root)[-1:] == [pid]:
         return pid  # the same namespace as ours
     for entry in proc_root.iterdir():

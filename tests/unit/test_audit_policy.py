@@ -384,6 +384,18 @@ def test_audit_of_a_service_answering_from_a_pid_namespace_not_visible_here(tmp_
     assert "pid:[43]" in result.missing["dra"]
 
 
+def test_audit_in_the_services_own_pid_namespace_needs_not_read_its_namespace(tmp_path: Path) -> None:
+    """In the netns container the worker is pid 1 and undumpable: without CAP_SYS_PTRACE its
+    /proc/1/ns/pid cannot be read. The auditor's own pid namespace is the one the worker names."""
+    proc, rd = good_fleet(tmp_path)
+    (proc.root / "101" / "ns" / "pid").unlink()  # unreadable, as for an undumpable process
+    (proc.root / "self" / "ns").mkdir(parents=True)
+    (proc.root / "self" / "ns" / "pid").symlink_to("pid:[4026531836]")
+    ask = {"dra": {"pid": 101, "pid_ns": "pid:[4026531836]"}}
+    result = audit.audit(rd, ["dra"], proc_root=proc.root, ask=lambda _rd, svc: ask.get(svc))
+    assert [(p.service, p.pid, p.found_by) for p in result.processes] == [("dra", 101, "bus")]
+
+
 def test_audit_pid_flag_and_violation(tmp_path: Path) -> None:
     proc, rd = good_fleet(tmp_path)
     result = audit.audit(rd, ["dra"], proc_root=proc.root, pids={"dra": 300})
