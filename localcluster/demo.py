@@ -8,7 +8,8 @@ through: the published ResourceSlices, a DeviceClass
 and a ResourceClaim with an interface config, the allocation (local allocator), NodePrepareResources
 over the real DRA gRPC protocol (local node agent), the sandbox started through CRI getting the
 interface (shown from inside the pod's netns, with traffic to the wire end), the claim status, the
-pod's removal and the interface back on the node as it was. Everything it creates is removed at the
+pod's removal and the interface back on the node as it was, and a claim whose address comes from
+the example IPAM provider (running on the node, dra's webhook). Everything it creates is removed at the
 end, also on Ctrl-C. `--non-interactive` runs without pauses and exits non-zero if a check fails.
 
 `Cluster` is the set-up with the four services as host processes under supervisord (`dranet run`),
@@ -36,6 +37,7 @@ from types import FrameType
 from typing import Any
 
 from localcluster.allocator import Allocator
+from localcluster.ipam import IpamProvider
 from localcluster.nodeagent import NodeAgent, PodRun
 from localcluster.nodenet import NodeNet, link_info
 
@@ -43,6 +45,7 @@ DRIVER = "dra.net"
 NODE_NAME = "dranet-demo-node"
 SERVICES = ("netns", "discovery", "dra", "nri")
 SCHEDULE_TIMEOUT = 10.0  # seconds a pod may wait for its claims to be allocatable, as if requeued
+IPAM_POOL = "10.233.0.0/28"  # the demo's IPAM provider's pool (its `profile: ipam` step)
 
 
 class DemoError(Exception):
@@ -616,16 +619,14 @@ def run(args: argparse.Namespace) -> int:
 
     demo = Demo(args)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="tlc-", dir="/tmp"))
-    ipam = IpamProvider.start()  # the example IPAM webhook (deploy/examples), when in a source tree
-    extra = {"dra": ["--webhook-url", ipam.url]} if ipam else {}
     cluster = DaemonSetCluster(
-        workdir, nic_count=max(2, args.nics), ctrd_cache=args.ctrd_cache, log=demo.say, extra_args=extra
+        workdir, nic_count=max(2, args.nics), ctrd_cache=args.ctrd_cache, log=demo.say, ipam_pool=IPAM_POOL
     )
     old_term = signal.signal(signal.SIGTERM, _interrupt)
     interrupted = False
     try:
         try:
-            _script(demo, cluster, ipam)
+            _script(demo, cluster)
         except KeyboardInterrupt:
             interrupted = True
             demo.failures.append("interrupted")
@@ -643,8 +644,6 @@ def run(args: argparse.Namespace) -> int:
         old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
         prefix = cluster.net.prefix if cluster.net else None
         errors = cluster.stop()
-        if ipam is not None:
-            ipam.stop()
         leftovers: list[str] = []
         if prefix:
             leftovers = [f"link {n}" for n in _host_links() if n.startswith(prefix)]
@@ -699,49 +698,9 @@ def _tail_logs(cluster: Cluster, lines: int = 15) -> None:
                 print("     " + line[:300])
 
 
-class IpamProvider:
-    """deploy/examples/ipam_webhook.py on loopback: a pool the demo's profile claims draw from."""
-
-    POOL = "10.233.0.0/28"
-    SCRIPT = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "ipam_webhook.py"
-
-    def __init__(self, proc: subprocess.Popen[bytes], url: str) -> None:
-        self.proc, self.url = proc, url
-
-    @classmethod
-    def start(cls) -> IpamProvider | None:
-        if not cls.SCRIPT.exists():
-            return None  # an installed package has no deploy/: the step is skipped
-        import socket
-        import urllib.request
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        argv = [sys.executable, str(cls.SCRIPT), "--listen", f"127.0.0.1:{port}", "--pool", cls.POOL]
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(50):
-            with contextlib.suppress(OSError):
-                urllib.request.urlopen(url + "/health", timeout=1).read()
-                return cls(proc, url)
-            time.sleep(0.1)
-        proc.kill()
-        proc.wait()
-        return None
-
-    def pool(self) -> dict[str, Any]:
-        import urllib.request
-
-        return dict(json.loads(urllib.request.urlopen(self.url + "/pool", timeout=5).read()))
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(5)
-
-
 def _ipam_step(demo: Demo, cluster: Cluster, ipam: IpamProvider) -> None:
-    """A claim that writes no address: `profile: ipam`, resolved by the IPAM webhook at prepare."""
+    """A claim that writes no address: `profile: ipam`, resolved at prepare by the example IPAM
+    provider (deploy/examples/ipam_webhook.py) running on the node, where dra reaches it."""
     assert cluster.net is not None and cluster.agent is not None and cluster.allocator is not None
     nic = cluster.net.nics[1]
     cfg = {"profile": "ipam", "interface": {"name": "net1"}}
@@ -755,7 +714,7 @@ def _ipam_step(demo: Demo, cluster: Cluster, ipam: IpamProvider) -> None:
     demo.say(in_netns(run.status.netns, "ip", "-br", "addr", "show", "dev", "net1").stdout.rstrip())
     got = [a for a in addresses(links_in(run.status.netns).get("net1") or {}) if "." in a]
     held = ipam.pool()["held"]
-    demo.say(f"the provider's pool {IpamProvider.POOL}: {held}")
+    demo.say(f"the provider's pool {IPAM_POOL}: {held}")
     demo.check(
         "the pod's net1 has the address the IPAM provider handed out",
         bool(got) and sorted(got) == sorted(f"{a}/28" for a in held.values()),
@@ -765,7 +724,7 @@ def _ipam_step(demo: Demo, cluster: Cluster, ipam: IpamProvider) -> None:
     demo.check("unprepare gave the address back to the pool", ipam.pool()["held"] == {}, str(ipam.pool()))
 
 
-def _script(demo: Demo, cluster: Cluster, ipam: IpamProvider | None = None) -> None:
+def _script(demo: Demo, cluster: Cluster) -> None:
     n = 0
 
     def step(title: str) -> None:
@@ -912,6 +871,7 @@ def _script(demo: Demo, cluster: Cluster, ipam: IpamProvider | None = None) -> N
         "the claim is released (no allocation, no reservation)", not (c.get("status") or {}).get("allocation")
     )
 
+    ipam = getattr(cluster, "ipam", None)  # the node stand-in's (node.DaemonSetCluster.ipam_pool)
     if ipam is not None:
         step("a pod whose claim writes no address: `profile: ipam`, from the IPAM provider's pool")
         _ipam_step(demo, cluster, ipam)

@@ -47,6 +47,7 @@ from localcluster.containerd import DEFAULT_CACHE, Containerd
 from localcluster.cri import CriClient
 from localcluster.daemonpod import DaemonPod
 from localcluster.demo import DRIVER, SERVICES, Cluster, DemoError
+from localcluster.ipam import IpamProvider
 from localcluster.nodeagent import NodeAgent
 from localcluster.nodenet import NodeNet, in_netns, ip
 from localcluster.podspec import Node, plan, pod_template
@@ -257,6 +258,28 @@ def enable_cdi(template: dict[str, Any], hook_command: str) -> dict[str, Any]:
     return t
 
 
+def add_service_args(template: dict[str, Any], service: str, words: list[str]) -> dict[str, Any]:
+    """The pod template with more arguments for one service, where docs/install.md says to add them:
+    the netns container's args for the worker, the dranet container's --<service>-args= (as the
+    shell words dranet run reads) for the others."""
+    t = copy.deepcopy(template)
+    if service == "netns":
+        next(c for c in t["spec"]["containers"] if c["name"] == "netns")["args"] += words
+        return t
+    if service not in SERVICES:
+        raise DemoError(f"no service {service!r} to pass {words} to (services: {', '.join(SERVICES)})")
+    main = next(c for c in t["spec"]["containers"] if c["name"] == "dranet")
+    flag = f"--{service}-args="
+    found = [i for i, a in enumerate(main["args"]) if a.startswith(flag)]
+    if not found:
+        main["args"].append(flag + shlex.join(words))
+    else:
+        main["args"][found[0]] = flag + shlex.join(
+            [*shlex.split(main["args"][found[0]][len(flag) :]), *words]
+        )
+    return t
+
+
 def volume_mount(template: dict[str, Any], container: str, name: str) -> str:
     """Where the container mounts the volume `name`."""
     c = next(c for c in template["spec"]["containers"] if c["name"] == container)
@@ -297,6 +320,8 @@ class DaemonSetCluster(Cluster):
     pki: tuple[Path, Path, Path] | None = None  # the API front's CA, certificate and key
     cdi: bool = False
     nri_request_timeout: str = "2s"
+    ipam_pool: str = ""  # when set, the example IPAM provider serves it in the node netns (dra's webhook)
+    ipam: IpamProvider | None = None
 
     def __post_init__(self) -> None:
         tag = secrets.token_hex(3)
@@ -374,6 +399,13 @@ class DaemonSetCluster(Cluster):
         self.containerd.up()
         self.log("  the driver image (make image), imported into that containerd ...")
         build_image(self.containerd)
+        if self.ipam_pool:
+            # where the driver pod's hostNetwork is, started before it (dra asks its /health at start)
+            self.ipam = IpamProvider(self.node_netns, self.ipam_pool, self.workdir / "ipam.log")
+            self.ipam.start()
+            self.template = add_service_args(self.template, "dra", [f"--webhook-url={self.ipam.url}"])
+        for service, words in self.extra_args.items():
+            self.template = add_service_args(self.template, service, words)
         if self.cdi:
             self.template = enable_cdi(self.template, str(self.hook_command()))
         super()._start()
@@ -473,6 +505,9 @@ class DaemonSetCluster(Cluster):
 
     def stop(self) -> list[str]:
         errors = super().stop()
+        if self.ipam is not None:
+            self.ipam.stop()
+            self.ipam = None
         if Path("/run/netns", self.node_netns).exists():
             try:
                 ip("netns", "del", self.node_netns)

@@ -139,9 +139,15 @@ def retry_start(cluster: Cluster, pod: dict[str, Any], attempt: int) -> PodRun |
         return None
 
 
-def run_pod_retrying(cluster: Cluster, pod: dict[str, Any], attempts: int = 5) -> PodRun:
-    """cluster.run_pod, and the kubelet's retries when the sandbox fails (SandboxError)."""
+def run_pod_retrying(
+    cluster: Cluster, pod: dict[str, Any], attempts: int = 5, claims: list[Any] | None = None
+) -> PodRun:
+    """cluster.run_pod (or, for a pod already placed, the kubelet's start with its allocated
+    `claims`), and the kubelet's retries when the sandbox fails (SandboxError)."""
     try:
+        if claims is not None:
+            assert cluster.agent is not None
+            return cluster.agent.start_pod(pod, claims)
         return cluster.run_pod(pod)
     except SandboxError as exc:
         first = exc

@@ -4,8 +4,10 @@
   from the image `make image` builds, run through CRI on a private containerd 2.1 with NRI inside a
   node stand-in's network namespace (localcluster/node.py), with the local API server, allocator and
   kubelet stand-in (real DRA gRPC through the registration socket the pod creates, real CRI). Every
-  e2e test of the driver uses it; ``nics`` hands out its stand-in NICs. A test that stops or
-  restarts part of the driver brings it back before it returns (``driver.wait_services()``).
+  e2e test of the driver uses it; ``nics`` hands out its stand-in NICs. dra asks the example
+  IPAM provider (deploy/examples/ipam_webhook.py), running on the node, for `profile: ipam`
+  claims. A test that stops or restarts part of the driver brings it back before it returns
+  (``driver.wait_services()``).
 - ``containerd`` (session) and ``cri``: a bare private containerd for the tests of the runtime and
   the NRI protocol alone (no driver).
 
@@ -34,6 +36,9 @@ from tests.e2e.claims import Nics
 # Stand-in NICs of the driver's node for the whole session; a test takes what it uses (Nics.take)
 # and may give back the ones it found home again (Nics.give_back).
 NIC_COUNT = 40
+# The example IPAM provider's pool, served on the driver's node (dra's --webhook-url): claims with
+# `profile: ipam` get their addresses from it (test_addressing.py).
+IPAM_POOL = "10.63.0.0/27"
 
 
 def need_root() -> None:
@@ -53,7 +58,12 @@ def driver() -> Iterator[DaemonSetCluster]:
     # setting): on this shared 2-core machine a single attach has missed the 1.5 s budget, and a
     # test must not depend on the machine's speed.
     c = DaemonSetCluster(
-        workdir, nic_count=NIC_COUNT, log=lambda s: None, cdi=True, nri_request_timeout="10s"
+        workdir,
+        nic_count=NIC_COUNT,
+        log=lambda s: None,
+        cdi=True,
+        nri_request_timeout="10s",
+        ipam_pool=IPAM_POOL,
     )
     _running.append(c)
     try:
