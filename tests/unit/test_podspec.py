@@ -267,3 +267,22 @@ def test_the_documented_cdi_step_applied_to_the_shipped_template(tmp_path: Path)
     assert mounts["/var/run/cdi"] == str(tmp_path / "node" / "var/run/cdi")
     with pytest.raises(node_module.DemoError, match="--cdi-dir="):
         node_module.enable_cdi(t, "/opt/dranet/bin/dranet")  # applied once: nothing left to replace
+
+
+def test_service_args_go_where_the_docs_say(tmp_path: Path) -> None:
+    """node.add_service_args is docs/install.md's "add to dra's arguments (--dra-args)" and "add
+    --dhcp to the netns container's command": appended, the manifest's own words kept, the pod plans."""
+    t = node_module.add_service_args(template(), "dra", ["--webhook-url=http://127.0.0.1:8790"])
+    t = node_module.add_service_args(t, "netns", ["--dhcp"])
+    t = node_module.add_service_args(t, "nri", ["--nri-timeout", "a b"])
+    main, sidecar = (next(c for c in t["spec"]["containers"] if c["name"] == n) for n in ("dranet", "netns"))
+    (dra_args,) = [a for a in main["args"] if a.startswith("--dra-args=")]
+    words = dra_args.split("=", 1)[1].split()
+    assert words[0] == "--cdi-dir=" and words[-1] == "--webhook-url=http://127.0.0.1:8790"
+    assert sidecar["args"][-1] == "--dhcp"
+    assert "--nri-args=--nri-timeout 'a b'" in main["args"]  # the shell words dranet run splits
+    assert "--webhook-url" not in json.dumps(template())  # the shipped template is left alone
+    p = plan(t, node(tmp_path), sa_token="tok", root_ca="CA")
+    assert any(a.startswith("--dra-args=") and a.endswith(":8790") for a in p.containers[0].config.args)
+    with pytest.raises(node_module.DemoError, match="no service 'kubelet'"):
+        node_module.add_service_args(t, "kubelet", ["--x"])
