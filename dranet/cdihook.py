@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from dranet.backoff import Backoff
 from dranet.bus.client import BusClient
 from dranet.bus.messages import BusError
 
@@ -89,7 +90,7 @@ def wait_attached(
     """Ask until every device is attached or `wait` seconds have passed. Returns "" when attached,
     else why not (the devices still missing, or the worker's last error)."""
     deadline = clock() + wait
-    interval = _FIRST_POLL
+    polls = Backoff(_FIRST_POLL, _MAX_POLL)
     while True:
         left = deadline - clock()
         try:
@@ -103,8 +104,7 @@ def wait_attached(
         left = deadline - clock()
         if left <= 0:
             return reason
-        sleep(min(interval, left))
-        interval = min(interval * 2, _MAX_POLL)
+        sleep(min(polls.next(), left))
 
 
 def refusal(state: OciState, claim: str, reason: str, wait: float) -> str:

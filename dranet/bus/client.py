@@ -23,6 +23,7 @@ from typing import Any
 
 import zmq
 
+from dranet.backoff import Backoff
 from dranet.bus import endpoints
 from dranet.bus.messages import (
     MAX_MESSAGE_BYTES,
@@ -128,7 +129,7 @@ class BusClient:
     ) -> dict[str, Any]:
         spec = OPS.get(op)
         resend = spec is None or spec.idempotent
-        interval = _FIRST_RESEND
+        resends = Backoff(_FIRST_RESEND, _MAX_RESEND)
         next_send = 0.0
         while True:
             now = time.monotonic()
@@ -144,8 +145,7 @@ class BusClient:
                     sock.send(data, zmq.NOBLOCK)
                 except zmq.Again:
                     pass  # not connected yet: try again at the next interval
-                next_send = now + interval if resend else float("inf")
-                interval = min(interval * 2, _MAX_RESEND)
+                next_send = now + resends.next() if resend else float("inf")
             wait = min(left, next_send - time.monotonic())
             if sock.poll(max(0, int(wait * 1000)) + 1, zmq.POLLIN):
                 reply = decode_reply(sock.recv())

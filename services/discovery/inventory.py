@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from dranet.backoff import Backoff
 from dranet.netlink.rtnl import EVENT_GROUPS, LINK_EVENTS, NetlinkError, RtnlSocket, open_in_netns
 from dranet.observability.metrics import gauge, histogram
 
@@ -239,7 +240,7 @@ class Inventory:
             self._attached_known = True
 
     def _run(self) -> None:
-        backoff = 0.1
+        backoff = Backoff(0.1, 5.0)
         while not self._stop.is_set():
             try:
                 self._loop()
@@ -248,8 +249,7 @@ class Inventory:
                 log.warning(
                     "inventory loop failed; restarting", extra={"error": f"{type(exc).__name__}: {exc}"}
                 )
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
+                self._stop.wait(backoff.next())
 
     def _loop(self) -> None:
         given = self.config.sockets

@@ -32,6 +32,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
+from dranet.backoff import Backoff
 from dranet.observability.metrics import counter, gauge, histogram
 
 from .kubeapi import KubeJSON
@@ -167,7 +168,7 @@ class SlicePublisher:
 
     def _sync_loop(self) -> None:
         api = None
-        backoff = BACKOFF_START
+        backoff = Backoff(BACKOFF_START, BACKOFF_MAX)
         while not self._stop.is_set():
             self._dirty.wait()
             if self._stop.is_set():
@@ -201,17 +202,17 @@ class SlicePublisher:
                 self.healthy = False
                 self.last_error = f"{reason}: {_short(exc)}"
                 PUBLISH_ERRORS.labels(reason=reason).inc()
+                delay = backoff.next()
                 log.warning(
                     "publishing ResourceSlices failed; retrying",
-                    extra={"error": self.last_error, "retry_in_s": backoff},
+                    extra={"error": self.last_error, "retry_in_s": delay},
                 )
                 if reason in ("config", "connection"):
                     api = None  # re-read the kubeconfig next time (it may appear later)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
+                self._stop.wait(delay)
                 self._dirty.set()
                 continue
-            backoff = BACKOFF_START
+            backoff.reset()
             self.healthy = True
             self.last_error = ""
             self.waiting = ""
@@ -322,7 +323,7 @@ class SlicePublisher:
     # ------------------------------------------------------------------ watch
 
     def _watch_loop(self) -> None:
-        backoff = BACKOFF_START
+        backoff = Backoff(BACKOFF_START, BACKOFF_MAX)
         api = None
         while not self._stop.is_set():
             try:
@@ -334,7 +335,7 @@ class SlicePublisher:
                 self._dirty.set()
                 self._watch = kube.watch_slices(self.field_selector(), rv, WATCH_SECONDS)
                 for event in self._watch:
-                    backoff = BACKOFF_START
+                    backoff.reset()
                     if self._stop.is_set():
                         return
                     if event.get("type") == "ERROR" and event.get("object", {}).get("code") == 410:
@@ -352,8 +353,7 @@ class SlicePublisher:
                     return
                 log.warning("watching ResourceSlices failed; retrying", extra={"error": _short(exc)})
                 api = None
-            self._stop.wait(backoff)
-            backoff = min(backoff * 2, BACKOFF_MAX)
+            self._stop.wait(backoff.next())
 
     def _on_event(self, event: dict[str, Any]) -> None:
         etype = event.get("type")

@@ -4,8 +4,9 @@ through a condition, a clean stop, and jittered exponential backoff for retries.
 from __future__ import annotations
 
 import abc
-import random
 import threading
+
+from dranet.backoff import backoff_delay
 
 
 class BackgroundWriter(abc.ABC):
@@ -30,7 +31,7 @@ class BackgroundWriter(abc.ABC):
 
     def backoff(self, attempts: int) -> float:
         """Seconds before retry number `attempts` (1-based), with +-20% jitter so writers spread out."""
-        return min(self._max, self._initial * 2 ** (attempts - 1)) * random.uniform(0.8, 1.2)
+        return backoff_delay(attempts, self._initial, self._max, jitter=0.2)
 
     @abc.abstractmethod
     def _run(self) -> None:

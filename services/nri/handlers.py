@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from dranet.services.nri.rdma import CharDevice, char_devices_from, dedupe, rdma_char_devices
 from dranet.services.nri.reconcile import plan as reconcile_plan
 
+from dranet.backoff import Backoff
 from dranet.bus.messages import BusError, ErrorCode
 from dranet.keyedlocks import KeyedLocks
 from dranet.observability import metrics
@@ -313,7 +314,7 @@ class PodHandlers:
         attach into that sandbox after the retry began ends it: a retry never undoes a newer
         attach (and the worker detaches only that sandbox's devices: never another sandbox's)."""
         uid, netns = body["pod_uid"], body["netns"]
-        delay = 0.1
+        backoff = Backoff(0.1, self.opts.detach_retry_max)
         while not self._stopping.is_set():
             with self._locks.hold(uid):
                 with self._lock:
@@ -331,8 +332,7 @@ class PodHandlers:
                     return
                 except BusError as exc:
                     log.warning("detach retry failed", extra={"pod_uid": uid, "code": exc.code})
-            self._stopping.wait(delay)
-            delay = min(delay * 2, self.opts.detach_retry_max)
+            self._stopping.wait(backoff.next())
 
     def _char_devices(
         self, devices: list[dict[str, Any]], attachments: list[dict[str, Any]]
@@ -442,7 +442,7 @@ class PodHandlers:
                 self._seen.add(uid)
 
     def _reconcile_until_done(self, pods: list[PodInfo], seen: set[str]) -> None:
-        delay = 0.2
+        backoff = Backoff(0.2, self.opts.detach_retry_max)
         try:
             while not self._stopping.is_set():
                 try:
@@ -452,8 +452,7 @@ class PodHandlers:
                     log.warning(
                         "reconciliation failed; retrying", extra={"code": exc.code, "reason": exc.message}
                     )
-                self._stopping.wait(delay)
-                delay = min(delay * 2, self.opts.detach_retry_max)
+                self._stopping.wait(backoff.next())
         finally:
             with self._lock:
                 if self._seen is seen:  # not replaced by a newer Synchronize

@@ -19,6 +19,7 @@ from dranet.services.nri.framing import TtrpcError
 from dranet.services.nri.handlers import PodHandlers, PodInfo, SandboxError
 
 from dranet._generated import nri_pb2
+from dranet.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -98,13 +99,14 @@ class NriPlugin:
 
     def run(self) -> None:
         """Connect and serve until stop(); reconnect with backoff whenever the connection ends."""
-        delay = self.opts.backoff_initial
+        backoff = Backoff(self.opts.backoff_initial, self.opts.backoff_max)
         while not self._stop.is_set():
             served = self._serve_once()
             if self._stop.is_set():
                 break
-            delay = self.opts.backoff_initial if served else min(delay * 2, self.opts.backoff_max)
-            self._stop.wait(delay)
+            if served:
+                backoff.reset()
+            self._stop.wait(backoff.next())
 
     def _state(self, state: str) -> None:
         if self._on_state:
