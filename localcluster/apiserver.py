@@ -549,7 +549,9 @@ class LocalAPIServer:
     """A development/test stand-in for kube-apiserver over plain HTTP; see the module docstring."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, state_file: Path | None = None, *,
-                 watch_history: int = 1000) -> None:
+                 watch_history: int = 1000, dropped_device_fields: tuple[str, ...] = ()) -> None:
+        """dropped_device_fields: see APIStore (fields of a feature gate that is off)."""
+        self.dropped_device_fields = dropped_device_fields
         self.host = host
         self.port = port
         self.state_file = state_file
@@ -569,7 +571,8 @@ class LocalAPIServer:
         """Listen and serve in background threads; returns once the socket is listening."""
         if self._httpd is not None:
             return
-        self.store = APIStore(history=self.watch_history, state_file=self.state_file)
+        self.store = APIStore(history=self.watch_history, state_file=self.state_file,
+                              dropped_device_fields=self.dropped_device_fields)
         self._httpd = _Server((self.host, self.port), self.store)
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1},
                                         name="local-apiserver", daemon=True)

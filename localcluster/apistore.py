@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,7 +129,12 @@ def _spec_part(obj: dict[str, Any]) -> dict[str, Any]:
 class APIStore:
     """Thread-safe in-memory object store with watch history; see the module docstring."""
 
-    def __init__(self, *, history: int = 1000, state_file: Path | None = None) -> None:
+    def __init__(self, *, history: int = 1000, state_file: Path | None = None,
+                 dropped_device_fields: Iterable[str] = ()) -> None:
+        """dropped_device_fields: ResourceSlice device fields this server drops on write, as a real
+        API server drops the fields of a feature gate that is off (e.g. `bindsToNode` without
+        DRADeviceBindingConditions): the object stored differs from the one written."""
+        self.dropped_device_fields = frozenset(dropped_device_fields)
         self.types: dict[str, ResourceType] = {rt.key: rt for rt in RESOURCE_TYPES}
         self._objects: dict[str, dict[tuple[str, str], dict[str, Any]]] = {k: {} for k in self.types}
         self._rv = 0
@@ -195,6 +200,7 @@ class APIStore:
         if rt.key == "/namespaces":
             obj.setdefault("spec", {"finalizers": ["kubernetes"]})
             obj["status"] = {"phase": "Active"}
+        self._drop_disabled_fields(rt, obj)
         causes = apivalidation.validate(rt.plural, obj)
         if causes:
             raise invalid(rt, name, causes)
@@ -266,6 +272,7 @@ class APIStore:
                 else:
                     new["metadata"].pop("managedFields", None)
             new["metadata"]["name"] = name
+            self._drop_disabled_fields(rt, new)
             causes = apivalidation.validate(rt.plural, new, old, status_update=status_update)
             if causes:
                 raise invalid(rt, name, causes)
@@ -332,6 +339,15 @@ class APIStore:
         return self._closed
 
     # -- internals (call with the lock held) ---------------------------------------------------
+
+    def _drop_disabled_fields(self, rt: ResourceType, obj: dict[str, Any]) -> None:
+        if rt.plural != "resourceslices" or not self.dropped_device_fields:
+            return
+        spec = obj.get("spec")
+        for dev in (spec.get("devices") if isinstance(spec, dict) else None) or []:
+            if isinstance(dev, dict):
+                for field in self.dropped_device_fields & dev.keys():
+                    del dev[field]
 
     def _with_kind(self, rt: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
         return {"apiVersion": rt.api_version(), "kind": rt.kind, **{k: v for k, v in obj.items()

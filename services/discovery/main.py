@@ -22,6 +22,7 @@ from .devices import DEFAULT_EXCLUDE, ScanOptions
 from .filter import DEFAULT_FILTER, DeviceFilter
 from .inventory import Inventory, InventoryConfig
 from .model import Device
+from .nodenames import NodeNames
 from .publisher import PluginState, SlicePublisher
 
 log = logging.getLogger(__name__)
@@ -174,6 +175,7 @@ def build(args: argparse.Namespace, settings: Settings) -> tuple[Inventory, Slic
             plugin_state=None
             if getattr(args, "publish_without_plugin", False)
             else plugin_state_of(settings.runtime_dir),
+            node_names=NodeNames(settings.state_dir / "discovery" / "node-names.json"),
         )
     config = InventoryConfig(
         sysfs_root=args.sysfs_root,

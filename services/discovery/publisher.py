@@ -37,6 +37,7 @@ from dranet.observability.metrics import counter, gauge, histogram
 
 from .kubeapi import KubeJSON
 from .model import Device
+from .nodenames import NodeNames
 from .slices import NodeRef, Plan, desired_contents, plan
 
 log = logging.getLogger(__name__)
@@ -108,10 +109,13 @@ class SlicePublisher:
         on_published: Callable[[int], None] | None = None,
         plugin_state: Callable[[], PluginState | None] | None = None,
         min_interval: float = MIN_INTERVAL,
+        node_names: NodeNames | None = None,
     ) -> None:
         """plugin_state: asks dra whether the kubelet registered the plugin (None: no gate, for
-        development and benchmarks)."""
+        development and benchmarks). node_names: the record of the node names this host published
+        under; slices naming another of them are deleted (None: no record)."""
         self.node_name = node_name
+        self._node_names = node_names
         self._plugin_state = plugin_state
         self._published: set[str] = set()  # names of the slices we wrote last
         self._accepted: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {}
@@ -227,6 +231,8 @@ class SlicePublisher:
     def _sync_once(self, api: Any, devices: list[Device]) -> None:
         kube = KubeJSON(api)
         state = self._check_gate(None)  # before any API call: nothing to do while it is closed
+        if self._node_names is not None:
+            self._remove_old_node_names(kube)
         node = NodeRef(self.node_name, self._lookup_node_uid(kube))
         listing = kube.list_slices(self.field_selector())
         existing = {o["metadata"]["name"]: o for o in listing.get("items") or []}
@@ -257,6 +263,36 @@ class SlicePublisher:
                     "devices": sum(len(v) for v in desired.values()),
                 },
             )
+
+    def _remove_old_node_names(self, kube: KubeJSON) -> None:
+        """Delete our slices that name another node name this host published under (once)."""
+        assert self._node_names is not None
+        try:
+            old = self._node_names.remember(self.node_name)
+        except (OSError, ValueError) as exc:
+            log.warning(
+                "cannot record the node name; slices of an old name of this host stay",
+                extra={"error": _short(exc), "path": str(self._node_names.path)},
+            )
+            self._node_names = None
+            return
+        for name in old:
+            listing = kube.list_slices(f"spec.nodeName={name},spec.driver={self.driver}")
+            for obj in listing.get("items") or []:
+                meta = obj.get("metadata") or {}
+                try:
+                    kube.delete_slice(meta["name"], meta.get("uid", ""), meta.get("resourceVersion", ""))
+                    SLICE_WRITES.labels(verb="delete").inc()
+                except ApiException as exc:
+                    if exc.status != 404:
+                        raise
+            log.warning(
+                "deleted the ResourceSlices of an old node name of this host",
+                extra={"old_node_name": name, "slices": len(listing.get("items") or [])},
+            )
+        if old:
+            self._node_names.save([self.node_name])
+        self._node_names = None  # done for this run: the name does not change while we run
 
     def _check_gate(self, state: PluginState | None) -> PluginState | None:
         """Raise Gated unless slices may be written now; returns dra's answer (asked when not given)."""

@@ -239,3 +239,84 @@ def test_delete_has_uid_and_resource_version_preconditions(cluster: Cluster) -> 
     assert exc.value.status == 409
     kube.delete_slice(name, uid, changed["metadata"]["resourceVersion"])
     assert cluster.slices() == {}
+
+
+def test_a_field_the_server_drops_causes_no_rewrite_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real API server drops the fields of a feature gate that is off (here `bindsToNode`, gate
+    DRADeviceBindingConditions) and stores the rest: the stored slice never equals what we wrote.
+    The publisher compares with what the server stored from it, so it writes once, not forever;
+    a restarted publisher (nothing remembered) writes once more, then stops too."""
+    from dranet.services.discovery import slices as slices_mod
+    from dranet.services.discovery.publisher import SLICE_WRITES
+
+    plain = slices_mod.api_device
+    monkeypatch.setattr(slices_mod, "api_device", lambda dev: {**plain(dev), "bindsToNode": True})
+    server = LocalAPIServer(dropped_device_fields=("bindsToNode",))
+    server.start()
+    try:
+        c = Cluster(server, server.write_kubeconfig(tmp_path / "kubeconfig"))
+        client.CoreV1Api(c.api).create_node(client.V1Node(metadata=client.V1ObjectMeta(name=NODE)))
+
+        def writes() -> float:
+            return sum(SLICE_WRITES.labels(verb=v).get() for v in ("create", "update", "delete"))
+
+        for restart in range(2):
+            before = writes()
+            p = SlicePublisher(c.factory, NODE, DRIVER, min_interval=0.0)
+            p.start()
+            try:
+                for _ in range(5):  # the same inventory again and again: nothing new to write
+                    synced = p.sync_count
+                    p.set_devices(devices(3))
+                    assert p.wait_synced(synced, DEADLINE)
+                stored = [d for o in c.slices().values() for d in o["spec"]["devices"]]
+                assert len(stored) == 3 and all("bindsToNode" not in d for d in stored)
+                assert writes() - before == 1, f"round {restart}: {writes() - before} writes"
+            finally:
+                p.stop()
+    finally:
+        server.stop()
+
+
+def test_slices_of_an_old_node_name_of_this_host_are_removed(cluster: Cluster, tmp_path: Path) -> None:
+    """The host published as `old` before (recorded in its state directory), and comes back as NODE
+    while the old Node object still exists: our slices naming `old` go, nothing else does."""
+    from dranet.services.discovery.nodenames import NodeNames
+
+    record = NodeNames(tmp_path / "state" / "discovery" / "node-names.json")
+    core = client.CoreV1Api(cluster.api)
+    for name in ("old", "elsewhere"):
+        core.create_node(client.V1Node(metadata=client.V1ObjectMeta(name=name)))
+        before = SlicePublisher(cluster.factory, name, DRIVER)
+        before.start()
+        before.set_devices(devices(2))
+        assert before.wait_synced(0, DEADLINE)
+        before.stop()
+    record.save(["old"])  # "elsewhere" is another host: not in this host's record
+    other_driver = {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceSlice",
+        "metadata": {"name": "old-other-driver"},
+        "spec": {
+            "driver": "gpu.example.com",
+            "nodeName": "old",
+            "pool": {"name": "old", "generation": 1, "resourceSliceCount": 1},
+            "devices": [],
+        },
+    }
+    resource = client.ResourceV1Api(cluster.api)
+    resource.create_resource_slice(other_driver, _preload_content=False)  # type: ignore[arg-type]
+
+    p = SlicePublisher(cluster.factory, NODE, DRIVER, node_names=record)
+    p.start()
+    try:
+        p.set_devices(devices(2))
+        assert p.wait_synced(0, DEADLINE)
+    finally:
+        p.stop()
+    raw: Any = resource.list_resource_slice(_preload_content=False)
+    left = sorted((o["spec"]["nodeName"], o["spec"]["driver"]) for o in json.loads(raw.data)["items"])
+    assert left == [("elsewhere", DRIVER), (NODE, DRIVER), ("old", "gpu.example.com")]
+    assert record.load() == [NODE]
