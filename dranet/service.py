@@ -28,10 +28,12 @@ import zmq
 
 from dranet import __version__, syscalls
 from dranet.bus.client import BusClient
+from dranet.bus.endpoints import ensure_runtime_dir
 from dranet.bus.messages import BusError
 from dranet.bus.pubsub import Publisher
 from dranet.bus.server import BusServer, Handler, RequestContext
 from dranet.capabilities import drop_capabilities, make_undumpable
+from dranet.instance import OwnerLock
 from dranet.observability import metrics
 from dranet.observability.logging import setup_logging
 from dranet.settings import settings_from_args
@@ -72,6 +74,7 @@ class ServiceHost:
         self._server: BusServer | None = None
         self._publisher: Publisher | None = None
         self._health: Callable[[], Mapping[str, Any]] | None = None
+        self.owner = OwnerLock(self.settings.runtime_dir / f"{name}.lock")
         if install_signals:
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
@@ -85,11 +88,19 @@ class ServiceHost:
         """The process's ZeroMQ context, for the service's own bus clients and subscribers."""
         return self._ctx
 
+    def wait_for_turn(self) -> bool:
+        """Block until this instance owns the service on the node (see dranet.instance): call it
+        before acting on anything shared. False when stopped while waiting."""
+        ensure_runtime_dir(self.settings.runtime_dir)
+        return self.owner.acquire(self.stop_event, self.name)
+
     def start_publishing(
         self, snapshots: Mapping[str, Callable[[], Mapping[str, Any]]] | None = None
     ) -> None:
         """Open the notification publisher before serving, for events of a start-up recovery.
         Its `snapshot` op is answered once serve() runs; subscribers resync then."""
+        if not self.owner.held and not self.wait_for_turn():
+            raise RuntimeError(f"{self.name}: stopped before this instance became active")
         if self._publisher is None:
             self._publisher = Publisher(self.settings.runtime_dir, self.name, snapshots, context=self._ctx)
 
@@ -197,6 +208,7 @@ class ServiceHost:
             self._publisher.close()
             self._publisher = None
         self._ctx.destroy(linger=0)
+        self.owner.release()  # last: the next instance binds the sockets this one just closed
         log.info("stopped")
 
 

@@ -216,6 +216,7 @@ class NodeAgent:
         self.wipe_delay = wipe_delay
         self.wipes: list[str] = []  # the field selectors of the wipes done, for tests
         self._register_lock = threading.Lock()
+        self._seen_sockets: set[tuple[int, int]] = set()  # registration sockets asked already
         self._watch_thread: threading.Thread | None = None
         self.health = DeviceHealthCache(health_timeout)
         self._health_stop = threading.Event()
@@ -251,25 +252,32 @@ class NodeAgent:
                 )
             time.sleep(0.1)
 
-    def _scan(self) -> tuple[PluginEndpoint | None, str]:
-        """(the registered plugin, or None and why not): register the plugin when its socket is new."""
+    def _scan(self, *, newer: bool = False) -> tuple[PluginEndpoint | None, str]:
+        """(the registered plugin, or None and why not): register the plugin when its socket is new.
+
+        newer: also look for a socket that appeared after the current plugin's and switch to it,
+        as the kubelet (1.33+) uses the most recently registered instance of a driver while two
+        run side by side in a rolling update (each registers under a name with its pod UID)."""
         with self._register_lock:
             current = self._plugin
-            if current is not None and _socket_id(Path(current.registration_socket)) == current.socket_id:
+            alive = current is not None and _socket_id(Path(current.registration_socket)) == current.socket_id
+            if alive and not newer:
                 return current, ""
             last = "no socket yet"
             for sock in sorted(self.registry_dir.glob("*.sock")) if self.registry_dir.is_dir() else []:
-                if sock.name.startswith("."):
+                if sock.name.startswith(".") or (alive and _socket_id(sock) in self._seen_sockets):
                     continue
                 try:
                     found = self._try_register(sock)
                 except grpc.RpcError as exc:
                     last = f"{sock}: {exc.code().name} {exc.details()}"
                     continue
+                finally:
+                    self._seen_sockets.add(_socket_id(sock))
                 if found is not None:
                     return found, ""
                 last = f"{sock}: not the {self.driver_name} DRA plugin"
-            return None, last
+            return (current, "") if alive else (None, last)
 
     def _try_register(self, sock: Path) -> PluginEndpoint | None:
         socket_id = _socket_id(sock)
@@ -357,6 +365,9 @@ class NodeAgent:
             probe = time.monotonic() - probed >= 1.0
             probed = time.monotonic() if probe else probed
             alive = self.connected(probe=probe)
+            if alive and probe:  # a newer instance of the driver (rolling update) takes over
+                with contextlib.suppress(NodeAgentError, OSError):
+                    self._scan(newer=True)
             if not alive:
                 try:
                     alive = self._scan()[0] is not None and self.connected()

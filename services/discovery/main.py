@@ -199,6 +199,9 @@ def run(args: argparse.Namespace) -> int:
     if args.netns:  # entering another netns needs CAP_SYS_ADMIN: open the sockets before the drop
         sockets = (open_in_netns(args.netns, EVENT_GROUPS), open_in_netns(args.netns))
     host = ServiceHost("discovery", args)
+    if not host.wait_for_turn():  # another driver pod's instance is active here (rolling update)
+        host.close()
+        return 0
     host.reclaim([host.settings.state_dir / "discovery"])  # what a previous life wrote as --run-as
     inventory, publisher = build(args, host.settings)
     inventory.config.sockets = sockets

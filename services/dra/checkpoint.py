@@ -12,12 +12,15 @@ aside to checkpoint.json.corrupt-<unix time> and reported; it is never silently 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
 import os
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,7 @@ from .model import PreparedClaim
 
 VERSION = 1
 FILENAME = "checkpoint.json"
+LOCKFILE = "prepare.lock"
 
 log = logging.getLogger(__name__)
 
@@ -77,19 +81,51 @@ def decode(data: bytes) -> dict[str, PreparedClaim]:
 
 
 class Checkpoint:
-    """Reads and writes the checkpoint file; the caller serialises access."""
+    """Reads and writes the checkpoint file; the caller serialises access with locked().
+
+    Two dra instances (old and new driver pod in a rolling update) share the file: every change is
+    made under locked(), a thread lock plus an flock on `<dir>/prepare.lock` (as the Go helper
+    serialises its instances' calls with a file lock), after reading the file again if the other
+    instance replaced it since (changed())."""
 
     def __init__(self, directory: str | Path) -> None:
         self.dir = Path(directory)
         self.path = self.dir / FILENAME
+        self._thread_lock = threading.Lock()
+        self._seen: tuple[int, int, int] | None = None  # (inode, mtime ns, size) last read or written
         # Set when a corrupt file was found at load: where it went and why (shown in ping details).
         self.corruption: dict[str, Any] | None = None
 
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Exclusive use of the checkpoint among this process's threads and other dra instances."""
+        with self._thread_lock:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.dir / LOCKFILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)  # releases the flock
+
+    def _identity(self) -> tuple[int, int, int] | None:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def changed(self) -> bool:
+        """The file is not the one this process last read or wrote (another instance replaced it)."""
+        return self._identity() != self._seen
+
     def load(self) -> dict[str, PreparedClaim]:
         """The stored claims; {} when there is no file. A corrupt file is quarantined and reported."""
+        self._seen = self._identity()
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
+            self._seen = None
             return {}
         try:
             return decode(data)
@@ -110,4 +146,5 @@ class Checkpoint:
         started = time.monotonic()
         self.dir.mkdir(parents=True, exist_ok=True)
         write_atomic(self.path, encode(claims), 0o600)
+        self._seen = self._identity()
         CHECKPOINT_WRITE_SECONDS.observe(time.monotonic() - started)

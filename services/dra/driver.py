@@ -7,7 +7,6 @@ Independent of gRPC (plugin.py adapts the kubelet's messages) and of the API ser
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -92,9 +91,9 @@ class Driver:
         self._cdi = cdi  # None: prepare returns no CDI devices (no fail-closed hook)
         self._features = features  # a host interface's ethtool table (the netns worker reads it)
         self._addressing = addressing or Addressing()  # providers and DHCP (none by default)
-        # One lock over state and checkpoint, like the kubelet helper's Serialize(true); the slow
-        # API server reads happen before it is taken.
-        self._lock = threading.Lock()
+        # One lock over state and checkpoint (Checkpoint.locked: threads, and the other dra
+        # instance of a rolling update through a file lock); the slow API server reads and the
+        # worker's detaches happen outside it.
         self._prepared: dict[str, PreparedClaim] = {}
         self._grant = grant
         self._revoke = revoke
@@ -107,7 +106,7 @@ class Driver:
 
     def load(self) -> None:
         """Restore the prepared claims from the checkpoint (a corrupt file is quarantined)."""
-        with self._lock:
+        with self._checkpoint.locked():
             self._prepared = self._checkpoint.load()
             PREPARED_CLAIMS.set(len(self._prepared))
             errors = self._cdi.sync(self._prepared.values()) if self._cdi is not None else []
@@ -116,6 +115,20 @@ class Driver:
         log.info(
             "checkpoint loaded", extra={"claims": len(self._prepared), "path": str(self._checkpoint.path)}
         )
+
+    def _refresh(self) -> None:
+        """Under the lock: read the checkpoint again if the other instance replaced it."""
+        if self._checkpoint.changed():
+            self._prepared = self._checkpoint.load()
+            self._changes += 1
+            PREPARED_CLAIMS.set(len(self._prepared))
+
+    def _current(self) -> dict[str, PreparedClaim]:
+        """The prepared claims, as the checkpoint has them now (cheap when nothing changed)."""
+        if self._checkpoint.changed():
+            with self._checkpoint.locked():
+                self._refresh()
+        return self._prepared
 
     def health(self) -> dict[str, Any]:
         details: dict[str, Any] = {"prepared_claims": len(self._prepared)}
@@ -132,9 +145,10 @@ class Driver:
         fresh: dict[str, PreparedClaim] = {}
         started = time.monotonic()
         refs = list(refs)
+        prepared = self._current()
         for ref in refs:
             with bind(claim_uid=ref.uid, claim=f"{ref.namespace}/{ref.name}"):
-                known = self._prepared.get(ref.uid)
+                known = prepared.get(ref.uid)
                 if known is not None:  # idempotent and cheap: no API read, no disk write
                     error = self._grant_claims([known]) if known.uid not in self._granted else ""
                     out[ref.uid] = ClaimResult(error=error) if error else self._result(known)
@@ -189,7 +203,8 @@ class Driver:
 
     def _commit(self, fresh: dict[str, PreparedClaim]) -> dict[str, ClaimResult]:
         out: dict[str, ClaimResult] = {}
-        with self._lock:
+        with self._checkpoint.locked():
+            self._refresh()
             accepted: dict[str, PreparedClaim] = {}
             for uid, claim in fresh.items():
                 if uid in self._prepared:  # a concurrent call prepared it meanwhile
@@ -253,8 +268,9 @@ class Driver:
         out: dict[str, str] = {}
         dropped: list[PreparedClaim] = []
         started = time.monotonic()
+        prepared = self._current()
         for ref in refs:
-            claim = self._prepared.get(ref.uid)
+            claim = prepared.get(ref.uid)
             if claim is None:
                 out[ref.uid] = ""
                 CLAIM_RESULTS.labels(op="unprepare", outcome="unknown").inc()
@@ -266,7 +282,8 @@ class Driver:
             else:
                 CLAIM_RESULTS.labels(op="unprepare", outcome="error").inc()
         if dropped:
-            with self._lock:
+            with self._checkpoint.locked():
+                self._refresh()
                 remaining = {u: c for u, c in self._prepared.items() if u not in {d.uid for d in dropped}}
                 try:
                     self._checkpoint.save(remaining)
@@ -325,10 +342,12 @@ class Driver:
         prepare or unprepare meanwhile; raises BusError when the worker cannot be reached."""
         if self._grant is None:
             return True
-        with self._lock:
+        with self._checkpoint.locked():
+            self._refresh()
             claims, changes = list(self._prepared.values()), self._changes
         self._grant(claims, True)
-        with self._lock:
+        with self._checkpoint.locked():
+            self._refresh()  # the other instance of a rolling update prepared or unprepared meanwhile
             if changes != self._changes:
                 return False
             self._granted = {c.uid for c in claims}
@@ -375,20 +394,20 @@ class Driver:
     # ------------------------------------------------------------ reads for the other services
 
     def get(self, claim_uid: str) -> PreparedClaim | None:
-        return self._prepared.get(claim_uid)
+        return self._current().get(claim_uid)
 
     def prepared(self) -> list[PreparedClaim]:
-        return list(self._prepared.values())
+        return list(self._current().values())
 
     def find(self, pod_uid: str, device: str) -> PreparedClaim | None:
-        for claim in self._prepared.values():
+        for claim in self._current().values():
             if pod_uid in claim.pod_uids and any(d.device == device for d in claim.devices):
                 return claim
         return None
 
     def pod_devices(self, pod_uid: str) -> list[dict[str, Any]]:
         out = []
-        for claim in sorted(self._prepared.values(), key=lambda c: (c.namespace, c.name)):
+        for claim in sorted(self._current().values(), key=lambda c: (c.namespace, c.name)):
             if pod_uid not in claim.pod_uids:
                 continue
             for d in claim.devices:
@@ -414,4 +433,4 @@ class Driver:
         return {"devices": self.pod_devices(str(body["pod_uid"]))}
 
     def handle_claims(self, _body: Mapping[str, Any], _ctx: Any) -> dict[str, Any]:
-        return {"claims": [c.to_dict() for c in sorted(self._prepared.values(), key=lambda c: c.uid)]}
+        return {"claims": [c.to_dict() for c in sorted(self._current().values(), key=lambda c: c.uid)]}

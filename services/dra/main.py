@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 DEFAULT_REGISTRY_DIR = "/var/lib/kubelet/plugins_registry"
 DEFAULT_PLUGINS_DIR = "/var/lib/kubelet/plugins"
 DEFAULT_CDI_DIR = "/var/run/cdi"
+EXIT_RESTART = 75  # EX_TEMPFAIL: a standby took over and exits to be started again as root (supervisord)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -245,6 +246,9 @@ class DraService:
         self._serving = False  # the DRA gRPC socket serves (set in start, cleared in stop)
         self.reconcile_interval = float(getattr(args, "reconcile_interval", 60.0))
         self.reconciler: ClaimReconciler | None = None
+        self._bus_waiter: threading.Thread | None = None
+        self.restart = False  # set by a standby that took over: exit, to be started again as root
+        self.instance = uid
         self.health = HealthMonitor(
             self._health_devices,
             interval=interval,
@@ -430,6 +434,7 @@ class DraService:
         details = self.driver.health()
         state = self.registration.servicer.state
         details["registered"] = state.registered
+        details["instance"] = self.instance
         # Ready: the kubelet registered us, so it can call prepare (the DRA socket serves before
         # the registration socket exists).
         details["ready"] = state.registered
@@ -461,8 +466,11 @@ class DraService:
         }
         self.checkpoint.corruption = None
 
-    def start(self) -> None:
-        self.driver.load()
+    def start(self, *, load: bool = True) -> None:
+        """load=False: a standby instance (the owner lock is the other pod's dra's) that will run
+        as --run-as reads the checkpoint, the other's uid's, after the switch (run())."""
+        if load:
+            self.driver.load()
         self.reconciler = ClaimReconciler(
             self.driver,
             self.kube,
@@ -476,14 +484,13 @@ class DraService:
             log.error(
                 "no API server access; prepare will fail until it is fixed", extra={"reason": exc.message}
             )
-        self.host.serve(
-            {
-                "pod_devices": self.driver.handle_pod_devices,
-                "claims": self.driver.handle_claims,
-                "plugin_state": self._plugin_state,
-            },
-            health=self._health_details,
-        )
+        # The bus is served by one dra per node (dranet.instance); during a rolling update the
+        # new pod's dra serves the kubelet at once and takes the bus over when the old one exits.
+        if self.host.owner.held:
+            self._serve_bus()
+        else:
+            self._bus_waiter = threading.Thread(target=self._take_over, name="dra-bus-standby", daemon=True)
+            self._bus_waiter.start()
         if not self.host.settings.run_as:  # else once the uid is switched: the worker takes dra's
             self._sync_kick.set()  # grants from dra's uid only
         self._sync_thread = threading.Thread(target=self._sync_grants, name="dra-grants", daemon=True)
@@ -498,7 +505,33 @@ class DraService:
         self.registration.start()
         self.reconciler.start()
 
+    def _take_over(self) -> None:
+        """Standby: wait for the other instance's exit, then serve the bus. Binding it needs root
+        (the bus dir is root's): a standby that switched to --run-as restarts instead (supervisord
+        starts it again, and it binds as the active instance does)."""
+        if not self.host.wait_for_turn():
+            return
+        if self.host.settings.run_as:
+            log.info("the other dra exited; restarting to bind the bus as root")
+            self.restart = True
+            self.host.stop_event.set()
+            return
+        self._serve_bus()
+
+    def _serve_bus(self) -> None:
+        self.host.serve(
+            {
+                "pod_devices": self.driver.handle_pod_devices,
+                "claims": self.driver.handle_claims,
+                "plugin_state": self._plugin_state,
+            },
+            health=self._health_details,
+        )
+
     def stop(self) -> None:
+        self.host.stop_event.set()  # a standby bus waiter gives up
+        if self._bus_waiter is not None:
+            self._bus_waiter.join(5)
         if self.reconciler is not None:
             self.reconciler.close()
         self.registration.stop()
@@ -519,7 +552,12 @@ class DraService:
 
 def run(args: argparse.Namespace) -> int:
     host = ServiceHost("dra", args)
-    host.reclaim([host.settings.state_dir / "dra"])  # the checkpoint a previous life wrote as --run-as
+    # Active: no other driver pod's dra on the node (dranet.instance). A standby one leaves the
+    # checkpoint alone until it runs as the same uid as the active one: taking it back as root
+    # would lock the active instance out of it.
+    active = host.owner.try_acquire()
+    if active:
+        host.reclaim([host.settings.state_dir / "dra"])  # what a previous life wrote as --run-as
     cdi_dir = str(getattr(args, "cdi_dir", "") or "")
     if host.settings.run_as and cdi_dir:
         log.error(
@@ -534,11 +572,15 @@ def run(args: argparse.Namespace) -> int:
         log.error("cannot start: %s", exc, extra={"error": f"{type(exc).__name__}: {exc}"})
         host.close()
         return 1
-    service.start()
+    load_late = not active and bool(host.settings.run_as)
+    service.start(load=not load_late)
     # The kubelet's sockets and the bus are bound: drop root, keeping the checkpoint writable.
-    host.switch_user(own=[service.checkpoint.dir], clients=[service.netns, service.discovery])
+    own = [service.checkpoint.dir] if active else []  # a standby's is the active one's already
+    host.switch_user(own=own, clients=[service.netns, service.discovery])
+    if load_late:
+        service.driver.load()
     service.push_grants()
     host.stop_event.wait()
     service.stop()
     host.close()
-    return 0
+    return EXIT_RESTART if service.restart else 0

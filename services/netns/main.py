@@ -97,6 +97,9 @@ def _names(device: dict[str, Any]) -> set[str]:
 def run(args: argparse.Namespace) -> int:
     use_dhcp = bool(getattr(args, "dhcp", False))
     host = ServiceHost("netns", args, keep_caps=WORKER_CAPS | (WORKER_DHCP_CAPS if use_dhcp else frozenset()))
+    if not host.wait_for_turn():  # another driver pod's instance is active here (rolling update)
+        host.close()
+        return 0
     settings = host.settings
     inventory = Inventory(getattr(args, "allowed_interfaces", None))
     worker = NetnsWorker(

@@ -76,6 +76,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     host = ServiceHost("nri", args)
+    if not host.wait_for_turn():  # another driver pod's instance is active here (rolling update)
+        host.close()
+        return 0
     rd = host.settings.runtime_dir
     dra = BusClient(rd, "dra", context=host.context)
     netns = BusClient(rd, "netns", context=host.context)

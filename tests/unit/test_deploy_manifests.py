@@ -162,12 +162,26 @@ def test_schema_check_catches_unknown_fields_and_wrong_types() -> None:
     bad = json.loads(json.dumps(ds))
     bad["spec"]["template"]["spec"]["hostNetwrk"] = True
     bad["spec"]["template"]["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] = "yes"
-    bad["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = "9177"
+    bad["spec"]["template"]["spec"]["containers"][0]["env"][0]["name"] = 7
     errors = schema_errors(bad, "V1DaemonSet", "DaemonSet")
     assert len(errors) == 3, errors
     assert any("hostNetwrk: unknown field" in e for e in errors)
     assert any("readOnlyRootFilesystem: expected bool" in e for e in errors)
-    assert any("containerPort: expected int" in e for e in errors)
+    assert any("name: expected str" in e for e in errors)
+
+
+def test_rolling_updates_run_the_new_pod_beside_the_old() -> None:
+    """maxSurge 1 (the kubelet plugin helper's RollingUpdate), never a node without a driver pod,
+    the pod UID for dra's socket names, and no hostPort that would keep the second pod off the node."""
+    ds = find("DaemonSet")
+    assert ds["spec"]["updateStrategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+    }
+    main = containers()["dranet"]
+    env = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") for e in main["env"]}
+    assert env["POD_UID"] == "metadata.uid"
+    assert all("ports" not in c for c in containers().values())
 
 
 def test_schema_check_catches_missing_required_fields() -> None:

@@ -1,0 +1,137 @@
+"""Rolling updates (DaemonSet maxSurge > 0): two dra instances side by side on one node, as the
+kubelet (1.33+) runs them: each registers under a socket name with its pod UID, both serve the
+kubelet, their prepare and unprepare calls share the checkpoint under a file lock, and one bus
+owner per service (dranet.instance) hands over when the old instance exits. The kubelet side is the
+kubelet stand-in (newest registration wins) and the kubelet's official protos."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from pathlib import Path
+
+from dranet.services.dra.checkpoint import decode
+from dranet.services.dra.main import DraService
+
+from dranet.service import ServiceHost
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "conformance"))
+from dra_kubelet import Harness, device, service_args, wait_for
+
+from dranet.localcluster.nodeagent import NodeAgent
+
+DEVICES = [f"eth{i}" for i in range(1, 13)]
+
+
+def start_instance(h: Harness, uid: str) -> tuple[ServiceHost, DraService]:
+    args = service_args(h.root, rolling_update_uid=uid)
+    host = ServiceHost("dra", args, drop_caps=False, install_signals=False)
+    dra = DraService(host, args)
+    dra.start()
+    return host, dra
+
+
+def stop_instance(host: ServiceHost, dra: DraService) -> None:
+    dra.stop()
+    host.close()
+
+
+def test_two_instances_share_the_node_and_hand_over() -> None:
+    h = Harness(inventory=[device(d) for d in DEVICES])
+    old = start_instance(h, "uid-old")
+    agent = NodeAgent(h.root / "reg", str(h.root / "no-cri.sock"))
+    new: tuple[ServiceHost, DraService] | None = None
+    try:
+        agent.start()
+        wait_for(lambda: agent.plugin is not None, what="the old instance registered")
+        new = start_instance(h, "uid-new")
+        a, b = old[1], new[1]
+        # Socket names carry the pod UID, so both are registered at once and none replaces the other.
+        assert "uid-old" in a.registration_path.name and "uid-new" in b.registration_path.name
+        assert "uid-old" in a.dra_path.name and "uid-new" in b.dra_path.name
+        assert a.registration_path.exists() and b.registration_path.exists()
+        # The kubelet uses the most recently registered instance.
+        wait_for(
+            lambda: agent.plugin is not None and agent.plugin.endpoint == str(b.dra_path),
+            what="the kubelet stand-in switched to the new instance",
+        )
+
+        # One bus per node: the old instance keeps serving it, the new one stands by.
+        from dranet.bus import BusClient
+
+        bus = BusClient(h.root / "run", "dra", timeout=5.0)
+        assert bus.call("ping", {})["details"]["instance"] == "uid-old"
+
+        # Both serve the kubelet at once, on one checkpoint: prepares and unprepares through
+        # either instance, concurrently, lose nothing.
+        claims = [h.cluster.create_claim(devices=[d]) for d in DEVICES]
+        errors: list[str] = []
+
+        def prepare(i: int) -> None:
+            endpoint = str((a if i % 2 else b).dra_path)
+            ((_, error),) = h.kubelet.prepare(endpoint, [claims[i]]).values()
+            if error:
+                errors.append(error)
+
+        threads = [threading.Thread(target=prepare, args=(i,)) for i in range(len(claims))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        stored = decode(a.checkpoint.path.read_bytes())
+        assert sorted(stored) == sorted(uid for _, uid, _ in claims)
+        # A claim prepared by the new instance is served to nri by the bus owner, the old one.
+        pod_uid = stored[claims[0][1]].pod_uids[0]
+        devices = bus.call("pod_devices", {"pod_uid": pod_uid})["devices"]
+        assert [d["device"] for d in devices] == [DEVICES[0]]
+        # Unprepare through the other instance than the one that prepared.
+        gone = claims[:6]
+        for i, claim in enumerate(gone):
+            endpoint = str((b if i % 2 else a).dra_path)
+            assert h.kubelet.unprepare(endpoint, [claim]) == {claim[1]: ""}
+        left = sorted(uid for _, uid, _ in claims[6:])
+        assert sorted(decode(a.checkpoint.path.read_bytes())) == left
+        assert sorted(c["uid"] for c in bus.call("claims", {})["claims"]) == left
+        assert sorted(c.uid for c in b.driver.prepared()) == left
+
+        # The old pod goes (SIGTERM): its sockets are removed, the new instance takes the bus.
+        stop_instance(*old)
+        assert not a.registration_path.exists()
+        wait_for(
+            lambda: bus.call("ping", {}, timeout=1.0)["details"]["instance"] == "uid-new",
+            what="the new instance serves the bus",
+        )
+        assert sorted(c["uid"] for c in bus.call("claims", {})["claims"]) == left
+        assert agent.plugin is not None and agent.plugin.endpoint == str(b.dra_path)
+        bus.close()
+    finally:
+        agent.close()
+        if new is not None:
+            stop_instance(*new)
+        stop_instance(*old)
+        h.close()
+
+
+def test_one_active_instance_per_service_and_node(tmp_path: Path) -> None:
+    """Never two nri plugins or two netns workers on one node: the second instance of a service
+    stands by until the first exits, whatever way it exits."""
+    args = service_args(tmp_path)
+    first = ServiceHost("nri", args, drop_caps=False, install_signals=False)
+    second = ServiceHost("nri", args, drop_caps=False, install_signals=False)
+    other = ServiceHost("netns", args, drop_caps=False, install_signals=False)
+    try:
+        assert first.wait_for_turn()
+        assert other.wait_for_turn()  # another service: its own lock
+        turn: list[bool] = []
+        waiter = threading.Thread(target=lambda: turn.append(second.wait_for_turn()))
+        waiter.start()
+        time.sleep(1.0)
+        assert turn == [] and not second.owner.held  # standing by while the first is active
+        first.close()
+        waiter.join(10)
+        assert turn == [True] and second.owner.held
+    finally:
+        for host in (first, second, other):
+            host.close()
