@@ -104,8 +104,14 @@ def _run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     services = [s for s in args.services.split(",") if s]
     extra = {s: shlex.split(getattr(args, f"{s}_args")) for s in SERVICES}
+    instance = os.environ.get("POD_UID", "")  # the driver pod's, in the DaemonSet
     text = supervise.render(
-        settings, services, extra, logs_dir=args.logs_dir, metrics_address=args.metrics_address
+        settings,
+        services,
+        extra,
+        logs_dir=args.logs_dir,
+        metrics_address=args.metrics_address,
+        instance=instance,
     )
     if args.print_config:
         sys.stdout.write(text)
@@ -113,7 +119,7 @@ def _run(args: argparse.Namespace) -> int:
     ensure_runtime_dir(settings.runtime_dir)
     if args.logs_dir != "-":
         os.makedirs(args.logs_dir or settings.state_dir / "log", exist_ok=True)
-    conf = supervise.write(settings.runtime_dir / "supervisord.conf", text)
+    conf = supervise.write(settings.runtime_dir / f"{supervise.files_name(instance)}.conf", text)
     os.execv(sys.executable, [sys.executable, "-m", "dranet.supervise", "-n", "-c", str(conf)])
     return 1  # not reached
 

@@ -345,6 +345,10 @@ class DaemonSetCluster(Cluster):
 
     @property
     def pod_dir(self) -> Path:
+        """The driver pod's directory: the running pod's (a rolling update's new pod has one of its
+        own), else where the next pod goes."""
+        if self.pod is not None:
+            return Path(self.pod.plan.sandbox.log_directory).parent
         return self.workdir / "pods" / "driver"
 
     def node(self, image: str = IMAGE) -> Node:

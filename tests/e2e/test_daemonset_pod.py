@@ -13,6 +13,7 @@ import shlex
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -287,3 +288,84 @@ def test_the_checks_after_an_install_pass(cluster: DaemonSetCluster) -> None:
         assert code == 0, f"{cmd}: {out} {err}"
         ran.append(cmd)
     assert len(ran) == 4, ran
+
+
+def test_rolling_update_runs_the_new_pod_beside_the_old(cluster: DaemonSetCluster, nics: Nics) -> None:
+    """maxSurge 1 on the real runtime: a second driver pod (another pod UID) starts beside the
+    first on the same host directories. Its dra registers under its own socket names and the kubelet
+    stand-in switches to it; its discovery, nri and worker stand by (one NRI plugin, one worker on
+    the node). When the old pod goes, the new pod's services take over: a NIC attached before stays
+    in its pod, a new pod gets its NIC through the new driver pod, and both go home at the end. The
+    new pod stays the session's driver for the tests after this one."""
+    import dataclasses
+
+    from dranet.bus import BusClient, BusError
+    from localcluster.cri import CriClient
+    from localcluster.daemonpod import DaemonPod
+    from localcluster.podspec import plan
+
+    assert cluster.pod is not None and cluster.net is not None and cluster.agent is not None
+    assert cluster.containerd is not None and cluster.pki is not None
+    old = cluster.pod
+    first, second = nics.take(2)
+    before = cluster.net.snapshot()
+    pod = claimed_pod(cluster, first)
+    run = cluster.run_pod(pod)
+    uid = str(uuid.uuid4())
+    node = dataclasses.replace(cluster.node(), pod_uid=uid, pod_dir=cluster.workdir / "pods" / f"driver-{uid[:8]}")
+    new = DaemonPod(
+        plan(cluster.template, node, sa_token="node-standin-token", root_ca=cluster.pki[0].read_text()),
+        CriClient(str(cluster.containerd.cri_socket)),
+    )
+    bus = BusClient(cluster.runtime_dir, "dra", timeout=5.0)
+
+    def bus_instance() -> str:
+        try:  # a call in flight while the old socket closes is lost: ask again
+            return str(bus.call("ping", {}, timeout=1.0)["details"]["instance"])
+        except BusError:
+            return ""
+
+    run_b = None
+    pod_b: dict[str, Any] = {}
+    try:
+        new.up()
+        new.wait_ready(120)  # its standby services count as ready (their markers)
+        end = time.monotonic() + 60
+        while time.monotonic() < end and uid not in (cluster.agent.plugin or _NoPlugin).endpoint:
+            time.sleep(0.2)
+        if uid not in (cluster.agent.plugin or _NoPlugin).endpoint:
+            pytest.fail(f"the kubelet does not use the new dra: {new.log_tails(1_000_000)['dranet'][-80:]}")
+        assert bus_instance() == old.plan.sandbox.metadata.uid  # the old pod's dra keeps the bus
+        tails = new.log_tails(1_000_000)  # the whole logs: the endpoint retries its port meanwhile
+        logs = "\n".join(tails["dranet"] + tails["netns"])
+        assert logs.count("standing by until it exits") >= 3, logs  # discovery, nri, netns
+
+        errors = old.down()
+        old.cri.close()
+        cluster.pod = new
+        assert not errors, errors
+        end = time.monotonic() + 60
+        while time.monotonic() < end and bus_instance() != uid:
+            time.sleep(0.2)
+        assert bus_instance() == uid
+        cluster.wait_services()
+        assert run.status is not None and has_nic(run.status.netns, first, before[first.name]["address"])
+        pod_b = claimed_pod(cluster, second)
+        run_b = cluster.run_pod(pod_b)
+        assert run_b.status is not None
+        assert has_nic(run_b.status.netns, second, before[second.name]["address"])
+    finally:
+        bus.close()
+        if pod_b:
+            cluster.remove_pod(pod_b, run_b)
+        cluster.remove_pod(pod, run)
+        if cluster.pod is not new:  # failed before the hand-over: the old pod stays the driver
+            new.down()
+            new.cri.close()
+    assert_home(cluster, before, first)
+    assert_home(cluster, before, second)
+    nics.give_back([first, second])
+
+
+class _NoPlugin:
+    endpoint = ""

@@ -113,6 +113,17 @@ def test_supervisord_config_runs_each_service_with_the_common_flags(tmp_path: Pa
     assert "-m dranet endpoint" in with_endpoint and "'--metrics-address=[::1]:9177'" in with_endpoint
 
 
+def test_two_driver_pods_run_their_own_supervisord_in_the_shared_runtime_dir(tmp_path: Path) -> None:
+    """A rolling update runs two pods on one runtime dir: supervisord's socket and pid file carry
+    the pod UID, or the second supervisord would refuse to start (its socket is in use)."""
+    settings = settings_from_args(_args("--runtime-dir", str(tmp_path)))
+    old, new = (render(settings, ["dra"], instance=uid) for uid in ("uid-old", "uid-new"))
+    for uid, text in (("uid-old", old), ("uid-new", new)):
+        assert f"file={tmp_path}/supervisord-{uid}.sock" in text
+        assert f"pidfile={tmp_path}/supervisord-{uid}.pid" in text
+        assert f"serverurl=unix://{tmp_path}/supervisord-{uid}.sock" in text
+
+
 def deploy_config() -> str:
     settings = settings_from_args(_args(*DEPLOY_RUN_ARGS))
     return render(
