@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -217,6 +219,9 @@ class NodeAgent:
         self.wipes: list[str] = []  # the field selectors of the wipes done, for tests
         self._register_lock = threading.Lock()
         self._seen_sockets: set[tuple[int, int]] = set()  # registration sockets asked already
+        self._short_dir: Path | None = None  # symlinks to socket paths too long to dial (_target)
+        self._short_links: dict[str, Path] = {}
+        self._links_lock = threading.Lock()
         self._watch_thread: threading.Thread | None = None
         self.health = DeviceHealthCache(health_timeout)
         self._health_stop = threading.Event()
@@ -235,6 +240,22 @@ class NodeAgent:
         self._devices: dict[str, list[dict[str, Any]]] = {}  # prepared claim uid -> devices (with CDI IDs)
 
     # ------------------------------------------------------------ plugin registration
+
+    def _target(self, path: str | Path) -> str:
+        """The gRPC target for a unix socket. A path longer than sun_path allows (108 bytes; the
+        stand-in's kubelet root is deep under a test directory, and rolling-update socket names
+        carry a 36-character pod UID) is reached through a short symlink: connect() follows it."""
+        if len(str(path).encode()) < 100:
+            return f"unix://{path}"
+        with self._links_lock:
+            link = self._short_links.get(str(path))
+            if link is None:
+                if self._short_dir is None:
+                    self._short_dir = Path(tempfile.mkdtemp(prefix="na-"))
+                link = self._short_dir / f"{len(self._short_links)}.sock"
+                link.symlink_to(path)
+                self._short_links[str(path)] = link
+        return f"unix://{link}"
 
     def register(self, timeout: float = 30.0) -> PluginEndpoint:
         """Find the driver's registration socket, GetInfo, pick a version, notify; like the kubelet.
@@ -281,7 +302,7 @@ class NodeAgent:
 
     def _try_register(self, sock: Path) -> PluginEndpoint | None:
         socket_id = _socket_id(sock)
-        with grpc.insecure_channel(f"unix://{sock}") as ch:
+        with grpc.insecure_channel(self._target(sock)) as ch:
             stub = reg_grpc.RegistrationStub(ch)
             info = stub.GetInfo(reg_pb.InfoRequest(), timeout=1.0)  # the kubelet allows 1 s
             if info.type != "DRAPlugin" or info.name != self.driver_name:
@@ -308,7 +329,7 @@ class NodeAgent:
             if self._channel is not None:
                 self._channel.close()
             self._plugin = plugin
-            self._channel = grpc.insecure_channel(f"unix://{plugin.endpoint}")
+            self._channel = grpc.insecure_channel(self._target(plugin.endpoint))
             pb2, pb2_grpc = _VERSIONS[plugin.version]
             self._pb = pb2
             self._stub = pb2_grpc.DRAPluginStub(self._channel)
@@ -336,7 +357,7 @@ class NodeAgent:
         if not probe:
             return True
         try:
-            with grpc.insecure_channel(f"unix://{plugin.registration_socket}") as ch:
+            with grpc.insecure_channel(self._target(plugin.registration_socket)) as ch:
                 reg_grpc.RegistrationStub(ch).GetInfo(reg_pb.InfoRequest(), timeout=1.0)
         except grpc.RpcError:
             return False
@@ -472,7 +493,7 @@ class NodeAgent:
                 self._health_stop.wait(0.1)
                 continue
             try:
-                with grpc.insecure_channel(f"unix://{plugin.endpoint}") as ch:
+                with grpc.insecure_channel(self._target(plugin.endpoint)) as ch:
                     stub = dra_health_v1alpha1_pb2_grpc.DRAResourceHealthStub(ch)
                     stream = stub.NodeWatchResources(dra_health_v1alpha1_pb2.NodeWatchResourcesRequest())
                     self._health_stream = stream  # close() cancels it
@@ -652,6 +673,8 @@ class NodeAgent:
                 self._channel = None
                 self._stub = None
         self.cri.close()
+        if self._short_dir is not None:
+            shutil.rmtree(self._short_dir, ignore_errors=True)
 
 
 def _socket_id(path: Path) -> tuple[int, int]:
