@@ -129,7 +129,8 @@ def _status(args: argparse.Namespace) -> int:
     from dranet.status import all_live, all_ready, format_table, query
 
     settings = settings_from_args(args)
-    results = query(settings.runtime_dir, [s for s in args.services.split(",") if s], args.timeout)
+    services = [s for s in args.services.split(",") if s]
+    results = query(settings.runtime_dir, services, args.timeout, os.environ.get("POD_UID", ""))
     print(format_table(results))
     return 0 if (all_live if args.live else all_ready)(results) else 1
 

@@ -24,14 +24,43 @@ log = logging.getLogger(__name__)
 POLL = 0.2  # seconds between tries while another instance owns the service
 
 
+def standby_marker(runtime_dir: Path, service: str, instance: str) -> Path:
+    """The file a waiting instance keeps while it stands by: `dranet status` in the new driver pod
+    reads it, so that the new pod is ready while it waits (the old pod is deleted only once the new
+    one is ready: a readiness that depended on the old pod's services would stall the update
+    whenever the old version is broken, which is when an update is needed most)."""
+    return runtime_dir / f"{service}.standby-{instance}"
+
+
+def standing_by(marker: Path) -> bool:
+    """The marker exists and the instance that wrote it still holds its flock (a killed one's
+    lock is gone with it). A lock, not a pid: the netns container's processes are in another pid
+    namespace than the main container's `dranet status`."""
+    try:
+        fd = os.open(marker, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # also drops the shared lock, if it was taken
+    return False
+
+
 class OwnerLock:
     """The lock file is opened once, at the first try, and the descriptor is kept until release():
     a service that switched to its own uid (--run-as) since can still take the lock (the file is
-    root's, 0600, in the root-owned bus dir; flock needs only the open descriptor)."""
+    root's, 0600, in the root-owned bus dir; flock needs only the open descriptor). The same holds
+    for the standby marker: written at the first try that fails, held by flock while waiting."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, marker: Path | None = None) -> None:
+        """marker: written while standing by (see standby_marker), removed once active."""
         self.path = path
+        self.marker = marker
         self._fd: int | None = None
+        self._marker_fd: int | None = None
         self._held = False
 
     @property
@@ -39,7 +68,8 @@ class OwnerLock:
         return self._held
 
     def try_acquire(self) -> bool:
-        """Take the lock if it is free (or already ours); never blocks."""
+        """Take the lock if it is free (or already ours); never blocks. While it is not, the
+        standby marker says so."""
         if self._held:
             return True
         if self._fd is None:
@@ -47,9 +77,29 @@ class OwnerLock:
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            self._mark()
             return False
         self._held = True
+        self._unmark()
         return True
+
+    def _mark(self) -> None:
+        if self.marker is None or self._marker_fd is not None:
+            return
+        fd = os.open(self.marker, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # a new file: nobody else holds it
+        self._marker_fd = fd
+
+    def _unmark(self) -> None:
+        if self.marker is None:
+            return
+        try:
+            self.marker.unlink(missing_ok=True)  # also one a killed instance of this pod left
+        except PermissionError:
+            pass  # switched uid since it was written: the closed lock below marks it stale
+        if self._marker_fd is not None:
+            os.close(self._marker_fd)
+            self._marker_fd = None
 
     def acquire(self, stop: threading.Event, what: str) -> bool:
         """Wait until the lock is ours (True) or `stop` is set (False)."""
@@ -63,9 +113,11 @@ class OwnerLock:
             if self.try_acquire():
                 log.info("the other instance exited; this one is active now", extra={"service": what})
                 return True
+        self._unmark()
         return False
 
     def release(self) -> None:
+        self._unmark()
         if self._fd is not None:
             os.close(self._fd)  # closing the descriptor releases the flock
             self._fd = None

@@ -33,7 +33,7 @@ from dranet.bus.messages import BusError
 from dranet.bus.pubsub import Publisher
 from dranet.bus.server import BusServer, Handler, RequestContext
 from dranet.capabilities import drop_capabilities, make_undumpable
-from dranet.instance import OwnerLock
+from dranet.instance import OwnerLock, standby_marker
 from dranet.observability import metrics
 from dranet.observability.logging import setup_logging
 from dranet.settings import settings_from_args
@@ -74,7 +74,11 @@ class ServiceHost:
         self._server: BusServer | None = None
         self._publisher: Publisher | None = None
         self._health: Callable[[], Mapping[str, Any]] | None = None
-        self.owner = OwnerLock(self.settings.runtime_dir / f"{name}.lock")
+        instance = os.environ.get("POD_UID") or str(os.getpid())
+        self.owner = OwnerLock(
+            self.settings.runtime_dir / f"{name}.lock",
+            standby_marker(self.settings.runtime_dir, name, instance),
+        )
         if install_signals:
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)

@@ -2,7 +2,8 @@
 
 STATE is DOWN (does not answer: not alive), UNHEALTHY (a fault to fix), NOT READY (alive and
 healthy, but cannot do its job yet: dra not registered with the kubelet, nri not connected to the
-runtime, discovery's slices not published) or ready.
+runtime, discovery's slices not published), ready, or standby (in a rolling update, this driver
+pod's instance waits for the old pod's to exit: live and ready; see dranet.instance).
 """
 
 from __future__ import annotations
@@ -13,14 +14,29 @@ from typing import Any
 
 from dranet.bus.client import BusClient
 from dranet.bus.messages import BusError
+from dranet.instance import standby_marker, standing_by
+
+STANDBY = {
+    "healthy": True,
+    "ready": True,
+    "standby": True,
+    "pid": "-",
+    "uptime_s": 0.0,
+    "details": {"standby": "another driver pod's instance is active; this one takes over when it exits"},
+}
 
 
 def query(
-    runtime_dir: Path, services: Sequence[str], timeout: float = 1.0
+    runtime_dir: Path, services: Sequence[str], timeout: float = 1.0, instance: str = ""
 ) -> dict[str, dict[str, Any] | str]:
-    """service -> ping result, or the error text when it did not answer."""
+    """service -> ping result, or the error text when it did not answer. instance (the driver
+    pod's UID): a service of this pod standing by (dranet.instance) counts as live and ready, and
+    is not asked (the bus answering is the other pod's)."""
     out: dict[str, dict[str, Any] | str] = {}
     for name in services:
+        if instance and standing_by(standby_marker(runtime_dir, name, instance)):
+            out[name] = dict(STANDBY)
+            continue
         client = BusClient(runtime_dir, name, timeout=timeout)
         try:
             out[name] = client.call("ping")
@@ -47,6 +63,8 @@ def format_table(results: dict[str, dict[str, Any] | str]) -> str:
 
 
 def state_of(res: dict[str, Any]) -> str:
+    if res.get("standby"):
+        return "standby"
     if not res.get("healthy"):
         return "UNHEALTHY"
     return "ready" if res.get("ready") else "NOT READY"
@@ -54,7 +72,7 @@ def state_of(res: dict[str, Any]) -> str:
 
 def all_ready(results: dict[str, dict[str, Any] | str]) -> bool:
     """Readiness: every service answers, is healthy and is ready."""
-    return all(isinstance(r, dict) and state_of(r) == "ready" for r in results.values())
+    return all(isinstance(r, dict) and state_of(r) in ("ready", "standby") for r in results.values())
 
 
 def all_healthy(results: dict[str, dict[str, Any] | str]) -> bool:

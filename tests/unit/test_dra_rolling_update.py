@@ -11,10 +11,12 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from dranet.services.dra.checkpoint import decode
 from dranet.services.dra.main import DraService
 
 from dranet.service import ServiceHost
+from dranet.status import all_live, all_ready, query, state_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "conformance"))
 from dra_kubelet import Harness, device, service_args, wait_for
@@ -58,7 +60,7 @@ def test_two_instances_share_the_node_and_hand_over() -> None:
         )
 
         # One bus per node: the old instance keeps serving it, the new one stands by.
-        from dranet.bus import BusClient
+        from dranet.bus import BusClient, BusError
 
         bus = BusClient(h.root / "run", "dra", timeout=5.0)
         assert bus.call("ping", {})["details"]["instance"] == "uid-old"
@@ -99,10 +101,13 @@ def test_two_instances_share_the_node_and_hand_over() -> None:
         # The old pod goes (SIGTERM): its sockets are removed, the new instance takes the bus.
         stop_instance(*old)
         assert not a.registration_path.exists()
-        wait_for(
-            lambda: bus.call("ping", {}, timeout=1.0)["details"]["instance"] == "uid-new",
-            what="the new instance serves the bus",
-        )
+        def served_by_new() -> bool:
+            try:  # a call in flight while the old socket closes is lost: ask again
+                return bool(bus.call("ping", {}, timeout=1.0)["details"]["instance"] == "uid-new")
+            except BusError:
+                return False
+
+        wait_for(served_by_new, timeout=20, what="the new instance serves the bus")
         assert sorted(c["uid"] for c in bus.call("claims", {})["claims"]) == left
         assert agent.plugin is not None and agent.plugin.endpoint == str(b.dra_path)
         bus.close()
@@ -114,11 +119,16 @@ def test_two_instances_share_the_node_and_hand_over() -> None:
         h.close()
 
 
-def test_one_active_instance_per_service_and_node(tmp_path: Path) -> None:
+def test_one_active_instance_per_service_and_node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Never two nri plugins or two netns workers on one node: the second instance of a service
-    stands by until the first exits, whatever way it exits."""
+    stands by until the first exits, whatever way it exits. Its pod's probes (`dranet status`,
+    POD_UID in the environment) count it live and ready meanwhile, without asking the bus, which is
+    the other pod's: the update never waits on the old pod's health."""
     args = service_args(tmp_path)
+    rd = Path(args.runtime_dir)
+    monkeypatch.setenv("POD_UID", "pod-old")
     first = ServiceHost("nri", args, drop_caps=False, install_signals=False)
+    monkeypatch.setenv("POD_UID", "pod-new")
     second = ServiceHost("nri", args, drop_caps=False, install_signals=False)
     other = ServiceHost("netns", args, drop_caps=False, install_signals=False)
     try:
@@ -129,9 +139,16 @@ def test_one_active_instance_per_service_and_node(tmp_path: Path) -> None:
         waiter.start()
         time.sleep(1.0)
         assert turn == [] and not second.owner.held  # standing by while the first is active
+        standby = query(rd, ["nri"], timeout=0.3, instance="pod-new")
+        assert state_of(standby["nri"]) == "standby"  # type: ignore[arg-type]
+        assert all_ready(standby) and all_live(standby)
+        assert query(rd, ["nri"], timeout=0.3, instance="pod-old")["nri"] == (
+            "no reply from nri to ping within 0.300s; is the nri service running? (try `dranet status`)"
+        )  # the active instance answers on the bus (here it does not serve: nothing answers)
         first.close()
         waiter.join(10)
         assert turn == [True] and second.owner.held
+        assert not query(rd, ["nri"], timeout=0.3, instance="pod-new")["nri"] == standby["nri"]
     finally:
         for host in (first, second, other):
             host.close()
