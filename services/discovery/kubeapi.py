@@ -7,7 +7,8 @@ as JSON (`_preload_content=False`): the publisher compares JSON, and building mo
 response would cost tens of MiB per 1,000 devices on each full sync.
 
 Import cost: only the two API modules are imported (not `kubernetes.client`, which would load every
-API), and only when the publisher's threads first call the API, never at service start. Measured
+API), never before the service answers its bus: the publisher loads them in a thread of their own
+at its start (preload), while the first scan runs and dra registers. Measured
 here (2 shared cores under load, modules byte-compiled as pip installs them): `resource_v1_api`
 0.15 s, `core_v1_api` 0.5 s; without byte-compiled files 0.8 s and 2.5 s.
 """
@@ -19,6 +20,13 @@ from collections.abc import Iterator, Mapping
 from typing import Any, cast
 
 REQUEST_TIMEOUT = 10.0
+
+
+def preload() -> None:
+    """Import the API modules now (the first sync would otherwise wait for them)."""
+    import kubernetes.client.api.core_v1_api
+    import kubernetes.client.api.resource_v1_api
+    import kubernetes.watch  # noqa: F401
 
 
 def _json(resp: Any) -> dict[str, Any]:

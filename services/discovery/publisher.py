@@ -35,6 +35,7 @@ from kubernetes.client.exceptions import ApiException
 from dranet.backoff import Backoff
 from dranet.observability.metrics import counter, gauge, histogram
 
+from . import kubeapi
 from .kubeapi import KubeJSON
 from .model import Device
 from .nodenames import NodeNames
@@ -152,6 +153,7 @@ class SlicePublisher:
         self._dirty.set()
 
     def start(self) -> None:
+        threading.Thread(target=kubeapi.preload, name="slice-api-import", daemon=True).start()
         for target, name in ((self._sync_loop, "slice-sync"), (self._watch_loop, "slice-watch")):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
