@@ -343,14 +343,14 @@ def test_probes_ask_the_pods_endpoint() -> None:
     its own processes, on the one port the dranet container serves."""
     cs = containers()
     assert "--metrics-address=:9177" in cs["dranet"]["args"]
-    assert cs["dranet"]["ports"] == [{"name": "metrics", "containerPort": 9177, "protocol": "TCP"}]
+    assert all("ports" not in c for c in cs.values())  # a hostPort would block rolling updates
     for name, c in cs.items():
         services = "netns" if name == "netns" else "discovery,dra,nri"
         kinds = (("startupProbe", "healthz"), ("livenessProbe", "healthz"), ("readinessProbe", "readyz"))
         for kind, path in kinds:
             get = c[kind]["httpGet"]
             assert get["path"] == f"/{path}?service={services}", (name, kind)
-            assert get["port"] in (9177, "metrics") and "scheme" not in get, (name, kind)
+            assert get["port"] == 9177 and "scheme" not in get, (name, kind)
 
 
 def test_cdi_is_off_until_the_hook_is_on_the_nodes() -> None:
@@ -544,7 +544,7 @@ def test_device_names_and_labels_are_dns_safe() -> None:
 
 def test_pod_monitor_scrapes_the_pods_endpoint() -> None:
     """deploy/monitoring/podmonitor.yaml (a Prometheus Operator CRD, outside the schema check)
-    selects the DaemonSet's pods in its namespace and names the port the endpoint listens on."""
+    selects the DaemonSet's pods in its namespace and scrapes the port the endpoint listens on."""
     (monitor,) = documents(DEPLOY / "monitoring" / "podmonitor.yaml")
     assert (monitor["apiVersion"], monitor["kind"]) == ("monitoring.coreos.com/v1", "PodMonitor")
     ds = find("DaemonSet", "dranet")
@@ -552,5 +552,12 @@ def test_pod_monitor_scrapes_the_pods_endpoint() -> None:
     assert monitor["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
     assert monitor["spec"]["namespaceSelector"]["matchNames"] == [ds["metadata"]["namespace"]]
     (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
-    ports = {p["name"]: p["containerPort"] for c in containers().values() for p in c.get("ports", [])}
-    assert endpoint["path"] == "/metrics" and ports[endpoint["port"]] == 9177
+    assert endpoint["path"] == "/metrics" and "port" not in endpoint  # the pod declares no port
+    rules = endpoint["relabelings"]
+    assert {
+        "sourceLabels": ["__meta_kubernetes_pod_container_name"],
+        "regex": "dranet",
+        "action": "keep",
+    } in rules
+    addresses = [r["replacement"] for r in rules if r.get("targetLabel") == "__address__"]
+    assert addresses == ["$1:9177", "[$1]:9177"]  # IPv4, IPv6
