@@ -249,7 +249,8 @@ def test_a_field_the_server_drops_causes_no_rewrite_loop(
     The publisher compares with what the server stored from it, so it writes once, not forever;
     a restarted publisher (nothing remembered) writes once more, then stops too."""
     from dranet.services.discovery import slices as slices_mod
-    from dranet.services.discovery.publisher import SLICE_WRITES
+
+    from dranet.observability.metrics import value
 
     plain = slices_mod.api_device
     monkeypatch.setattr(slices_mod, "api_device", lambda dev: {**plain(dev), "bindsToNode": True})
@@ -260,7 +261,8 @@ def test_a_field_the_server_drops_causes_no_rewrite_loop(
         client.CoreV1Api(c.api).create_node(client.V1Node(metadata=client.V1ObjectMeta(name=NODE)))
 
         def writes() -> float:
-            return sum(SLICE_WRITES.labels(verb=v).get() for v in ("create", "update", "delete"))
+            name = "dranet_discovery_slice_writes_total"
+            return sum(value(name, verb=v) for v in ("create", "update", "delete"))
 
         for restart in range(2):
             before = writes()
