@@ -119,7 +119,9 @@ def _run(args: argparse.Namespace) -> int:
     ensure_runtime_dir(settings.runtime_dir)
     if args.logs_dir != "-":
         os.makedirs(args.logs_dir or settings.state_dir / "log", exist_ok=True)
-    conf = supervise.write(settings.runtime_dir / f"{supervise.files_name(instance)}.conf", text)
+    # One config name, the newest pod's: `supervisorctl -c <runtime dir>/supervisord.conf` reaches
+    # the newest supervisord (each read its own config at start; socket and pid are per pod).
+    conf = supervise.write(settings.runtime_dir / "supervisord.conf", text)
     os.execv(sys.executable, [sys.executable, "-m", "dranet.supervise", "-n", "-c", str(conf)])
     return 1  # not reached
 

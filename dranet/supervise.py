@@ -33,7 +33,7 @@ def common_flags(settings: Settings) -> list[str]:
 
 
 def files_name(instance: str = "") -> str:
-    """supervisord's own files in the runtime dir (socket, pid, config) are named after the
+    """supervisord's socket and pid file in the runtime dir are named after the
     instance: the driver pod's UID, so that two pods side by side in a rolling update, which share
     the runtime dir, do not take each other's socket ("another program is already listening")."""
     return f"supervisord-{instance}" if instance else "supervisord"
