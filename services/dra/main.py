@@ -20,6 +20,7 @@ from typing import Any
 
 from kubernetes import client
 
+from dranet.backoff import Backoff
 from dranet.bus import BusClient, BusError, Subscriber
 from dranet.config import FeatureTable
 from dranet.config.lease import Lease
@@ -345,7 +346,7 @@ class DraService:
     def _sync_grants(self) -> None:
         """Push the whole prepared set to the worker at start, and again whenever it restarts (its
         attachments snapshot arrives), until it went through."""
-        delay = 0.1
+        delays = Backoff(0.1, 5.0)
         while not self._sync_stop.is_set():
             self._sync_kick.wait()
             self._sync_kick.clear()
@@ -359,10 +360,9 @@ class DraService:
                 done = False
             if not done:
                 self._sync_kick.set()
-                self._sync_stop.wait(delay)
-                delay = min(delay * 2, 5.0)
+                self._sync_stop.wait(delays.next())
             else:
-                delay = 0.1
+                delays.reset()
 
     def push_grants(self) -> None:
         """Push the whole prepared set to the worker now (in the background, until it went through)."""

@@ -35,15 +35,27 @@ def test_backoff_jitter_stays_within_its_fraction() -> None:
 
 
 def _doublings(path: Path) -> list[int]:
-    """Lines that double a delay by hand (`x * 2` or `x *= 2` inside a min(...))."""
+    """Lines that double a delay by hand: `x = min(x * 2, cap)` or `x *= 2` (a delay computed once,
+    such as `min(30.0, timeout * 2)`, is not a loop's backoff)."""
     found = []
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "min":
-            for arg in node.args:
-                if isinstance(arg, ast.BinOp) and isinstance(arg.op, ast.Mult | ast.Pow):
-                    if isinstance(arg.right, ast.Constant) and arg.right.value == 2:
-                        found.append(node.lineno)
+        if isinstance(node, ast.AugAssign) and isinstance(node.op, ast.Mult):
+            if isinstance(node.value, ast.Constant) and node.value.value == 2:
+                found.append(node.lineno)
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.value, ast.Call)):
+            continue
+        target = ast.unparse(node.targets[0])
+        for arg in node.value.args if getattr(node.value.func, "id", "") == "min" else []:
+            doubled = isinstance(arg, ast.BinOp) and isinstance(arg.op, ast.Mult)
+            if doubled and ast.unparse(arg.left) == target and ast.unparse(arg.right) == "2":
+                found.append(node.lineno)
     return found
+
+
+def test_the_doubling_finder_finds_a_hand_written_backoff(tmp_path: Path) -> None:
+    code = tmp_path / "loop.py"
+    code.write_text("d = 0.1\nd = min(d * 2, 5.0)\nself.d *= 2\nretry_at = min(30.0, timeout * 2)\n")
+    assert _doublings(code) == [2, 3]
 
 
 def test_every_retry_loop_uses_the_backoff_helper() -> None:
