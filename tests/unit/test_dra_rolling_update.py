@@ -6,6 +6,7 @@ kubelet stand-in (newest registration wins) and the kubelet's official protos.""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import threading
 import time
@@ -15,6 +16,7 @@ import pytest
 from dranet.services.dra.checkpoint import decode
 from dranet.services.dra.main import DraService
 
+from dranet.instance import OwnerLock, standing_by
 from dranet.service import ServiceHost
 from dranet.status import all_live, all_ready, query, state_of
 
@@ -101,6 +103,7 @@ def test_two_instances_share_the_node_and_hand_over() -> None:
         # The old pod goes (SIGTERM): its sockets are removed, the new instance takes the bus.
         stop_instance(*old)
         assert not a.registration_path.exists()
+
         def served_by_new() -> bool:
             try:  # a call in flight while the old socket closes is lost: ask again
                 return bool(bus.call("ping", {}, timeout=1.0)["details"]["instance"] == "uid-new")
@@ -152,3 +155,65 @@ def test_one_active_instance_per_service_and_node(tmp_path: Path, monkeypatch: p
     finally:
         for host in (first, second, other):
             host.close()
+
+
+_STANDBY_THAT_SWITCHES_UID = """
+import os, sys, time
+from pathlib import Path
+from dranet.instance import OwnerLock
+lock = OwnerLock(Path(sys.argv[1]) / "dra.lock")
+print("first try", lock.try_acquire(), flush=True)
+os.setresgid(65102, 65102, 65102)
+os.setresuid(65102, 65102, 65102)  # as dra does with --run-as, the bus dir being root's (0700 here)
+try:
+    os.open(Path(sys.argv[1]) / "dra.lock", os.O_RDWR)
+    print("reopened", flush=True)
+except PermissionError:
+    print("cannot reopen", flush=True)
+end = time.monotonic() + 30
+while not lock.try_acquire() and time.monotonic() < end:
+    time.sleep(0.05)
+print("held", lock.held, flush=True)
+"""
+
+
+def test_a_standby_that_switched_uid_still_takes_the_owner_lock(tmp_path: Path) -> None:
+    """The owner lock is root's file in the root-owned bus dir: a standby dra that became uid
+    65102 (--run-as) since its first try cannot open it again, and takes it through the
+    descriptor it opened first."""
+    run = tmp_path / "run"
+    run.mkdir(mode=0o700)
+    active = OwnerLock(run / "dra.lock")
+    assert active.try_acquire()
+    child = subprocess.Popen(
+        [sys.executable, "-c", _STANDBY_THAT_SWITCHES_UID, str(run)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "first try False"
+        assert child.stdout.readline().strip() == "cannot reopen"
+        active.release()
+        assert child.stdout.readline().strip() == "held True"
+    finally:
+        active.release()
+        child.wait(30)
+
+
+def test_a_marker_counts_only_while_its_standby_waits(tmp_path: Path) -> None:
+    """The standby marker is held by flock, not named by pid: a killed standby's marker is stale at
+    once (and a pid means nothing across the pod's containers, which share no pid namespace)."""
+    marker = tmp_path / "nri.standby-pod-new"
+    marker.write_text("")  # left behind by a killed standby: nobody holds it
+    assert not standing_by(marker)
+    active = OwnerLock(tmp_path / "nri.lock")
+    standby = OwnerLock(tmp_path / "nri.lock", marker)
+    try:
+        assert active.try_acquire()
+        assert not standby.try_acquire()
+        assert standing_by(marker)
+        active.release()
+        assert standby.try_acquire()
+        assert not marker.exists() and not standing_by(marker)
+    finally:
+        active.release()
+        standby.release()
