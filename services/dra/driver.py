@@ -30,6 +30,7 @@ from .prepare import (
 )
 
 log = logging.getLogger(__name__)
+NOT_LOADED = "dra is starting: its checkpoint is not read yet; the kubelet will retry"
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,10 @@ class Driver:
         # (a whole-set push that raced with a prepare or unprepare is pushed again).
         self._granted: set[str] = set()
         self._changes = 0
+        # False until load(): a standby instance of a rolling update reads the checkpoint (the
+        # active instance's uid's) only once it switched to that uid; until then it answers no
+        # kubelet call (an unprepare of a claim it does not know yet would succeed and leak it).
+        self._loaded = False
 
     # ------------------------------------------------------------ lifecycle
 
@@ -108,6 +113,7 @@ class Driver:
         """Restore the prepared claims from the checkpoint (a corrupt file is quarantined)."""
         with self._checkpoint.locked():
             self._prepared = self._checkpoint.load()
+            self._loaded = True
             PREPARED_CLAIMS.set(len(self._prepared))
             errors = self._cdi.sync(self._prepared.values()) if self._cdi is not None else []
         for error in errors:  # the runtime then cannot resolve the device: containers do not start
@@ -125,7 +131,7 @@ class Driver:
 
     def _current(self) -> dict[str, PreparedClaim]:
         """The prepared claims, as the checkpoint has them now (cheap when nothing changed)."""
-        if self._checkpoint.changed():
+        if self._loaded and self._checkpoint.changed():
             with self._checkpoint.locked():
                 self._refresh()
         return self._prepared
@@ -145,6 +151,8 @@ class Driver:
         fresh: dict[str, PreparedClaim] = {}
         started = time.monotonic()
         refs = list(refs)
+        if not self._loaded:
+            return {ref.uid: ClaimResult(error=NOT_LOADED) for ref in refs}
         prepared = self._current()
         for ref in refs:
             with bind(claim_uid=ref.uid, claim=f"{ref.namespace}/{ref.name}"):
@@ -268,6 +276,9 @@ class Driver:
         out: dict[str, str] = {}
         dropped: list[PreparedClaim] = []
         started = time.monotonic()
+        refs = list(refs)
+        if not self._loaded:
+            return {ref.uid: NOT_LOADED for ref in refs}
         prepared = self._current()
         for ref in refs:
             claim = prepared.get(ref.uid)
@@ -342,6 +353,8 @@ class Driver:
         prepare or unprepare meanwhile; raises BusError when the worker cannot be reached."""
         if self._grant is None:
             return True
+        if not self._loaded:  # a standby before its switch of uid: pushed once it read the file
+            return False
         with self._checkpoint.locked():
             self._refresh()
             claims, changes = list(self._prepared.values()), self._changes

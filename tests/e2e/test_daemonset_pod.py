@@ -312,9 +312,11 @@ def test_rolling_update_runs_the_new_pod_beside_the_old(cluster: DaemonSetCluste
     pod = claimed_pod(cluster, first)
     run = cluster.run_pod(pod)
     uid = str(uuid.uuid4())
-    node = dataclasses.replace(cluster.node(), pod_uid=uid, pod_dir=cluster.workdir / "pods" / f"driver-{uid[:8]}")
+    pod_dir = cluster.workdir / "pods" / f"driver-{uid[:8]}"
+    node = dataclasses.replace(cluster.node(), pod_uid=uid, pod_dir=pod_dir)
+    ca = cluster.pki[0].read_text()
     new = DaemonPod(
-        plan(cluster.template, node, sa_token="node-standin-token", root_ca=cluster.pki[0].read_text()),
+        plan(cluster.template, node, sa_token="node-standin-token", root_ca=ca),
         CriClient(str(cluster.containerd.cri_socket)),
     )
     bus = BusClient(cluster.runtime_dir, "dra", timeout=5.0)
@@ -334,7 +336,8 @@ def test_rolling_update_runs_the_new_pod_beside_the_old(cluster: DaemonSetCluste
         while time.monotonic() < end and uid not in (cluster.agent.plugin or _NoPlugin).endpoint:
             time.sleep(0.2)
         if uid not in (cluster.agent.plugin or _NoPlugin).endpoint:
-            pytest.fail(f"the kubelet does not use the new dra: {new.log_tails(1_000_000)['dranet'][-80:]}")
+            tails = new.log_tails(1_000_000)
+            pytest.fail(f"the kubelet does not use the new dra: {tails['dranet'][-80:]}")
         assert bus_instance() == old.plan.sandbox.metadata.uid  # the old pod's dra keeps the bus
         tails = new.log_tails(1_000_000)  # the whole logs: the endpoint retries its port meanwhile
         logs = "\n".join(tails["dranet"] + tails["netns"])

@@ -13,8 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
-from dranet.services.dra.checkpoint import decode
+from dranet.services.dra.checkpoint import Checkpoint, decode
+from dranet.services.dra.driver import NOT_LOADED, ClaimRef, Driver
 from dranet.services.dra.main import DraService
+from dranet.services.dra.model import PreparedClaim, PreparedDevice
 
 from dranet.instance import OwnerLock, standing_by
 from dranet.service import ServiceHost
@@ -217,3 +219,35 @@ def test_a_marker_counts_only_while_its_standby_waits(tmp_path: Path) -> None:
     finally:
         active.release()
         standby.release()
+
+
+def test_a_standby_answers_no_kubelet_call_before_it_read_the_checkpoint(tmp_path: Path) -> None:
+    """A standby dra with --run-as reads the checkpoint (the active instance's uid's) only after its
+    own switch: until then no read of the file (its health poll crashed it on the real runtime),
+    and every kubelet call is refused for a retry; an unprepare that succeeded for a claim it does
+    not know yet would leak the claim's NICs."""
+    checkpoint = Checkpoint(tmp_path / "dra")
+    dev = PreparedDevice(request="nic", pool="node-a", device="eth1", ifname="eth1", config={})
+    checkpoint.save({"c1": PreparedClaim(uid="c1", namespace="ns", name="c", pod_uids=["p1"], devices=[dev])})
+    detached: list[tuple[str, list[str]]] = []
+    pushed: list[list[str]] = []
+    driver = Driver(
+        driver_name="dra.net",
+        node_name="node-a",
+        claims=None,  # type: ignore[arg-type]  (no API read in these calls)
+        inventory=lambda _name: None,
+        checkpoint=checkpoint,
+        detach=lambda pod, devices: detached.append((pod, devices)),
+        grant=lambda claims, replace: pushed.append([c.uid for c in claims]),
+    )
+    (tmp_path / "dra" / "checkpoint.json").chmod(0)  # as the other uid's file is to a standby
+    ref = ClaimRef(uid="c1", namespace="ns", name="c")
+    assert driver.prepared() == [] and driver.get("c1") is None
+    assert driver.unprepare([ref]) == {"c1": NOT_LOADED} and detached == []
+    assert driver.prepare([ref])["c1"].error == NOT_LOADED
+    assert not driver.sync_grants() and pushed == []
+    (tmp_path / "dra" / "checkpoint.json").chmod(0o600)
+    driver.load()
+    assert [c.uid for c in driver.prepared()] == ["c1"]
+    assert driver.sync_grants() and pushed == [["c1"]]
+    assert driver.unprepare([ref]) == {"c1": ""} and detached == [("p1", ["eth1"])]
