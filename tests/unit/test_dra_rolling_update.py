@@ -25,7 +25,7 @@ from dranet.status import all_live, all_ready, query, state_of
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "conformance"))
 from dra_kubelet import Harness, device, service_args, wait_for
 
-from dranet.localcluster.nodeagent import NodeAgent
+from localcluster.nodeagent import NodeAgent
 
 DEVICES = [f"eth{i}" for i in range(1, 13)]
 
