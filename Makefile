@@ -56,7 +56,7 @@ image: system-deps venv
 	deploy/image/build.sh
 
 lint: venv proto
-	$(VPY) -m ruff check dranet services localcluster tests
+	$(VPY) -m ruff check .
 	$(VPY) -m mypy
 
 # Everything: lint, types, unit, kernel and end-to-end tests (the e2e fixture brings up containerd).

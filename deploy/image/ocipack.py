@@ -150,6 +150,7 @@ def pack(out: Path, name: str, layers: list[tuple[Path, bool]], config: dict[str
             separators=(",", ":"),
         ).encode()
         last = name.rsplit("/", 1)[-1]
+        tag = last.split(":", 1)[1] if ":" in last else "latest"
         index_b = json.dumps(
             {
                 "schemaVersion": 2,
@@ -162,7 +163,7 @@ def pack(out: Path, name: str, layers: list[tuple[Path, bool]], config: dict[str
                         "platform": {"architecture": arch, "os": "linux"},
                         "annotations": {
                             "io.containerd.image.name": name,
-                            "org.opencontainers.image.ref.name": last.split(":", 1)[1] if ":" in last else "latest",
+                            "org.opencontainers.image.ref.name": tag,
                         },
                     }
                 ],
@@ -190,8 +191,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--name", required=True, help="full image name, e.g. localhost/dranet:dev")
-    ap.add_argument("--dockerfile", required=True, type=Path, help="the image config comes from its final stage")
-    ap.add_argument("--layer", action="append", dest="layers", default=[], type=lambda p: (Path(p), False))
+    ap.add_argument(
+        "--dockerfile", required=True, type=Path, help="the image config comes from its final stage"
+    )
+    ap.add_argument(
+        "--layer", action="append", dest="layers", default=[], type=lambda p: (Path(p), False)
+    )
     ap.add_argument("--cached-layer", action="append", dest="layers", type=lambda p: (Path(p), True))
     ap.add_argument("--blob-cache", type=Path)
     a = ap.parse_args()
