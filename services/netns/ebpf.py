@@ -37,7 +37,7 @@ def tcx_names(ns: Netns, ifindex: int) -> list[str]:
 
 def tcx_by_link(ns: Netns) -> dict[str, list[str]]:
     """The names of the tcx programs of every link of ns that has some (discovery's question)."""
-    links = ns.rtnl.links()
+    links = ns.rtnl.link_briefs()
 
     def read() -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}

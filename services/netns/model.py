@@ -27,7 +27,7 @@ from dranet.services.netns.netlink import (
     Rule,
 )
 
-from dranet.uplinks import RouteFacts, Uplink, UplinkPolicy, node_uplinks
+from dranet.uplinks import LinkFacts, RouteFacts, Uplink, UplinkPolicy, node_uplinks
 
 JOURNAL_VERSION = 1
 MAX_DEVICES_PER_POD = 64
@@ -88,13 +88,14 @@ def route_facts(r: Route) -> RouteFacts:
 
 
 def uplinks(
-    links: Sequence[Link],
+    links: Sequence[LinkFacts],
     routes: Sequence[Route],
     lookup: Callable[[int, str], Route | None],
     policy: UplinkPolicy,
 ) -> dict[int, Uplink]:
     """The node's uplinks by ifindex: dranet/uplinks.py's rule (the one discovery applies) over the
-    worker's records. lookup: the host netns's route lookup (Rtnl.route_lookup)."""
+    worker's records. routes: the rule reads only the default routes. lookup: the host netns's
+    route lookup (Rtnl.route_lookup)."""
 
     def facts(family: int, destination: str) -> RouteFacts | None:
         found = lookup(family, destination)

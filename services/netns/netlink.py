@@ -56,6 +56,7 @@ from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from dranet.config.ethtool import FeatureTable
 from dranet.netlink import rtnl as reader
+from dranet.netlink.rtnl import LinkBrief
 
 CLONE_NEWNET = 0x40000000
 NS_GET_NSTYPE = 0xB703
@@ -457,6 +458,11 @@ class Rtnl:
     def links(self) -> list[Link]:
         return [_link(reader.parse_link(m)) for m in self._read(RTM_GETLINK, reader.LINK_DUMP)]
 
+    def link_briefs(self) -> list[LinkBrief]:
+        """Every link's index, name, master, lower device and alternative names (one dump, only
+        those parsed): the link graph the uplink rule and name lookups need; get_link for more."""
+        return [reader.parse_link_brief(m) for m in self._read(RTM_GETLINK, reader.LINK_DUMP)]
+
     def set_link(self, index: int, change: LinkChange) -> None:
         """Apply every set attribute of `change` in one RTM_NEWLINK.
 
@@ -584,12 +590,14 @@ class Rtnl:
         self.request(msg, msg_type, flags | NLM_F_ACK)
 
     # ------------------------------------------------------------ routes
-    def routes(self, *, oif: int | None = None) -> list[Route]:
-        """IPv4 and IPv6 unicast routes of every table (one dump), optionally only those through oif."""
+    def routes(self, *, oif: int | None = None, defaults: bool = False) -> list[Route]:
+        """IPv4 and IPv6 unicast routes of every table (one dump); oif: only those through that
+        link (the kernel filters the dump); defaults: only default routes (known from the header:
+        the others are not parsed)."""
         out: list[Route] = []
-        for m in self._read(RTM_GETROUTE, reader.ROUTE_DUMP):
-            if not reader.unicast_ip_route(m):
-                continue  # what _route drops, known from the header: no need to parse it
+        for m in self._read(RTM_GETROUTE, reader.route_request(oif or 0)):
+            if not reader.unicast_ip_route(m, default=defaults):
+                continue  # known from the header: no need to parse it
             r = _route(reader.parse_route(m))
             if r is None:
                 continue

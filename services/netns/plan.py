@@ -43,6 +43,7 @@ from dranet.config import (
     parse_network_config,
     validate_rdma_only,
 )
+from dranet.netlink.rtnl import LinkBrief
 from dranet.uplinks import Uplink
 
 Allowed = Callable[[str], bool] | Collection[str] | None
@@ -78,17 +79,24 @@ NO_LINK = Link(index=0, name="", mtu=0, mac="", up=False)
 
 @dataclass(frozen=True)
 class HostView:
-    """The host dumps planning reads: links (by name and alternative name), routes, uplinks."""
+    """What planning reads of the host: every link's brief (names, masters), the whole link and
+    the routes of each interface the request names, and the uplinks."""
 
-    links: Sequence[Link]
-    routes: Sequence[Route]
-    by_name: Mapping[str, Link]
-    uplinks: Mapping[int, Uplink]  # model.uplinks over these links and routes
+    links: Sequence[LinkBrief]
+    routes: Sequence[Route]  # through the links asked for
+    by_name: Mapping[str, Link]  # the links asked for, by name and alternative name
+    uplinks: Mapping[int, Uplink]  # model.uplinks over these links
 
     @classmethod
-    def of(cls, links: Sequence[Link], routes: Sequence[Route], uplinks: Mapping[int, Uplink]) -> HostView:
-        by_name = {link.name: link for link in links}
-        for link in links:
+    def of(
+        cls,
+        links: Sequence[LinkBrief],
+        routes: Sequence[Route],
+        uplinks: Mapping[int, Uplink],
+        asked: Sequence[Link],
+    ) -> HostView:
+        by_name = {link.name: link for link in asked}
+        for link in asked:
             for alt in link.alt_names:
                 by_name.setdefault(alt, link)
         return cls(links, routes, by_name, uplinks)

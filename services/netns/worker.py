@@ -40,7 +40,7 @@ from dranet.services.netns.model import (
     netns_ident,
     uplinks,
 )
-from dranet.services.netns.netlink import Link, NetlinkError, Route
+from dranet.services.netns.netlink import Link, LinkBrief, NetlinkError, Route
 from dranet.services.netns.nspath import DEFAULT_ROOTS, alive, names_netns, netns_id, open_netns
 from dranet.services.netns.plan import Allowed, HostView, Plan, check_request, is_allowed, plan
 from dranet.services.netns.podns import Netns
@@ -129,17 +129,36 @@ class NetnsWorker:
     def journal(self) -> Journal:
         return self.ledger.journal
 
-    def uplinks(
-        self, links: Sequence[Link] | None = None, routes: Sequence[Route] | None = None
-    ) -> dict[int, Uplink]:
-        """The node's uplinks now (from the given dumps of the host, or fresh ones)."""
+    def uplinks(self, links: Sequence[LinkBrief] | None = None) -> dict[int, Uplink]:
+        """The node's uplinks now (over the given link dump of the host, or a fresh one)."""
         rtnl = self.hostns.rtnl
         return uplinks(
-            rtnl.links() if links is None else links,
-            rtnl.routes() if routes is None else routes,
+            rtnl.link_briefs() if links is None else links,
+            rtnl.routes(defaults=True),  # the rule reads only default routes
             rtnl.route_lookup,
             self.uplink_policy,
         )
+
+    def host_view(self, devices: Sequence[Mapping[str, Any]]) -> HostView:
+        """What planning reads of the host for this request: one dump of the link graph (briefs)
+        for the uplink rule and the names, then only the asked interfaces in full, with the routes
+        through each (dumps the kernel filters: a node has a veth and routes per pod)."""
+        rtnl = self.hostns.rtnl
+        briefs = rtnl.link_briefs()
+        by_name: dict[str, LinkBrief] = {}
+        for b in briefs:
+            for name in (b.name, *b.alt_names):
+                by_name.setdefault(name, b)
+        asked: list[Link] = []
+        routes: list[Route] = []
+        for ifname in dict.fromkeys(str(d.get("ifname") or "") for d in devices):
+            brief = by_name.get(ifname)
+            link = rtnl.get_link(index=brief.index) if brief is not None else None
+            if link is None or ifname not in (link.name, *link.alt_names):
+                continue  # gone or renamed since the dump: planning says "no interface"
+            asked.append(link)
+            routes += rtnl.routes(oif=link.index)
+        return HostView.of(briefs, routes, self.uplinks(briefs), asked)
 
     # ------------------------------------------------------------ lifecycle
     def start(self, watch_interval: float = 1.0, *, reconcile: bool = True) -> None:
@@ -386,9 +405,8 @@ class NetnsWorker:
     def _attach_locked(
         self, pod_uid: str, pod: Netns, devices: Sequence[Mapping[str, Any]], deadline: float | None
     ) -> dict[str, Any]:
-        links, routes = self.hostns.rtnl.links(), self.hostns.rtnl.routes()
-        host = HostView.of(links, routes, self.uplinks(links, routes))
-        pod_links = pod.rtnl.links()
+        host = self.host_view(devices)
+        pod_links = pod.rtnl.link_briefs()
         # The pod's links before the attach: a rollback may search only the others for ours.
         known = frozenset(link.index for link in pod_links)
         plans = plan(
