@@ -36,7 +36,18 @@ def node() -> Iterator[tuple[Testbed, Rtnl]]:
         ip("route", "add", "default", "via", "10.71.0.1", ns=tb.node)
         ip("route", "add", "10.80.0.0/16", "via", "10.72.0.1", "table", "100", ns=tb.node)
         ip("-6", "route", "add", "default", "via", "fd00:71::1", "dev", "thv-a", ns=tb.node)
-        ip("route", "add", "10.81.0.0/16", "nexthop", "via", "10.71.0.1", "nexthop", "via", "10.73.0.1", ns=tb.node)
+        ip(
+            "route",
+            "add",
+            "10.81.0.0/16",
+            "nexthop",
+            "via",
+            "10.71.0.1",
+            "nexthop",
+            "via",
+            "10.73.0.1",
+            ns=tb.node,
+        )
         fd = os.open(tb.node_path, os.O_RDONLY)
         with Rtnl.open(fd) as rtnl:
             yield tb, rtnl
@@ -84,7 +95,9 @@ def test_attach_plans_from_the_briefs(node: tuple[Testbed, Rtnl], tmp_path: Path
         assert view.by_name["thv-a"].index in view.uplinks  # the default route goes through it
         assert {r.destination for r in view.routes} >= {"10.73.0.0/24", "10.71.0.0/24", "0.0.0.0/0"}
         config = {"interface": {"name": "net0"}}
-        worker.attach("pod-hv", f"/run/netns/{pod}", [{"device": "c", "ifname": "thv-c-alt", "config": config}])
+        worker.attach(
+            "pod-hv", f"/run/netns/{pod}", [{"device": "c", "ifname": "thv-c-alt", "config": config}]
+        )
         assert tb.link("net0", ns=pod) is not None
         worker.detach("pod-hv", [])
         assert tb.link("thv-c") is not None
