@@ -29,6 +29,8 @@ RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
 RTM_GETQDISC, RTM_GETTFILTER = 38, 46
+RTM_GETNEIGH = 30
+NDA_DST, NDA_LLADDR, NDA_IFINDEX = 1, 2, 8
 LINK_EVENTS = frozenset({RTM_NEWLINK, RTM_DELLINK})
 ADDR_EVENTS = frozenset({RTM_NEWADDR, RTM_DELADDR})
 ROUTE_EVENTS = frozenset({RTM_NEWROUTE, RTM_DELROUTE})
@@ -137,6 +139,7 @@ _RTMSG = struct.Struct("=BBBBBBBBI")
 _RTATTR = struct.Struct("=HH")
 _TCMSG = struct.Struct("=BxxxiIII")
 _RTNEXTHOP = struct.Struct("=HBBi")
+_NDMSG = struct.Struct("=BxxxiHBB")
 _U32 = struct.Struct("=I")
 
 
@@ -525,6 +528,22 @@ def parse_route(msg: memoryview) -> RawRoute:
     )
 
 
+def parse_neigh(msg: memoryview) -> tuple[int, int, int, str, str]:
+    """(family, ifindex, NUD state, destination, link-layer address) of a neighbour message; the
+    strings are "" when absent."""
+    family, ifindex, state, _flags, _type = _NDMSG.unpack_from(msg, 0)
+    dst = lladdr = ""
+    for kind_id, value in _attrs(msg, _NDMSG.size, len(msg), _NEIGH_ATTRS):
+        if kind_id == NDA_DST and family in (socket.AF_INET, socket.AF_INET6):
+            dst = socket.inet_ntop(family, bytes(value))
+        elif kind_id == NDA_LLADDR:
+            lladdr = _mac(value)
+    return family, ifindex, state, dst, lladdr
+
+
+_NEIGH_ATTRS = frozenset({NDA_DST, NDA_LLADDR})
+
+
 def parse_tc_kind(msg: memoryview) -> tuple[int, int, int, int, str, memoryview | None]:
     """A qdisc or filter message: (ifindex, handle, parent, info, kind, its TCA_OPTIONS)."""
     _family, ifindex, handle, parent, info = _TCMSG.unpack_from(msg, 0)
@@ -618,6 +637,12 @@ def route_request(oif: int = 0) -> bytes:
     if not oif:
         return ROUTE_DUMP
     return ROUTE_DUMP + _RTATTR.pack(8, RTA_OIF) + _U32.pack(oif)
+
+
+def neigh_request(index: int) -> bytes:
+    """The body of an RTM_GETNEIGH dump of both families, of one link's entries (strict checking
+    filters by NDA_IFINDEX, not by the header)."""
+    return _NDMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + _RTATTR.pack(8, NDA_IFINDEX) + _U32.pack(index)
 
 
 def lookup_request(family: int, destination: str) -> bytes:

@@ -695,17 +695,14 @@ class Rtnl:
 
     # ------------------------------------------------------------ neighbours
     def neighbors(self, index: int) -> list[Neighbor]:
+        """The link's IPv4 and IPv6 neighbours with a link-layer address (one dump, filtered by
+        the kernel; other families, such as the bridge FDB, are skipped)."""
         out: list[Neighbor] = []
-        # One dump for both families (AF_UNSPEC); it may carry other families (bridge FDB): skipped.
-        msg = ndmsg()
-        msg["family"] = socket.AF_UNSPEC
-        msg["attrs"] = [["NDA_IFINDEX", index]]  # strict dumps filter by attribute, not header
-        for m in self.request(msg, RTM_GETNEIGH, NLM_F_DUMP):
-            if m["family"] not in (socket.AF_INET, socket.AF_INET6):
+        for m in self._read(reader.RTM_GETNEIGH, reader.neigh_request(index)):
+            family, ifindex, state, dst, lladdr = reader.parse_neigh(m)
+            if family not in (socket.AF_INET, socket.AF_INET6) or ifindex != index or not lladdr:
                 continue
-            if m["ifindex"] != index or not m.get_attr("NDA_LLADDR"):
-                continue
-            out.append(Neighbor(m.get_attr("NDA_DST"), m.get_attr("NDA_LLADDR"), m["state"]))
+            out.append(Neighbor(dst, lladdr, state))
         return out
 
     def add_neighbor(self, index: int, neigh: Neighbor) -> None:

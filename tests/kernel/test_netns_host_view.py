@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from dranet.services.netns.netlink import Rtnl
 from dranet.services.netns.plan import plan
-from dranet.services.netns.testbed import Testbed, ip
+from dranet.services.netns.testbed import Testbed, ip, ip_json
 from dranet.services.netns.worker import NetnsWorker
 
 pytestmark = [pytest.mark.kernel, pytest.mark.skipif(os.geteuid() != 0, reason="needs root for netns")]
@@ -46,6 +46,24 @@ def node() -> Iterator[tuple[Testbed, Rtnl]]:
             "nexthop",
             "via",
             "10.73.0.1",
+            ns=tb.node,
+        )
+        for dst, mac, dev in (
+            ("10.71.0.9", "02:00:00:00:71:09", "thv-a"),
+            ("fd00:71::9", "02:00:00:00:71:0a", "thv-a"),
+            ("10.73.0.9", "02:00:00:00:73:09", "thv-c"),
+        ):
+            ip("neigh", "add", dst, "lladdr", mac, "dev", dev, "nud", "permanent", ns=tb.node)
+        ip(
+            "neigh",
+            "add",
+            "10.71.0.8",
+            "lladdr",
+            "02:00:00:00:71:08",
+            "dev",
+            "thv-a",
+            "nud",
+            "stale",
             ns=tb.node,
         )
         fd = os.open(tb.node_path, os.O_RDONLY)
@@ -107,3 +125,18 @@ def test_attach_plans_from_the_briefs(node: tuple[Testbed, Rtnl], tmp_path: Path
     finally:
         worker.close()
         tb.del_netns(pod)
+
+
+def test_neighbors_of_a_link_are_what_ip_shows(node: tuple[Testbed, Rtnl]) -> None:
+    """The fast reader's neighbour dump: that link's entries only, both families, state kept."""
+    tb, rtnl = node
+    for name in ("thv-a", "thv-c", "thv-b"):
+        index = next(b.index for b in rtnl.link_briefs() if b.name == name)
+        shown = ip_json("neigh", "show", "dev", name, "nud", "all", ns=tb.node)
+        want = {(n["dst"], n["lladdr"]) for n in shown if n.get("lladdr")}
+        got = rtnl.neighbors(index)
+        assert {(n.destination, n.mac) for n in got} == want, name
+        permanent = {n.destination for n in got if n.state & 0x80}
+        assert permanent == {n["dst"] for n in shown if "PERMANENT" in n.get("state", [])}, name
+    a = next(b.index for b in rtnl.link_briefs() if b.name == "thv-a")
+    assert {n.destination for n in rtnl.neighbors(a)} >= {"10.71.0.9", "fd00:71::9", "10.71.0.8"}
