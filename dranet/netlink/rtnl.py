@@ -690,6 +690,16 @@ class RtnlSocket:
     def links(self) -> list[RawLink]:
         return [parse_link(m) for m in self._dump(RTM_GETLINK, LINK_DUMP)]
 
+    def link(self, name: str) -> RawLink | None:
+        """One link by name (an RTM_GETLINK, not a dump), or None when there is none."""
+        try:
+            replies = self._dump(RTM_GETLINK, link_request(name=name), one=True)
+        except NetlinkError as exc:
+            if exc.errno in (errno.ENODEV, errno.ENOENT):
+                return None
+            raise
+        return parse_link(replies[0]) if replies else None
+
     def addresses(self) -> list[RawAddr]:
         parsed = (parse_addr(m) for m in self._dump(RTM_GETADDR, ADDR_DUMP))
         return [a for a in parsed if a is not None]
