@@ -11,6 +11,7 @@ release (upstream neither), so a claim that disables them takes them off the dev
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
 
 from dranet.services.netns.netlink import NetlinkError, run_in_netns
 from dranet.services.netns.podns import Netns
@@ -35,13 +36,16 @@ def tcx_names(ns: Netns, ifindex: int) -> list[str]:
     return [p.name for p in run_in_netns(ns.fd, lambda: bpf.tcx_programs(ifindex))]
 
 
-def tcx_by_link(ns: Netns) -> dict[str, list[str]]:
-    """The names of the tcx programs of every link of ns that has some (discovery's question)."""
+def tcx_by_link(ns: Netns, pause: Callable[[], None] = lambda: None) -> dict[str, list[str]]:
+    """The names of the tcx programs of every link of ns that has some (discovery's question).
+    pause: called before the dump and before each link (the worker waits there while it attaches)."""
+    pause()
     links = ns.rtnl.link_briefs()
 
     def read() -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
         for link in links:
+            pause()
             try:
                 names = [p.name for p in bpf.tcx_programs(link.index)]
             except bpf.BpfError:

@@ -15,8 +15,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import suppress
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,10 @@ REFUSED = metrics.counter(
     ("op", "reason"),
 )
 RETRY_MAX = 300.0  # seconds between attempts to restore a device that keeps failing
+# How long discovery's tcx question (a read of every link, ~5 ms of this process's CPU on a node
+# with a hundred links, asked after each link event: a pod's CNI veth is one, just before its
+# attach) may wait for the attaches in progress; discovery gives it 0.3 s.
+TCX_YIELD_MAX = 0.1
 RELEASE_COMMAND = "dranet netns-release --pod-uid {pod_uid} --device {device}"
 
 __all__ = ["Allowed", "Hook", "NetnsWorker", "StepError", "lease_key"]
@@ -121,6 +125,9 @@ class NetnsWorker:
         self.device_health = DeviceHealth()
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
+        self._attaching = 0  # attaches in progress (background reads yield to them)
+        self._attach_idle = threading.Condition()
+        self.tcx_yield_max = TCX_YIELD_MAX
         self.dhcp = dhcp
         if dhcp is not None:
             dhcp.load()
@@ -203,7 +210,7 @@ class NetnsWorker:
             "release": lambda body, ctx: self.release(body["pod_uid"], body["device"]),
             "attached_in": lambda body, ctx: self.attached_in(body["netns_id"], body["devices"]),
             "ethtool_features": lambda body, ctx: self.ethtool_features(body["ifname"]),
-            "tcx_programs": lambda body, ctx: {"links": ebpf.tcx_by_link(self.hostns)},
+            "tcx_programs": lambda body, ctx: self.tcx_programs(),
             "device_health": lambda body, ctx: self.device_health.snapshot(),
             "grant": lambda body, ctx: self.grant(body["claims"], replace=bool(body.get("replace"))),
             "revoke": lambda body, ctx: {"revoked": self.revoke(body["claim_uids"])},
@@ -283,6 +290,29 @@ class NetnsWorker:
             return fd, e.pod_ifname
         return None
 
+
+    def tcx_programs(self) -> dict[str, Any]:
+        """The tcx program names of every link of the host (discovery's question). The read pauses
+        before each link while an attach runs (up to tcx_yield_max in all): it competes with the pod
+        start for this process's GIL, and nothing waits on it but discovery's next scan."""
+        until = time.monotonic() + self.tcx_yield_max
+        return {"links": ebpf.tcx_by_link(self.hostns, pause=lambda: self._yield_to_attaches(until))}
+
+    @contextmanager
+    def _start_path(self) -> Iterator[None]:
+        """Mark an attach in progress (see tcx_programs)."""
+        with self._attach_idle:
+            self._attaching += 1
+        try:
+            yield
+        finally:
+            with self._attach_idle:
+                self._attaching -= 1
+                self._attach_idle.notify_all()
+
+    def _yield_to_attaches(self, until: float) -> None:
+        with self._attach_idle:
+            self._attach_idle.wait_for(lambda: not self._attaching, max(0.0, until - time.monotonic()))
 
     def ethtool_features(self, ifname: str) -> dict[str, Any]:
         """The ethtool table of an allocatable host interface, for dra's checks at prepare (the
@@ -389,7 +419,7 @@ class NetnsWorker:
                 check_attach(self.grants.snapshot(), pod_uid, devices)
             except Refused as err:
                 raise self._refuse("attach", pod_uid, err) from None
-        with self.ledger.pod_lock(pod_uid):
+        with self._start_path(), self.ledger.pod_lock(pod_uid):
             try:
                 handle = open_netns(netns, self.roots, self._forbidden)
             except RequestError as err:

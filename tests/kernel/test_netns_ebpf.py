@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,26 @@ def test_ebpf_attributes_as_upstreams_e2e_reads_them(
     assert attrs["tneb0"]["dra.net/tcxProgramNames"] == "handle_ingress"
     assert attrs["tnec0"]["dra.net/ebpf"] is False
     assert "dra.net/tcFilterNames" not in attrs["tnec0"] and "dra.net/tcxProgramNames" not in attrs["tnec0"]
+
+
+def test_tcx_read_yields_to_an_attach_in_progress(tb: Testbed, worker: NetnsWorker) -> None:
+    """Discovery's tcx question waits while an attach runs (it would take the worker's GIL from the
+    pod start), at most tcx_yield_max, and answers the same either way."""
+    tb.add_nic("tnet0")
+    attach_tcx(tb.node, "tnet0", "handle_ingress", BPF_TCX_INGRESS)
+    want = {"links": {"tnet0": ["handle_ingress"]}}
+    worker.tcx_yield_max = 60.0
+    answers: list[dict[str, Any]] = []
+    reader = threading.Thread(target=lambda: answers.append(worker.tcx_programs()))
+    with worker._start_path():
+        reader.start()
+        reader.join(0.5)
+        assert reader.is_alive() and not answers  # no answer while the attach is in progress
+    reader.join(60)
+    assert answers == [want]
+    worker.tcx_yield_max = 0.05  # an attach that does not end: the answer comes anyway
+    with worker._start_path():
+        assert worker.tcx_programs() == want
 
 
 def test_disable_ebpf_programs_detaches_tc_tcx_and_xdp(tb: Testbed, worker: NetnsWorker) -> None:
