@@ -594,7 +594,13 @@ class Rtnl:
         link (the kernel filters the dump); defaults: only default routes (known from the header:
         the others are not parsed)."""
         out: list[Route] = []
-        for m in self._read(RTM_GETROUTE, reader.route_request(oif or 0)):
+        try:
+            replies = self._read(RTM_GETROUTE, reader.route_request(oif or 0))
+        except NetlinkError as exc:
+            if oif and exc.errno == errno.ENODEV:
+                return []  # no such link (any more): no route goes through it
+            raise
+        for m in replies:
             if not reader.unicast_ip_route(m, default=defaults):
                 continue  # known from the header: no need to parse it
             r = _route(reader.parse_route(m))

@@ -97,6 +97,7 @@ def test_route_dumps_filtered_by_link_or_to_defaults_are_the_full_dump_filtered(
         want = [r for r in every if r.oif == link.index or link.index in r.multipath_oifs]
         assert rtnl.routes(oif=link.index) == want, link.name
     assert any(r.table == 100 for r in every) and any(r.multipath_oifs for r in every)
+    assert rtnl.routes(oif=99999) == []  # a link that is gone has no routes (not an error)
     defaults = [r for r in every if r.destination.endswith("/0")]
     assert rtnl.routes(defaults=True) == defaults and len(defaults) == 2
 
