@@ -64,6 +64,9 @@ def driver() -> Iterator[DaemonSetCluster]:
         cdi=True,
         nri_request_timeout="10s",
         ipam_pool=IPAM_POOL,
+        # the worker renews DHCP leases within 2 s, so test_addressing sees a renewal (its default
+        # follows the lease's T1)
+        extra_args={"netns": ["--dhcp-renew-max", "2"]},
     )
     _running.append(c)
     try:

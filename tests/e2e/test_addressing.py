@@ -1,19 +1,14 @@
-"""Addresses a claim does not write (issue 16), end to end on the real containerd: 20 pods of one
-ResourceClaimTemplate getting their addresses from the example IPAM provider over the webhook
-protocol, on the shared driver (the DaemonSet's pod, conftest.py), the pool whole again after they
-stop; and DHCP from a real dnsmasq serving a stand-in NIC's far end.
-
-The DHCP tests still run the services as host processes (their own Cluster on the bare
-``containerd``): the shipped image has no dhclient and the manifest no --dhcp yet."""
+"""Addresses a claim does not write (issue 16), end to end on the real containerd, on the shared
+driver (the DaemonSet's pod, conftest.py): DHCP by the image's dhclient (the manifest's --dhcp)
+from a real dnsmasq serving a stand-in NIC's far end, and 20 pods of one ResourceClaimTemplate
+getting their addresses from the example IPAM provider over the webhook protocol, the pool whole
+again after they stop."""
 
 from __future__ import annotations
 
 import ipaddress
 import os
-import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -31,40 +26,6 @@ from tests.e2e.conftest import IPAM_POOL
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
 
 PODS = 20
-needs_dhclient = pytest.mark.skipif(
-    not Path("/usr/sbin/dhclient").exists(), reason="dhclient (isc-dhcp-client) is missing"
-)
-
-
-@pytest.fixture(scope="module")
-def cluster(containerd: Any) -> Iterator[Cluster]:
-    """The services as host processes with the worker's --dhcp (not in the shipped shape yet)."""
-    workdir = Path(tempfile.mkdtemp(prefix="tla-e2e-", dir="/tmp"))
-    c = Cluster(
-        workdir,
-        nic_count=2,
-        containerd=containerd,
-        log=lambda s: None,
-        extra_args={"netns": ["--dhcp", "--dhcp-renew-max", "2"]},
-    )
-    c.start()
-    c.wait_slices()
-    c.create(
-        "resource.k8s.io/v1",
-        "deviceclasses",
-        {
-            "apiVersion": "resource.k8s.io/v1",
-            "kind": "DeviceClass",
-            "metadata": {"name": "dranet"},
-            "spec": {"selectors": [{"cel": {"expression": 'device.driver == "dra.net"'}}]},
-        },
-    )
-    try:
-        yield c
-    finally:
-        errors = c.stop()
-        subprocess.run(["rm", "-rf", str(workdir)], check=False)
-        assert not errors, errors
 
 
 def request(name: str, cel: str) -> dict[str, Any]:
@@ -97,10 +58,12 @@ def dhcp_pod(cluster: Cluster, nic: StandInNic, tag: str) -> dict[str, Any]:
     return cluster.make_pod(f"tla-dhcp-{tag}-{os.getpid()}", {"net": claim["metadata"]["name"]})
 
 
-@needs_dhclient
-def test_dhcp_lease_applied_renewed_and_released(cluster: Cluster, tmp_path: Path) -> None:
+def test_dhcp_lease_applied_renewed_and_released(
+    driver: DaemonSetCluster, nics: Nics, tmp_path: Path
+) -> None:
+    cluster = driver
     assert cluster.net is not None
-    nic = cluster.net.nics[-1]
+    (nic,) = nics.take()
     before = cluster.net.snapshot()[nic.name]
     net = ipaddress.ip_network(nic.subnet)
     pool = (str(net.network_address + 50), str(net.network_address + 60))
@@ -153,17 +116,20 @@ def lease_applied_renewed_and_released(
     assert after == before, (before, after)
 
 
-@needs_dhclient
-def test_dhcp_without_a_server_fails_at_prepare_and_leaves_nothing(cluster: Cluster) -> None:
+def test_dhcp_without_a_server_fails_at_prepare_and_leaves_nothing(
+    driver: DaemonSetCluster, nics: Nics
+) -> None:
+    cluster = driver
     assert cluster.net is not None
-    nic = cluster.net.nics[-2]
+    (nic,) = nics.take()
     before = cluster.net.snapshot()[nic.name]
     pod = dhcp_pod(cluster, nic, "b")
     with pytest.raises(NodeAgentError, match="no DHCP server answered"):
         cluster.run_pod(pod)
     cluster.remove_pod(pod, None)
     assert cluster.net.snapshot()[nic.name] == before
-    assert link_info(nic.name) is not None
+    assert link_info(nic.name, cluster.net.node_netns) is not None
+    nics.give_back([nic])
 
 
 def test_twenty_pods_of_one_template_get_distinct_addresses_from_the_ipam_provider(
