@@ -16,7 +16,12 @@ rules where it matters to a network driver:
 - the allocation carries the results (request/driver/pool/device), the configs (the DeviceClass's,
   source FromClass, then the claim's, source FromClaim) and a nodeSelector for the node.
 
-Not supported (refused with AllocationError, never ignored): ``constraints`` and capacity requests.
+- consumable capacity (KEP-5075, capacity.py): a device with ``allowMultipleAllocations`` is
+  shared by many allocations, each with a ``shareID`` and its ``consumedCapacity``, their sum never
+  above the device's capacity; ``capacity.requests`` are adjusted by each capacity's
+  ``requestPolicy``.
+
+Not supported (refused with AllocationError, never ignored): ``constraints``.
 Differences: quantities are compared as numbers (``device.capacity[..].x >= quantity("10G")``; no
 ``compareTo``), version attributes are strings (no ``semver()``).
 
@@ -37,6 +42,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import cel
+
+from localcluster import capacity as cc
 
 RESOURCE_GROUP_VERSION = "resource.k8s.io/v1"
 POD_CLAIM_NAME_ANNOTATION = "resource.kubernetes.io/pod-claim-name"
@@ -60,6 +67,8 @@ class Candidate:
     attributes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # domain -> id -> value
     capacity: Mapping[str, Mapping[str, int | float]] = field(default_factory=dict)
     taints: tuple[Mapping[str, Any], ...] = ()
+    multi: bool = False  # allowMultipleAllocations: shared, capacity consumed per allocation
+    capacities: Mapping[str, cc.Capacity] = field(default_factory=dict)  # published name -> capacity
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -143,7 +152,19 @@ def candidates_from_slices(slices: Iterable[Mapping[str, Any]], node_name: str) 
                     domain, ident = _split_name(qname, driver)
                     caps.setdefault(domain, {})[ident] = parse_quantity(value.get("value", 0))
                 out.append(
-                    Candidate(driver, pool_name, dev["name"], attrs, caps, tuple(dev.get("taints") or ()))
+                    Candidate(
+                        driver,
+                        pool_name,
+                        dev["name"],
+                        attrs,
+                        caps,
+                        tuple(dev.get("taints") or ()),
+                        multi=bool(dev.get("allowMultipleAllocations")),
+                        capacities={
+                            n: cc.parse_capacity(v, parse_quantity)
+                            for n, v in (dev.get("capacity") or {}).items()
+                        },
+                    )
                 )
     return out
 
@@ -192,7 +213,15 @@ class Selector:
             (attrs if kind == "attributes" else caps).setdefault(domain, {})
         ctx = cel.Context()
         ctx.add_function("quantity", parse_quantity)
-        ctx.add_variable("device", {"driver": device.driver, "attributes": attrs, "capacity": caps})
+        ctx.add_variable(
+            "device",
+            {
+                "driver": device.driver,
+                "attributes": attrs,
+                "capacity": caps,
+                "allowMultipleAllocations": device.multi,
+            },
+        )
         try:
             result = self._program.execute(ctx)
         except Exception as exc:
@@ -211,14 +240,14 @@ class Selector:
 
 
 def in_use(claims: Iterable[Mapping[str, Any]], exclude_uid: str = "") -> set[tuple[str, str, str]]:
-    """Devices allocated (not for admin access) to claims other than exclude_uid."""
+    """Devices allocated (not for admin access, not as a share) to claims other than exclude_uid."""
     used: set[tuple[str, str, str]] = set()
     for c in claims:
         if (c.get("metadata") or {}).get("uid") == exclude_uid:
             continue
         alloc = (c.get("status") or {}).get("allocation") or {}
         for r in (alloc.get("devices") or {}).get("results") or []:
-            if not r.get("adminAccess"):
+            if not r.get("adminAccess") and not r.get("shareID"):
                 used.add((r.get("driver", ""), r.get("pool", ""), r.get("device", "")))
     return used
 
@@ -241,6 +270,7 @@ class _Pick:
     devices: list[Candidate]
     admin: bool
     class_name: str
+    consumed: list[dict[str, int | float] | None] = field(default_factory=list)  # per device: its share
 
 
 def _pick(
@@ -249,15 +279,12 @@ def _pick(
     classes: Mapping[str, Mapping[str, Any]],
     candidates: Sequence[Candidate],
     busy: set[tuple[str, str, str]],
+    used: dict[tuple[str, str, str], dict[str, int | float]] | None = None,
 ) -> _Pick:
     class_name = spec.get("deviceClassName", "")
     dc = classes.get(class_name)
     if dc is None:
         raise AllocationError(f"request {request!r}: DeviceClass {class_name!r} not found; create it first")
-    if (spec.get("capacity") or {}).get("requests"):
-        raise AllocationError(
-            f"request {request!r}: capacity requests are not supported by the local allocator"
-        )
     selectors = [
         Selector(s["cel"]["expression"], f"DeviceClass {class_name} selector #{i}")
         for i, s in enumerate((dc.get("spec") or {}).get("selectors") or [])
@@ -276,6 +303,10 @@ def _pick(
         and all(s.matches(d) for s in selectors)
     ]
     free = [d for d in matching if admin or d.key not in busy]
+    unfit = len(free)
+    shares, free = _capacity_fit(request, spec, free, used if used is not None else {})
+    unfit -= len(free)
+    short = f" ({unfit} of them without the capacity asked or left)" if unfit else ""
     mode = spec.get("allocationMode", "ExactCount")
     if mode == "All":
         if not matching:
@@ -285,14 +316,44 @@ def _pick(
             raise AllocationError(
                 f"request {request!r}: allocationMode All but {', '.join(taken)} already allocated"
             )
-        return _Pick(request, free, admin, class_name)
+        return _Pick(request, free, admin, class_name, [shares[d.key] for d in free])
     count = int(spec.get("count", 1))
     if len(free) < count:
         raise AllocationError(
             f"request {request!r}: needs {count} device(s) of class {class_name!r}, "
-            f"{len(matching)} match and {len(free)} of them are free on this node"
+            f"{len(matching)} match and {len(free)} of them are free on this node{short}"
         )
-    return _Pick(request, free[:count], admin, class_name)
+    return _Pick(request, free[:count], admin, class_name, [shares[d.key] for d in free[:count]])
+
+
+def _capacity_fit(
+    request: str,
+    spec: Mapping[str, Any],
+    devices: list[Candidate],
+    used: Mapping[tuple[str, str, str], Mapping[str, int | float]],
+) -> tuple[dict[tuple[str, str, str], dict[str, int | float] | None], list[Candidate]]:
+    """The devices that can serve the request's capacity, each with what its share consumes (None
+    for a device allocated whole)."""
+    try:
+        asked = {
+            n: parse_quantity(q) for n, q in ((spec.get("capacity") or {}).get("requests") or {}).items()
+        }
+    except ValueError as exc:
+        raise AllocationError(f"request {request!r}: capacity.requests: {exc}") from None
+    shares: dict[tuple[str, str, str], dict[str, int | float] | None] = {}
+    fit: list[Candidate] = []
+    for d in devices:
+        if d.multi:
+            share = cc.consumption(d.capacities, asked, used.get(d.key, {}), d.driver)
+            if share is None:
+                continue
+            shares[d.key] = share
+        elif asked and not cc.satisfies(d.capacities, asked, d.driver):
+            continue
+        else:
+            shares[d.key] = None
+        fit.append(d)
+    return shares, fit
 
 
 def node_selector(node_name: str) -> dict[str, Any]:
@@ -309,24 +370,27 @@ def allocate(
     candidates: Sequence[Candidate],
     busy: set[tuple[str, str, str]],
     node_name: str,
+    used: Mapping[tuple[str, str, str], Mapping[str, int | float]] | None = None,
 ) -> dict[str, Any]:
-    """The `status.allocation` for claim on node_name. Raises AllocationError."""
+    """The `status.allocation` for claim on node_name. Raises AllocationError.
+    used: what the shares allocated so far consume of each shared device (capacity.consumed_by_claims)."""
     devices_spec = (claim.get("spec") or {}).get("devices") or {}
     if devices_spec.get("constraints"):
         raise AllocationError(
             "claim constraints (matchAttribute/distinctAttribute) are not supported locally"
         )
     taken = set(busy)
+    consumed = {k: dict(v) for k, v in (used or {}).items()}
     picks: list[_Pick] = []
     for req in devices_spec.get("requests") or []:
         name = req.get("name", "")
         if req.get("exactly"):
-            pick = _pick(name, req["exactly"], classes, candidates, taken)
+            pick = _pick(name, req["exactly"], classes, candidates, taken, consumed)
         elif req.get("firstAvailable"):
             errors = []
             for sub in req["firstAvailable"]:
                 try:
-                    pick = _pick(f"{name}/{sub.get('name', '')}", sub, classes, candidates, taken)
+                    pick = _pick(f"{name}/{sub.get('name', '')}", sub, classes, candidates, taken, consumed)
                     break
                 except AllocationError as exc:
                     errors.append(str(exc))
@@ -337,15 +401,22 @@ def allocate(
         else:
             raise AllocationError(f"request {name!r}: needs `exactly` or `firstAvailable`")
         picks.append(pick)
-        if not pick.admin:
-            taken.update(d.key for d in pick.devices)
+        for d, share in zip(pick.devices, pick.consumed, strict=True):
+            if share is not None:  # a share: later requests see what it consumes
+                mine = consumed.setdefault(d.key, {})
+                for n, amount in share.items():
+                    mine[n] = mine.get(n, 0) + amount
+            elif not pick.admin:
+                taken.add(d.key)
     results = []
     configs: list[dict[str, Any]] = []
     for p in picks:
-        for d in p.devices:
+        for d, share in zip(p.devices, p.consumed, strict=True):
             r: dict[str, Any] = {"request": p.request, "driver": d.driver, "pool": d.pool, "device": d.name}
             if p.admin:
                 r["adminAccess"] = True
+            if share is not None:
+                r.update(cc.share_result(share))
             results.append(r)
         for c in (classes[p.class_name].get("spec") or {}).get("config") or []:
             configs.append({"source": "FromClass", "requests": [p.request], **copy.deepcopy(dict(c))})
@@ -502,12 +573,15 @@ class Allocator:
             claim = self.read_claim(namespace, name)
             status = dict(claim.get("status") or {})
             if not status.get("allocation"):
+                claims = self._claims_all()
+                uid = claim["metadata"]["uid"]
                 status["allocation"] = allocate(
                     claim,
                     self._classes(),
                     self._candidates(),
-                    in_use(self._claims_all(), exclude_uid=claim["metadata"]["uid"]),
+                    in_use(claims, exclude_uid=uid),
                     self.node_name,
+                    cc.consumed_by_claims(claims, parse_quantity, exclude_uid=uid),
                 )
             if pod is not None:
                 ref = pod_reference(pod)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +41,7 @@ MAX_DEVICE_CONDITIONS = 8
 MAX_INTERFACE_NAME_LENGTH = 256
 MAX_IPS = 16
 MAX_HARDWARE_ADDRESS_LENGTH = 128
+MAX_VALID_VALUES = 10  # CapacityRequestPolicyDiscreteMaxOptions
 MAX_CONDITION_MESSAGE = 32768
 MAX_CONDITION_REASON = 1024
 
@@ -322,6 +324,11 @@ def _validate_device(field: str, device: Any, driver: str) -> list[Cause]:
                 out.extend(_validate_attribute_value(path, value))
             elif not isinstance(value, dict) or not _QUANTITY.fullmatch(str(value.get("value", ""))):
                 out.append(invalid(f"{path}.value", _dict(value).get("value"), "must be a quantity"))
+            else:
+                out.extend(_validate_capacity_policy(path, value, device.get("allowMultipleAllocations")))
+    multi = device.get("allowMultipleAllocations")
+    if multi is not None and not isinstance(multi, bool):
+        out.append(invalid(f"{field}.allowMultipleAllocations", multi, "must be a boolean"))
     taints = _list(device.get("taints"))
     if len(taints) > MAX_TAINTS_PER_DEVICE:
         out.append(too_many(f"{field}.taints", len(taints), MAX_TAINTS_PER_DEVICE))
@@ -375,6 +382,128 @@ def validate_device_toleration(field: str, tol: Mapping[str, Any]) -> list[Cause
     seconds = tol.get("tolerationSeconds")
     if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, int)):
         out.append(invalid(f"{field}.tolerationSeconds", seconds, "must be an integer"))
+    return out
+
+
+# ---------------------------------------------------------------- consumable capacity (KEP-5075)
+
+
+def _quantity(path: str, value: Any, out: list[Cause]) -> int | float | None:
+    from localcluster.allocator import parse_quantity
+
+    if not _QUANTITY.fullmatch(str(value)):
+        out.append(invalid(path, value, "must be a quantity"))
+        return None
+    return parse_quantity(str(value))
+
+
+def _validate_capacity_policy(field: str, capacity: Mapping[str, Any], multi: Any) -> list[Cause]:
+    """A capacity's requestPolicy: only on a device with allowMultipleAllocations, and coherent
+    with the value (the real API's validateRequestPolicy rules)."""
+    policy = capacity.get("requestPolicy")
+    if policy is None:
+        return []
+    path = f"{field}.requestPolicy"
+    if multi is not True:
+        return [forbidden(path, "allowMultipleAllocations must be true")]
+    p = _dict(policy)
+    out: list[Cause] = []
+    top = _quantity(f"{field}.value", capacity.get("value"), out)
+    default = _quantity(f"{path}.default", p["default"], out) if p.get("default") is not None else None
+    values, rng = _list(p.get("validValues")), p.get("validRange")
+    if values and rng is not None:
+        return [forbidden(path, 'exactly one policy can be specified, cannot specify "validValues" and '
+                                '"validRange" at the same time')]
+    if (values or rng is not None) and p.get("default") is None:
+        which = "validValues" if values else "validRange"
+        out.append(required(f"{path}.default", f"required when {which} is defined"))
+    if top is None:
+        return out
+    if values:
+        if len(values) > MAX_VALID_VALUES:
+            return [*out, too_many(f"{path}.validValues", len(values), MAX_VALID_VALUES)]
+        nums = [_quantity(f"{path}.validValues[{i}]", x, out) for i, x in enumerate(values)]
+        seen: set[Any] = set()
+        for i, n in enumerate(nums):
+            if n is None:
+                continue
+            if i and nums[i - 1] is not None and nums[i - 1] > n:  # type: ignore[operator]
+                out.append(invalid(f"{path}.validValues[{i}]", values[i],
+                                   "values must be sorted in ascending order"))
+            if n > top:
+                out.append(invalid(f"{path}.validValues[{i}]", values[i],
+                                   f"option is larger than capacity value: {capacity.get('value')}"))
+            if n in seen:
+                out.append(duplicate(f"{path}.validValues[{i}]", values[i]))
+            seen.add(n)
+        if default is not None and default not in seen:
+            out.append(invalid(f"{path}.validValues", p.get("default"),
+                               "default value is not valid according to the requestPolicy"))
+    elif rng is not None:
+        out.extend(_validate_capacity_range(f"{path}.validRange", _dict(rng), top, default))
+    return out
+
+
+def _validate_capacity_range(
+    path: str, rng: Mapping[str, Any], top: float, default: float | None
+) -> list[Cause]:
+    out: list[Cause] = []
+    if rng.get("min") is None:
+        return [required(f"{path}.min", "required when validRange is defined")]
+    low = _quantity(f"{path}.min", rng["min"], out)
+    high = _quantity(f"{path}.max", rng["max"], out) if rng.get("max") is not None else None
+    step = _quantity(f"{path}.step", rng["step"], out) if rng.get("step") is not None else None
+    if low is None:
+        return out
+    if low > top:
+        out.append(invalid(f"{path}.min", rng["min"], f"min is larger than capacity value: {top}"))
+    if default is not None and default < low:
+        out.append(invalid(f"{path}.min", default, f"default is less than min: {rng['min']}"))
+    if high is not None:
+        if low > high:
+            out.append(invalid(f"{path}.max", rng["min"], f"min is larger than max: {rng['max']}"))
+        if high > top:
+            out.append(invalid(f"{path}.max", rng["max"], f"max is larger than capacity value: {top}"))
+        if default is not None and default > high:
+            out.append(invalid(f"{path}.max", default, f"default is more than max: {rng['max']}"))
+    if step is not None and step > 0:
+        if low + step > top:
+            out.append(invalid(f"{path}.step", rng["step"], f"one step {low + step} is larger than capacity "
+                                                             f"value: {top}"))
+        for value in (default, high):
+            if value is not None and (value - low) % step:
+                out.append(invalid(f"{path}.step", value, f"value is not a multiple of a given step "
+                                                          f"({rng['step']}) from ({rng['min']})"))
+    return out
+
+
+def _validate_request_capacity(field: str, capacity: Any) -> list[Cause]:
+    """A request's capacity.requests: qualified names and quantities."""
+    out: list[Cause] = []
+    for name, amount in _dict(_dict(capacity).get("requests")).items():
+        path = f"{field}.requests[{name}]"
+        out.extend(qualified_device_name(path, name))
+        _quantity(path, amount, out)
+    return out
+
+
+def _validate_result_share(field: str, result: Mapping[str, Any]) -> list[Cause]:
+    """An allocation result's shareID (an RFC 4122 UID in lower case) and consumedCapacity."""
+    out: list[Cause] = []
+    share = result.get("shareID")
+    if share is not None:
+        try:
+            ok = str(uuid.UUID(str(share))) == share
+        except ValueError:
+            ok = False
+        if not ok:
+            out.append(invalid(f"{field}.shareID", share,
+                               "uid must be in RFC 4122 normalized form, `xxxxxxxx-xxxx-xxxx-xxxx-"
+                               "xxxxxxxxxxxx` with lowercase hexadecimal characters"))
+    for name, amount in _dict(result.get("consumedCapacity")).items():
+        path = f"{field}.consumedCapacity[{name}]"
+        out.extend(qualified_device_name(path, name))
+        _quantity(path, amount, out)
     return out
 
 
@@ -502,6 +631,8 @@ def _validate_exact_request(field: str, req: Mapping[str, Any]) -> list[Cause]:
         out.append(invalid(f"{field}.count", count, "must be greater than zero, and only with ExactCount"))
     for i, tol in enumerate(_list(req.get("tolerations"))):
         out.extend(validate_device_toleration(f"{field}.tolerations[{i}]", _dict(tol)))
+    if req.get("capacity") is not None:
+        out.extend(_validate_request_capacity(f"{field}.capacity", req["capacity"]))
     return out
 
 
@@ -597,10 +728,12 @@ def _validate_network_data(field: str, data: Any) -> list[Cause]:
     return out
 
 
-def _allocated_ids(status: Mapping[str, Any]) -> set[tuple[str, str, str]]:
+def _allocated_ids(status: Mapping[str, Any]) -> set[tuple[str, str, str, str]]:
+    """(driver, pool, device, shareID or "") of every result: a shared device's status entries
+    name their share."""
     results = _list(_dict(_dict(status.get("allocation")).get("devices")).get("results"))
-    return {(str(_dict(r).get("driver")), str(_dict(r).get("pool")), str(_dict(r).get("device")))
-            for r in results}
+    return {(str(_dict(r).get("driver")), str(_dict(r).get("pool")), str(_dict(r).get("device")),
+             str(_dict(r).get("shareID") or "")) for r in results}
 
 
 def validate_claim_status(status: Any, old_status: Any = None) -> list[Cause]:
@@ -612,6 +745,10 @@ def validate_claim_status(status: Any, old_status: Any = None) -> list[Cause]:
     old_alloc = _dict(old_status).get("allocation")
     if old_alloc and s.get("allocation") and s["allocation"] != old_alloc:
         out.append(immutable("status.allocation", "<allocation>"))
+    elif s.get("allocation"):
+        results = _list(_dict(_dict(s["allocation"]).get("devices")).get("results"))
+        for i, r in enumerate(results):
+            out.extend(_validate_result_share(f"status.allocation.devices.results[{i}]", _dict(r)))
     allocated = _allocated_ids(s)
     seen: set[tuple[str, str, str, str]] = set()
     for i, entry in enumerate(_list(s.get("devices"))):
@@ -621,9 +758,10 @@ def validate_claim_status(status: Any, old_status: Any = None) -> list[Cause]:
         out.extend(pool_name(f"{path}.pool", e.get("pool")))
         out.extend(dns_label(f"{path}.device", e.get("device")))
         ident = (str(e.get("driver")), str(e.get("pool")), str(e.get("device")))
-        if all(e.get(k) for k in ("driver", "pool", "device")) and ident not in allocated:
-            out.append(invalid(path, "/".join(ident), "must be an allocated device in the claim"))
-        key = (*ident, str(e.get("shareID", "")))
+        key = (*ident, str(e.get("shareID") or ""))
+        if all(e.get(k) for k in ("driver", "pool", "device")) and key not in allocated:
+            out.append(invalid(path, "/".join(k for k in key if k),
+                               "must be an allocated device in the claim"))
         if key in seen:
             out.append(duplicate(path, "/".join(ident)))
         seen.add(key)

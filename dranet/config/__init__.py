@@ -1,6 +1,7 @@
 """The claim configuration model: decode, validate, merge (pure: no I/O)."""
 
 from dranet.config.checks import check_routes_reachable, check_supported, validate_rdma_only
+from dranet.config.child import IPVLAN, MACVLAN, ChildConfig, check_child_mtu
 from dranet.config.decode import parse_network_config
 from dranet.config.encode import network_config_to_dict
 from dranet.config.errors import ConfigError
@@ -20,6 +21,9 @@ from dranet.config.model import (
 from dranet.config.values import json_type
 
 __all__ = [
+    "IPVLAN",
+    "MACVLAN",
+    "ChildConfig",
     "ConfigError",
     "EthtoolConfig",
     "FeatureTable",
@@ -29,6 +33,7 @@ __all__ = [
     "RouteConfig",
     "RuleConfig",
     "VrfConfig",
+    "check_child_mtu",
     "check_ethtool",
     "check_private_flags",
     "check_routes_reachable",

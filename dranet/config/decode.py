@@ -15,6 +15,7 @@ from typing import Any
 
 from dranet.config import values as v
 from dranet.config.checks import check_routes_reachable
+from dranet.config.child import check_child_fields, decode_child
 from dranet.config.errors import ConfigError
 from dranet.config.model import (
     RESERVED_TABLES,
@@ -58,6 +59,9 @@ INTERFACE_FIELDS = (
     "arpIgnore",
     "arpAnnounce",
     "vrf",
+    "type",
+    "macvlan",
+    "ipvlan",
 )
 VRF_FIELDS = ("name", "table")
 ROUTE_FIELDS = ("destination", "gateway", "source", "scope", "table")
@@ -72,7 +76,10 @@ ADDRESSING_MODES = (ADDRESSING_STATIC, ADDRESSING_DHCP)
 # Fields a user may know from upstream (newer releases or its docs) that this driver refuses,
 # with what to do instead; keyed by (object path without indices, field).
 _KNOWN_UNSUPPORTED = {
-    ("", "subInterface"): "sub-interfaces (IPVLAN) are not supported by this driver",
+    ("", "subInterface"): (
+        "not supported in this form (upstream's first sub-interface schema); "
+        "use interface.type ipvlan with interface.ipvlan"
+    ),
     ("neighbors", "ipAddress"): "use 'destination' (upstream's documentation shows 'ipAddress' by mistake)",
 }
 
@@ -218,6 +225,9 @@ def _decode_interface(raw: Any, path: str) -> InterfaceConfig:
     if vrf is not None and name is not None and vrf.name == name:
         raise ConfigError(_join(path, "vrf.name"), f"{vrf.name!r} is also the interface's name; pick another")
 
+    child = decode_child(obj, path)
+    if child is not None:
+        check_child_fields(child, {k: obj.get(k) not in (None, False) for k in obj}, has_ethtool=False)
     return InterfaceConfig(
         name=name,
         addresses=tuple(addresses),
@@ -233,6 +243,7 @@ def _decode_interface(raw: Any, path: str) -> InterfaceConfig:
         arp_ignore=arp_ignore,
         arp_announce=_opt(obj, "arpAnnounce", path, lambda x, p: v.want_int(x, p, 0, 2)),
         vrf=vrf,
+        child=child,
     )
 
 
@@ -458,5 +469,7 @@ def parse_network_config(data: Mapping[str, Any] | str | bytes) -> NetworkConfig
         neighbors=_items(obj, "neighbors", _decode_neighbor),
         ethtool=_decode_ethtool(obj["ethtool"], "ethtool") if "ethtool" in obj else None,
     )
+    if cfg.interface.child is not None and cfg.ethtool is not None:
+        check_child_fields(cfg.interface.child, {}, has_ethtool=True)
     _check_cross_fields(cfg)
     return cfg

@@ -38,6 +38,8 @@ def _interface(cfg: InterfaceConfig) -> dict[str, Any]:
     out.update((key, value) for key, value in optional if value is not None)
     if cfg.vrf is not None:
         out["vrf"] = {"name": cfg.vrf.name, "table": cfg.vrf.table}
+    if cfg.child is not None:
+        out.update(cfg.child.to_dict())
     return out
 
 

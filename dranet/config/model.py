@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from dranet.config.child import ChildConfig
 from dranet.config.errors import ConfigError
 
 # Linux routing table ids with a fixed meaning: unspec, default, main, local.
@@ -55,6 +56,7 @@ class InterfaceConfig:
     arp_ignore: int | None = None
     arp_announce: int | None = None
     vrf: VrfConfig | None = None
+    child: ChildConfig | None = None  # interface.type macvlan/ipvlan: a child of a shared NIC
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from .filter import DeviceFilter
 from .model import AttrValue, Device, LinkInfo, PciInfo
 from .naming import is_pci_address, netdev_device_name, pci_device_name
 from .netlinkscan import NetSnapshot
+from .sharing import Sharing
 from .sysfs import Sysfs
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class ScanOptions:
     uplink_policy: UplinkPolicy = field(default_factory=UplinkPolicy)  # the API server, --uplink-interfaces
     # --cloud-provider: attributes by device identity (dranet/providers); ours win on a clash
     cloud: Callable[[DeviceIdentifiers], Mapping[str, AttrValue]] | None = None
+    sharing: Sharing = field(default_factory=Sharing)  # --shared-filter: NICs many pods share
 
 
 @dataclass(frozen=True)
@@ -182,6 +184,8 @@ def build_devices(
         dev.attributes = enforce_limits(dev.attributes, device=name)
         if dev.allocatable and not options.filter.allows(dev.attributes, device=name):
             dev.allocatable = False
+        if dev.allocatable and dev.ifname and options.sharing.shared(dev.attributes, device=name):
+            dev.shared_capacity = options.sharing.capacity()
         out.append(dev)
     return out
 

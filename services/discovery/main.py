@@ -24,6 +24,7 @@ from .inventory import Inventory, InventoryConfig
 from .model import Device
 from .nodenames import NodeNames
 from .publisher import PluginState, SlicePublisher
+from .sharing import DEFAULT_INTERFACES, Sharing
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "computeMetadata/v1 or http://169.254.169.254)",
     )
     g.add_argument("--webhook-url", default="", help="the webhook for --cloud-provider=webhook")
+    g.add_argument(
+        "--shared-filter",
+        default="false",
+        help="CEL expression over `attributes` (as --filter) marking the NICs many pods share through "
+        "macvlan/ipvlan children (KEP-5075 consumable capacity, Kubernetes 1.36+ with DRAConsumableCapacity; "
+        "default: none)",
+    )
+    g.add_argument(
+        "--shared-interfaces",
+        type=int,
+        default=DEFAULT_INTERFACES,
+        help="capacity dra.net/interfaces of a shared NIC: how many pods' children it serves "
+        "(default %(default)s)",
+    )
+    g.add_argument(
+        "--shared-bandwidth",
+        default="",
+        help="capacity dra.net/bandwidth of a shared NIC, a quantity such as 10G (default: not published)",
+    )
+    g.add_argument(
+        "--shared-bandwidth-step",
+        default="100M",
+        help="what a share takes of --shared-bandwidth by default, and the step requests round up to "
+        "(default %(default)s)",
+    )
     g.add_argument("--netns", default=None, help=argparse.SUPPRESS)  # tests/benchmarks: scan another netns
 
 
@@ -165,6 +191,12 @@ def build(args: argparse.Namespace, settings: Settings) -> tuple[Inventory, Slic
         filter=DeviceFilter(args.filter),
         uplink_policy=uplink_policy(args, endpoint),
         cloud=cloud.device_attributes if cloud is not None else None,
+        sharing=Sharing.from_flags(
+            getattr(args, "shared_filter", "false"),
+            getattr(args, "shared_interfaces", DEFAULT_INTERFACES),
+            getattr(args, "shared_bandwidth", ""),
+            getattr(args, "shared_bandwidth_step", "100M"),
+        ),
     )
     publisher = None
     if not args.no_publish:

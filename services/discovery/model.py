@@ -70,6 +70,8 @@ class Device:
     attributes: dict[str, AttrValue] = field(default_factory=dict)
     # DeviceTaints in API form (taints.py): why the device should get no new pods now.
     taints: tuple[Mapping[str, str], ...] = ()
+    # Shared by many pods (--shared-filter): the API form of its capacities, else empty.
+    shared_capacity: dict[str, Any] = field(default_factory=dict)
 
     def to_wire(self) -> dict[str, Any]:
         out: dict[str, Any] = {

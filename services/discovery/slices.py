@@ -46,6 +46,8 @@ def api_device(dev: Device) -> dict[str, Any]:
     }
     if dev.taints:
         out["taints"] = [dict(t) for t in dev.taints]
+    if dev.shared_capacity:  # a shared NIC (services/discovery/sharing.py)
+        out.update(allowMultipleAllocations=True, capacity=dev.shared_capacity)
     return out
 
 

@@ -383,7 +383,8 @@ def test_unsupported_and_missing_things_are_refused_with_a_reason() -> None:
     c["spec"]["devices"]["constraints"] = [{"matchAttribute": "dra.net/pciRoot"}]
     with pytest.raises(AllocationError, match="constraints"):
         allocate(c, {"dranet": DRIVER_CLASS}, NICS, set(), NODE)
-    with pytest.raises(AllocationError, match="capacity requests"):
+    # A capacity request on devices that publish no such capacity: none of them can serve it.
+    with pytest.raises(AllocationError, match="without the capacity asked"):
         allocate(
             claim(req(capacity={"requests": {"dra.net/bw": "1G"}})),
             {"dranet": DRIVER_CLASS},
