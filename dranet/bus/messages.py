@@ -205,13 +205,20 @@ PREPARED_DEVICE = Struct(
         "ifname": str,
         "config": AnyMap,
         "rdma_device": Opt(str),
+        "share_id": Opt(str),  # a share of a shared NIC (KEP-5075): the pod gets a child of it
     },
     strict=False,
 )
 
 # ifname is "" for a device without a netdev (RDMA-only, InfiniBand): rdma_device names it then.
 ATTACH_DEVICE = _s(
-    "AttachDevice", device=str, ifname=str, config=AnyMap, claim_uid=Opt(str), rdma_device=Opt(str)
+    "AttachDevice",
+    device=str,
+    ifname=str,
+    config=AnyMap,
+    claim_uid=Opt(str),
+    rdma_device=Opt(str),
+    share_id=Opt(str),
 )
 ATTACHMENT = Struct(
     "Attachment",
@@ -235,7 +242,9 @@ ATTACHMENT = Struct(
     strict=False,
 )
 
-GRANT_DEVICE = _s("GrantDevice", device=str, ifname=str, config=AnyMap, rdma_device=Opt(str))
+GRANT_DEVICE = _s(
+    "GrantDevice", device=str, ifname=str, config=AnyMap, rdma_device=Opt(str), share_id=Opt(str)
+)
 GRANT_CLAIM = _s("GrantClaim", uid=str, pod_uids=[str], devices=[GRANT_DEVICE])
 
 OPS: dict[str, Op] = {

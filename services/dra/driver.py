@@ -437,6 +437,7 @@ class Driver:
                         "ifname": d.ifname,
                         "config": d.config,
                         "rdma_device": d.rdma_device,
+                        "share_id": d.share_id,
                     }
                 )
         return out

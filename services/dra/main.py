@@ -332,6 +332,7 @@ class DraService:
                             "ifname": d.ifname,
                             "config": d.config,
                             "rdma_device": d.rdma_device,
+                            **({"share_id": d.share_id} if d.share_id else {}),
                         }
                         for d in c.devices
                         if not d.admin_access

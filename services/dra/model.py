@@ -30,6 +30,7 @@ class PreparedDevice:
     profile: str = ""  # the profile a provider resolved (released at unprepare)
     dhcp_lease: dict[str, Any] | None = None  # the DHCP lease in config (released at unprepare)
     identifiers: dict[str, str] | None = None  # what providers know the device by (mac, pci, name)
+    share_id: str = ""  # a share of a shared NIC (KEP-5075): the pod gets a child interface of it
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PreparedDevice:

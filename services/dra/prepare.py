@@ -14,8 +14,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from dranet.config import (
+    MACVLAN,
     ConfigError,
     FeatureTable,
+    NetworkConfig,
+    check_child_mtu,
     check_ethtool,
     check_routes_reachable,
     check_supported,
@@ -171,8 +174,10 @@ def _prepare_device(
     where = f"device {pool}/{name} (request {request})"
     if pool != node_name:
         raise PrepareError(f"{where}: pool {pool!r} is not this node's pool {node_name!r}")
+    share_id = str(result.get("shareID") or "")
     try:
-        layers = applicable_configs(claim, driver, request)
+        # A share of a shared NIC gets a child interface: macvlan unless a config says otherwise.
+        layers = [*([SHARE_DEFAULT] if share_id else []), *applicable_configs(claim, driver, request)]
         cfg = _checked(merge_configs(layers))
     except ConfigError as exc:
         raise PrepareError(f"{where}: invalid config: {exc}") from None
@@ -195,6 +200,7 @@ def _prepare_device(
             "namespace, or has no network interface); the kubelet will retry",
             retriable=True,
         )
+    _check_share(where, cfg, share_id, dev)
     if dev.get("rdma_device") and not dev.get("ifname"):
         try:
             validate_rdma_only(cfg)
@@ -227,7 +233,31 @@ def _prepare_device(
         rdma_device=str(dev.get("rdma_device") or ""),
         admin_access=bool(result.get("adminAccess", False)),
         identifiers=ids,
+        share_id=share_id,
     )
+
+
+SHARE_DEFAULT = {"interface": {"type": MACVLAN}}
+
+
+def _check_share(where: str, cfg: NetworkConfig, share_id: str, dev: Mapping[str, Any]) -> None:
+    """A share never moves the NIC, and its child's MTU is never above the NIC's."""
+    child = cfg.interface.child
+    if share_id and child is None:
+        raise PrepareError(
+            f"{where}: invalid config: interface.type: passthrough would move a shared NIC out of the "
+            "host; a share gets a child interface: use macvlan or ipvlan"
+        )
+    if child is not None:
+        if not dev.get("ifname"):
+            raise PrepareError(
+                f"{where}: interface.type {child.kind!r} needs a network interface to be its parent"
+            )
+        mtu = (dev.get("attributes") or {}).get("dra.net/mtu")
+        try:
+            check_child_mtu(cfg.interface.mtu, mtu if isinstance(mtu, int) else 0, str(dev["ifname"]))
+        except ConfigError as exc:
+            raise PrepareError(f"{where}: invalid config: {exc}") from None
 
 
 def _checked(merged: Mapping[str, Any]) -> Any:
@@ -254,12 +284,16 @@ def identifiers(device: str, dev: Mapping[str, Any]) -> dict[str, str]:
 def device_conflicts(new: PreparedClaim, prepared: Sequence[PreparedClaim]) -> list[str]:
     """Devices of `new` already held by another prepared claim (the driver is the last line of defence)."""
     held = {
-        (d.pool, d.device): c for c in prepared if c.uid != new.uid for d in c.devices if not d.admin_access
+        (d.pool, d.device): c
+        for c in prepared
+        if c.uid != new.uid
+        for d in c.devices
+        if not d.admin_access and not d.share_id  # shares of a shared NIC coexist
     }
     out = []
     for d in new.devices:
         other = held.get((d.pool, d.device))
-        if other is not None and not d.admin_access:
+        if other is not None and not d.admin_access and not d.share_id:
             out.append(
                 f"device {d.pool}/{d.device} is already prepared for claim {other.namespace}/{other.name}"
             )

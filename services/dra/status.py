@@ -59,9 +59,11 @@ def device_entry(
     message: str = "",
     network: Mapping[str, Any] | None = None,
     ebpf_detached: list[str] | None = None,
+    share_id: str = "",
 ) -> dict[str, Any]:
     """One AllocatedDeviceStatus of ours (pure). ebpf_detached: the programs `disableEbpfPrograms`
-    took off the interface (None: the claim did not ask)."""
+    took off the interface (None: the claim did not ask). share_id: the allocation's share of a
+    shared NIC: the entry is that share's (its child interface's name and addresses)."""
     cond = {
         "type": READY,
         "status": "True" if ready else "False",
@@ -72,6 +74,8 @@ def device_entry(
         "lastTransitionTime": now_rfc3339(),
     }
     entry: dict[str, Any] = {"driver": driver, "pool": pool, "device": device, "conditions": [cond]}
+    if share_id:
+        entry["shareID"] = share_id
     if ebpf_detached is not None:
         what = "; ".join(ebpf_detached) or "none: the interface had no tc, tcx or XDP program"
         entry["conditions"].append(
@@ -189,7 +193,14 @@ class StatusWriter(BackgroundWriter):
             self.set(
                 claim,
                 key,
-                device_entry(self.driver, prepared.pool, device, ready=False, message=str(error or state)),
+                device_entry(
+                    self.driver,
+                    prepared.pool,
+                    device,
+                    ready=False,
+                    message=str(error or state),
+                    share_id=prepared.share_id,
+                ),
             )
         else:
             self.set(
@@ -202,6 +213,7 @@ class StatusWriter(BackgroundWriter):
                     ready=True,
                     network=network_of(body),
                     ebpf_detached=ebpf_of(body),
+                    share_id=prepared.share_id,
                 ),
             )
 

@@ -46,6 +46,7 @@ class GrantedDevice:
     ifname: str
     rdma_device: str
     digest: str  # config_digest of the validated config dra prepared
+    share_id: str = ""  # the share of a shared NIC the allocation gave this claim
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class Grant:
                     str(d.get("ifname") or ""),
                     str(d.get("rdma_device") or ""),
                     config_digest(d.get("config") or {}),
+                    str(d.get("share_id") or ""),
                 )
                 for d in claim["devices"]
             ),
@@ -84,7 +86,10 @@ class Grant:
             str(data["claim_uid"]),
             tuple(str(u) for u in data["pod_uids"]),
             tuple(
-                GrantedDevice(**{k: str(d[k]) for k in ("device", "ifname", "rdma_device", "digest")})
+                GrantedDevice(
+                    **{k: str(d[k]) for k in ("device", "ifname", "rdma_device", "digest")},
+                    share_id=str(d.get("share_id") or ""),
+                )
                 for d in data["devices"]
             ),
         )
@@ -121,6 +126,14 @@ def check_attach(grants: Iterable[Grant], pod_uid: str, devices: Sequence[Mappin
                 name,
                 f"{name} was prepared as interface {granted.ifname!r} (RDMA {granted.rdma_device!r}), "
                 f"not {ifname!r} (RDMA {rdma!r}): refused",
+            )
+        share = str(d.get("share_id") or "")
+        if share != granted.share_id:
+            raise Refused(
+                "mismatch",
+                name,
+                f"{name} was prepared as share {granted.share_id or '(none: the whole NIC)'}, "
+                f"not {share or '(none: the whole NIC)'}: refused",
             )
         if config_digest(d.get("config") or {}) != granted.digest:
             raise Refused(

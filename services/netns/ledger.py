@@ -67,10 +67,15 @@ class Ledger:
             ]
         return sorted(out, key=lambda e: e.key)
 
-    def held_by_other_pod(self, pod_uid: str, device: str, ifname: str) -> JournalEntry | None:
-        """An entry of another pod for this device or host interface."""
+    def held_by_other_pod(
+        self, pod_uid: str, device: str, ifname: str, *, child: bool = False
+    ) -> JournalEntry | None:
+        """An entry of another pod for this device or host interface. child: the caller makes a
+        child of it, which the other pods' children do not stand in the way of."""
         with self._lock:
             for e in self._entries.values():
+                if child and e.child:
+                    continue
                 if e.pod_uid != pod_uid and ((ifname and e.host.link.name == ifname) or e.device == device):
                     return e
         return None

@@ -215,6 +215,10 @@ class JournalEntry:
     char_devices: tuple[Mapping[str, Any], ...] = ()
     pod_ifindex: int = 0  # the link's index in the pod netns once moved: its identity there
     ebpf_detached: tuple[str, ...] | None = None  # disableEbpfPrograms: what the attach took off
+    # A child interface ("macvlan"/"ipvlan") of host.link, which never leaves the host; "" when
+    # the device itself moved. share_id: the allocation's share of a shared NIC.
+    child: str = ""
+    share_id: str = ""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -241,6 +245,8 @@ class JournalEntry:
             "char_devices": [dict(c) for c in self.char_devices],
             "pod_ifindex": self.pod_ifindex,
             "ebpf_detached": None if self.ebpf_detached is None else list(self.ebpf_detached),
+            "child": self.child,
+            "share_id": self.share_id,
         }
 
     @classmethod
@@ -263,6 +269,8 @@ class JournalEntry:
             char_devices=tuple(d.get("char_devices", ())),
             pod_ifindex=int(d.get("pod_ifindex", 0)),
             ebpf_detached=None if d.get("ebpf_detached") is None else tuple(d["ebpf_detached"]),
+            child=str(d.get("child") or ""),
+            share_id=str(d.get("share_id") or ""),
         )
 
     def attachment(self) -> dict[str, Any]:

@@ -292,6 +292,31 @@ class LinkChange:
     extra: list[tuple[str, Any]] = field(default_factory=list)
 
 
+# The kernel's values for each mode and flag (if_link.h), by the names dranet/config/child.py takes.
+MACVLAN_MODES = {"private": 1, "vepa": 2, "bridge": 4, "passthru": 8, "source": 16}
+IPVLAN_MODES = {"l2": 0, "l3": 1, "l3s": 2}
+IPVLAN_FLAGS = {"bridge": 0, "private": 1, "vepa": 2}
+
+
+@dataclass(frozen=True)
+class ChildLink:
+    """A child interface to create on a parent (host) link."""
+
+    name: str
+    kind: str  # "macvlan" or "ipvlan"
+    parent: int  # the parent's ifindex on the host
+    mode: str
+    flag: str = ""
+    mtu: int | None = None
+    mac: str = ""
+
+    @property
+    def data(self) -> list[tuple[str, int]]:
+        if self.kind == "macvlan":
+            return [("IFLA_MACVLAN_MODE", MACVLAN_MODES[self.mode])]
+        return [("IFLA_IPVLAN_MODE", IPVLAN_MODES[self.mode]), ("IFLA_IPVLAN_FLAGS", IPVLAN_FLAGS[self.flag])]
+
+
 # ---------------------------------------------------------------- the socket
 
 
@@ -515,6 +540,24 @@ class Rtnl:
         if data:
             info.append(["IFLA_INFO_DATA", {"attrs": [list(d) for d in data]}])
         msg["attrs"] = [["IFLA_IFNAME", name], ["IFLA_LINKINFO", {"attrs": info}]]
+        self.request(msg, RTM_NEWLINK, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL)
+
+    def create_child(self, child: ChildLink, netns_fd: int) -> None:
+        """A macvlan or ipvlan child of a host link, created directly in the netns of netns_fd
+        under its pod name: it never exists on the host."""
+        msg = _ifinfmsg()
+        info: list[list[Any]] = [["IFLA_INFO_KIND", child.kind]]
+        info.append(["IFLA_INFO_DATA", {"attrs": [list(d) for d in child.data]}])
+        msg["attrs"] = [
+            ["IFLA_IFNAME", child.name],
+            ["IFLA_LINK", child.parent],
+            ["IFLA_NET_NS_FD", netns_fd],
+            ["IFLA_LINKINFO", {"attrs": info}],
+        ]
+        if child.mtu is not None:
+            msg["attrs"].append(["IFLA_MTU", child.mtu])
+        if child.mac:
+            msg["attrs"].append(["IFLA_ADDRESS", child.mac])
         self.request(msg, RTM_NEWLINK, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL)
 
     def delete_link(self, index: int) -> None:

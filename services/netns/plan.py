@@ -35,8 +35,10 @@ from dranet.services.netns.netlink import (
 
 from dranet.bus.messages import BusError
 from dranet.config import (
+    ChildConfig,
     ConfigError,
     NetworkConfig,
+    check_child_mtu,
     check_routes_reachable,
     check_supported,
     effective_interface_name,
@@ -67,10 +69,16 @@ class Plan:
     master_name: str = ""  # the link's bridge or bond on the host
     rdma_device: str = ""  # set, with no link (NO_LINK), for a device without a netdev
     tc_programs: list[str] = field(default_factory=list)  # disableEbpfPrograms: read by snapshot
+    share_id: str = ""  # a share of a shared NIC: the pod gets a child of link
 
     @property
     def rdma_only(self) -> bool:
         return not self.ifname
+
+    @property
+    def child(self) -> ChildConfig | None:
+        """The child interface to create on link (which stays on the host), or None to move link."""
+        return self.cfg.interface.child
 
 
 # The "link" of a device without a netdev (RDMA-only): nothing to move, rename or restore.
@@ -179,6 +187,9 @@ def plan(
                 f"named {pod_ifname!r} (e.g. the CNI's eth0); choose another interface.name",
             )
         link = check_host_link(path, ifname, cfg, pod_ifname, host, allowed)
+        if cfg.interface.child is not None or d.get("share_id"):
+            plans.append(child_plan(path, d, cfg, pod_ifname, link))
+            continue
         # One dump each, shared by the checks and the snapshot.
         addresses = snapshot_addresses(addresses_of(link.index))
         check_config(path, cfg, addresses)
@@ -199,6 +210,34 @@ def plan(
             )
         )
     return plans
+
+
+def child_plan(path: str, d: Mapping[str, Any], cfg: NetworkConfig, pod_ifname: str, parent: Link) -> Plan:
+    """The plan of a child interface of `parent` (a share of a shared NIC, or interface.type
+    macvlan/ipvlan): nothing of the host is snapshotted, as nothing of it changes."""
+    child = cfg.interface.child
+    if child is None:
+        raise BusError(
+            "invalid_config",
+            f"{path}.config.interface.type: passthrough would move the shared NIC {parent.name} out of "
+            "the host; a share gets a child interface: use macvlan or ipvlan",
+        )
+    try:
+        check_child_mtu(cfg.interface.mtu, parent.mtu, parent.name)
+        check_supported(cfg)
+        check_routes_reachable(cfg, cfg.interface.addresses)
+    except ConfigError as err:
+        raise _config_error(path, err) from None
+    return Plan(
+        str(d["device"]),
+        parent.name,
+        str(d.get("claim_uid") or ""),
+        d.get("config") or {},
+        cfg,
+        pod_ifname,
+        parent,
+        share_id=str(d.get("share_id") or ""),
+    )
 
 
 def rdma_plan(
@@ -240,6 +279,7 @@ def entry_plan(entry: JournalEntry) -> Plan:
         entry.pod_ifname,
         entry.host.link,
         entry,
+        share_id=entry.share_id,
     )
 
 

@@ -64,6 +64,8 @@ def restore(
     the node's uplinks now (asked before a device found on the host is renamed or re-addressed).
     Raises
     StepError when the device is in the pod netns and cannot be moved out."""
+    if entry.child:
+        return remove_child(entry, pod, known, hook)
     if not entry.host.link.name:  # RDMA-only: its RDMA device is all there is
         if pod is not None:
             try:
@@ -98,6 +100,46 @@ def restore(
     now = host.rtnl.get_link(index=link.index) or link
     restore_config(host, now, entry.host, attempt)
     return Outcome(found=True, problems=problems)
+
+
+def remove_child(
+    entry: JournalEntry, pod: Netns | None, known: Collection[int], hook: Hook | None
+) -> Outcome:
+    """A child interface is deleted where it is (its pod netns); its parent never left the host
+    and nothing of the host changes. A child whose netns is gone went with it (found False).
+    Raises StepError when the child is there and cannot be deleted (the caller retries)."""
+    if pod is None:
+        return Outcome(found=False)
+    child = find_child(pod, entry, known)
+    if child is None:
+        return Outcome(found=False)
+    index = child.index
+    run_step("delete-child", entry.device, lambda: pod.rtnl.delete_link(index), hook)
+    return Outcome(found=True)
+
+
+def find_child(pod: Netns, entry: JournalEntry, known: Collection[int] = ()) -> Link | None:
+    """The entry's child in the pod netns: at its recorded index or under its pod name, of its kind
+    and (macvlan) with the MAC chosen for it before it was created."""
+
+    def ours(link: Link | None) -> bool:
+        return (
+            link is not None
+            and link.kind == entry.child
+            and (not entry.hardware_address or link.mac == entry.hardware_address)
+        )
+
+    for probe in (
+        lambda: pod.rtnl.get_link(index=entry.pod_ifindex) if entry.pod_ifindex else None,
+        lambda: pod.rtnl.get_link(name=entry.pod_ifname),
+    ):
+        link = probe()
+        if ours(link):
+            return link
+    if not known:
+        return None
+    new = [link for link in pod.rtnl.links() if link.index not in known and ours(link)]
+    return new[0] if len(new) == 1 else None
 
 
 def _attempts(dev: str, problems: list[str], hook: Hook | None) -> Callable[[str, Callable[[], Any]], bool]:

@@ -9,6 +9,7 @@ neighbors, ethtool, rdma, ebpf).
 from __future__ import annotations
 
 import errno
+import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
@@ -29,6 +30,7 @@ from dranet.services.netns.netlink import (
     IPV4_DEVCONF_FORWARDING,
     RT_TABLE_MAIN,
     Address,
+    ChildLink,
     DevConf,
     Link,
     LinkChange,
@@ -48,8 +50,8 @@ def snapshot(host: Netns, plan: Plan) -> HostSnapshot:
     """The host side of plan.link as it is now (what restore puts back). Also resolves the claim's
     ethtool feature names into plan.features (the changes to make). RequestError when the device
     lacks a feature or flag, or cannot change a feature as asked."""
-    if plan.rdma_only:
-        return HostSnapshot(link=plan.link)
+    if plan.rdma_only or plan.child is not None:
+        return HostSnapshot(link=plan.link)  # nothing of the host changes
     link = plan.link
     routes = plan.routes
     tables = {r.table for r in routes}
@@ -107,26 +109,10 @@ def configure(
             ATTACHED, char_devices=tuple(rdma.char_devices(entry.rdma_device, sysfs_root, dev_root))
         )
 
-    if snap.link.up:
-        # Down first, as its own request: the kernel moves a down link without the teardown
-        # it would otherwise do inside the move (measured: the move alone is then faster).
-        run("down", lambda: host.rtnl.set_link(snap.link.index, LinkChange(up=False)))
-    run(
-        "move",
-        lambda: host.rtnl.set_link(
-            snap.link.index,
-            LinkChange(
-                netns_fd=pod.fd,
-                name=plan.pod_ifname,
-                mtu=iface.mtu,
-                mac=iface.hardware_addr,
-                gso_max_size=iface.gso_max_size,
-                gro_max_size=iface.gro_max_size,
-                gso_ipv4_max_size=iface.gso_ipv4_max_size,
-                gro_ipv4_max_size=iface.gro_ipv4_max_size,
-            ),
-        ),
-    )
+    if plan.child is not None:
+        run("create", lambda: host.rtnl.create_child(child_link(plan, entry), pod.fd))
+    else:
+        place(host, pod, plan, snap.link, run)
     link = run("lookup", lambda: pod.rtnl.get_link(name=plan.pod_ifname))
     if link is None:
         raise StepError("lookup", dev, OSError(errno.ENODEV, f"{plan.pod_ifname} is not in the pod netns"))
@@ -180,6 +166,62 @@ def configure(
         pod_ifindex=link.index,
         ebpf_detached=detached,
     )
+
+
+def place(
+    host: Netns, pod: Netns, plan: Plan, link: Link, run: Callable[[str, Callable[[], Any]], Any]
+) -> None:
+    """Move the device into the pod, renamed and with its link attributes, in one request."""
+    iface = plan.cfg.interface
+    if link.up:
+        # Down first, as its own request: the kernel moves a down link without the teardown
+        # it would otherwise do inside the move (measured: the move alone is then faster).
+        run("down", lambda: host.rtnl.set_link(link.index, LinkChange(up=False)))
+    run(
+        "move",
+        lambda: host.rtnl.set_link(
+            link.index,
+            LinkChange(
+                netns_fd=pod.fd,
+                name=plan.pod_ifname,
+                mtu=iface.mtu,
+                mac=iface.hardware_addr,
+                gso_max_size=iface.gso_max_size,
+                gro_max_size=iface.gro_max_size,
+                gso_ipv4_max_size=iface.gso_ipv4_max_size,
+                gro_ipv4_max_size=iface.gro_ipv4_max_size,
+            ),
+        ),
+    )
+
+
+def child_link(plan: Plan, entry: JournalEntry) -> ChildLink:
+    """The child interface of plan.link the entry names (its MAC chosen before the journal write)."""
+    child = plan.child
+    assert child is not None
+    return ChildLink(
+        name=plan.pod_ifname,
+        kind=child.kind,
+        parent=plan.link.index,
+        mode=child.mode,
+        flag=child.flag,
+        mtu=plan.cfg.interface.mtu,
+        mac=entry.hardware_address,
+    )
+
+
+def child_mac(plan: Plan) -> str:
+    """The MAC a child gets: the claim's, else a random locally administered unicast one for a
+    macvlan (chosen before the create, so the journal can tell the child apart); an ipvlan child
+    has its parent's."""
+    child = plan.child
+    if child is None or child.kind != "macvlan":
+        return ""
+    if plan.cfg.interface.hardware_addr:
+        return plan.cfg.interface.hardware_addr
+    octets = bytearray(os.urandom(6))
+    octets[0] = (octets[0] & 0xFC) | 0x02
+    return ":".join(f"{b:02x}" for b in octets)
 
 
 def enslave_vrf(pod: Netns, link: Link, name: str, table: int) -> None:

@@ -45,9 +45,10 @@ from dranet.services.netns.nspath import DEFAULT_ROOTS, alive, names_netns, netn
 from dranet.services.netns.plan import Allowed, HostView, Plan, check_request, is_allowed, plan
 from dranet.services.netns.podns import Netns
 from dranet.services.netns.restore import restore
-from dranet.services.netns.steps import configure, snapshot
+from dranet.services.netns.steps import child_mac, configure, snapshot
 
 from dranet.bus.messages import BusError
+from dranet.config import IPVLAN, MACVLAN
 from dranet.observability import metrics
 from dranet.uplinks import Uplink, UplinkPolicy
 
@@ -425,7 +426,7 @@ class NetnsWorker:
             except RequestError as err:
                 raise as_bus_error(err) from None
             pod = self.ledger.pod_for(handle, use=True)
-            names = [str(d["ifname"]) or "rdma:" + str(d.get("rdma_device")) for d in devices]
+            names = [reservation(pod_uid, d) for d in devices]
             try:
                 with self.ledger.reserve(names):
                     return self._attach_locked(pod_uid, pod, devices, deadline)
@@ -510,7 +511,7 @@ class NetnsWorker:
     ) -> JournalEntry | None:
         """The entry when (pod, device) is already attached as asked; conflicts raise BusError.
         Attached differently (or its old sandbox is gone): given back to the host first, then None."""
-        other = self.ledger.held_by_other_pod(pod_uid, device, ifname)
+        other = self.ledger.held_by_other_pod(pod_uid, device, ifname, child=wants_child(d))
         if other is not None and other.phase == DETACHING:
             command = RELEASE_COMMAND.format(pod_uid=other.pod_uid, device=other.device)
             raise BusError(
@@ -561,7 +562,12 @@ class NetnsWorker:
                         host=snapshot(self.hostns, p),
                         pod_ifname=p.pod_ifname,
                         config=dict(p.raw),
-                        rdma_device=p.rdma_device or rdma.rdma_device_of(p.link.name, self.sysfs_root),
+                        rdma_device=""
+                        if p.child is not None
+                        else p.rdma_device or rdma.rdma_device_of(p.link.name, self.sysfs_root),
+                        hardware_address=child_mac(p),
+                        child=p.child.kind if p.child is not None else "",
+                        share_id=p.share_id,
                     )
                 )
             step = "journal"
@@ -831,6 +837,22 @@ class NetnsWorker:
             self._publish("attachments", body)
         except Exception:
             log.exception("publishing an attachment event failed")
+
+
+def wants_child(d: Mapping[str, Any]) -> bool:
+    """Whether an attach request's device gets a child interface (a share, or interface.type
+    macvlan/ipvlan) rather than moving: other pods' children of the same NIC do not conflict."""
+    iface = (d.get("config") or {}).get("interface")
+    kind = iface.get("type") if isinstance(iface, Mapping) else None
+    return bool(d.get("share_id")) or kind in (MACVLAN, IPVLAN)
+
+
+def reservation(pod_uid: str, d: Mapping[str, Any]) -> str:
+    """What an attach keeps other requests off: the host interface it moves, or for a child, that
+    pod's child of it (children of one NIC for different pods are made side by side)."""
+    if not d["ifname"]:
+        return "rdma:" + str(d.get("rdma_device"))
+    return f"{d['ifname']}/{pod_uid}" if wants_child(d) else str(d["ifname"])
 
 
 def _live_state(entry: JournalEntry, pod: Netns | None) -> dict[str, Any]:

@@ -584,6 +584,7 @@ def _attach_request(pod: PodInfo, devices: list[dict[str, Any]]) -> dict[str, An
                 "claim_uid": d.get("claim_uid", ""),
                 # an RDMA-only device (no netdev) is named by its RDMA device
                 **({"rdma_device": d["rdma_device"]} if d.get("rdma_device") and not d.get("ifname") else {}),
+                **({"share_id": d["share_id"]} if d.get("share_id") else {}),
             }
             for d in devices
         ],
