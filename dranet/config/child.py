@@ -22,6 +22,8 @@ TYPES = (PASSTHROUGH, MACVLAN, IPVLAN)
 MACVLAN_MODES = ("bridge", "private", "vepa", "passthru", "source")
 IPVLAN_MODES = ("l2", "l3", "l3s")
 IPVLAN_FLAGS = ("bridge", "private", "vepa")
+MACVLAN_FIELDS = ("mode",)
+IPVLAN_FIELDS = ("mode", "flag")
 
 
 @dataclass(frozen=True)
@@ -67,10 +69,10 @@ def decode_child(obj: Mapping[str, Any], path: str) -> ChildConfig | None:
                 f"{path}.{block}", f"applies only with interface.type {block!r} (type is {kind!r})"
             )
     if kind == MACVLAN:
-        macvlan = _block(obj, MACVLAN, ("mode",), path)
+        macvlan = _block(obj, MACVLAN, MACVLAN_FIELDS, path)
         return ChildConfig(MACVLAN, _choice(macvlan, "mode", f"{path}.macvlan", MACVLAN_MODES))
     if kind == IPVLAN:
-        ipvlan = _block(obj, IPVLAN, ("mode", "flag"), path)
+        ipvlan = _block(obj, IPVLAN, IPVLAN_FIELDS, path)
         where = f"{path}.ipvlan"
         return ChildConfig(
             IPVLAN, _choice(ipvlan, "mode", where, IPVLAN_MODES), _choice(ipvlan, "flag", where, IPVLAN_FLAGS)

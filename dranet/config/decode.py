@@ -227,7 +227,8 @@ def _decode_interface(raw: Any, path: str) -> InterfaceConfig:
 
     child = decode_child(obj, path)
     if child is not None:
-        check_child_fields(child, {k: obj.get(k) not in (None, False) for k in obj}, has_ethtool=False)
+        given = {k: obj.get(k) not in (None, False) for k in obj}
+        check_child_fields(child, {**given, "dhcp": dhcp}, has_ethtool=False)
     return InterfaceConfig(
         name=name,
         addresses=tuple(addresses),

@@ -45,6 +45,7 @@ def test_types_and_modes_decode_and_round_trip(interface: dict[str, Any], child:
         ({"macvlan": {"mode": "bridge"}}, "interface.macvlan"),
         ({"type": "ipvlan", "hardwareAddr": "02:00:00:00:00:01"}, "interface.hardwareAddr"),
         ({"type": "macvlan", "dhcp": True}, "interface.dhcp"),
+        ({"type": "macvlan", "addressing": "DHCP"}, "interface.dhcp"),
         ({"type": "macvlan", "vrf": {"name": "blue"}}, "interface.vrf"),
         ({"type": "macvlan", "gsoMaxSize": 65536}, "interface.gsoMaxSize"),
         ({"type": "macvlan", "disableEbpfPrograms": True}, "interface.disableEbpfPrograms"),

@@ -15,7 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from dranet.cli import COMMANDS, build_parser
-from dranet.config import decode
+from dranet.config import child, decode
 from dranet.observability import metrics
 from dranet.observability.endpoint import merge
 
@@ -127,6 +127,8 @@ FIELDS = {
     "": decode.TOP_FIELDS,
     "interface": decode.INTERFACE_FIELDS,
     "interface.vrf": decode.VRF_FIELDS,
+    "interface.macvlan": child.MACVLAN_FIELDS,
+    "interface.ipvlan": child.IPVLAN_FIELDS,
     "routes": decode.ROUTE_FIELDS,
     "rules": decode.RULE_FIELDS,
     "neighbors": decode.NEIGHBOR_FIELDS,

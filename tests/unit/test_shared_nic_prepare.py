@@ -9,6 +9,7 @@ import pytest
 from dranet.services.dra.prepare import PrepareError, device_conflicts, prepare_claim
 from dranet.services.dra.status import device_entry
 from dranet.services.netns.grants import Grant, Refused, check_attach
+
 from tests.unit.test_dra_prepare import DRIVER, NODE, claim_json, config, result
 
 SHARE = "0b3a1c7e-5d2f-4e6a-9c1b-2f3e4d5c6b7a"
@@ -32,10 +33,10 @@ def test_a_share_gets_a_macvlan_child_unless_its_config_says_ipvlan() -> None:
 
 
 def test_a_share_never_moves_the_nic_and_its_mtu_stays_under_the_parents() -> None:
-    with pytest.raises(PrepareError, match="interface.type: passthrough would move a shared NIC"):
+    with pytest.raises(PrepareError, match=r"interface\.type: passthrough would move a shared NIC"):
         shared("c1", SHARE, config({"interface": {"type": "passthrough"}}))
     with pytest.raises(
-        PrepareError, match="interface.mtu: 9000 is above the MTU 1500 of the shared NIC fast0"
+        PrepareError, match=r"interface\.mtu: 9000 is above the MTU 1500 of the shared NIC fast0"
     ):
         shared("c1", SHARE, config({"interface": {"mtu": 9000}}))
 
