@@ -227,8 +227,8 @@ def _decode_interface(raw: Any, path: str) -> InterfaceConfig:
 
     child = decode_child(obj, path)
     if child is not None:
-        given = {k: obj.get(k) not in (None, False) for k in obj}
-        check_child_fields(child, {**given, "dhcp": dhcp}, has_ethtool=False)
+        present = {k: obj.get(k) not in (None, False) for k in obj}
+        check_child_fields(child, {**present, "dhcp": dhcp}, has_ethtool=False)
     return InterfaceConfig(
         name=name,
         addresses=tuple(addresses),
