@@ -93,7 +93,7 @@ class Round:
                 per_pod.append(run.timings["run_pod_sandbox"])
             total = time.monotonic() - began
             if self.n <= 2 * PODS:  # the first round of each kind: every pod has its own net0
-                from dranet.localcluster.demo import addresses, links_in
+                from localcluster.demo import addresses, links_in
 
                 seen = set()
                 for _pod, run, _claim in started:
@@ -121,8 +121,8 @@ def row(label: str, values: list[float]) -> str:
 
 
 def run(rounds: int, log: Any) -> int:
-    from dranet.localcluster.containerd import Containerd, PackagesUnavailable
-    from dranet.localcluster.demo import Cluster
+    from localcluster.containerd import Containerd, PackagesUnavailable
+    from localcluster.demo import Cluster
 
     tag = secrets.token_hex(2)
     prefix = f"tsh{tag}"

@@ -39,6 +39,14 @@ NIC_COUNT = 40
 # The example IPAM provider's pool, served on the driver's node (dra's --webhook-url): claims with
 # `profile: ipam` get their addresses from it (test_addressing.py).
 IPAM_POOL = "10.63.0.0/27"
+# A NIC whose alias is SHARED_ALIAS is shared (KEP-5075): discovery publishes it with
+# allowMultipleAllocations and SHARED_INTERFACES child interfaces (test_shared_nic.py sets the alias
+# on a NIC it took, and clears it after).
+SHARED_ALIAS = "dranet-e2e-shared"
+SHARED_INTERFACES = 10
+SHARED_FILTER = (
+    f'"dra.net/alias" in attributes && attributes["dra.net/alias"].StringValue == "{SHARED_ALIAS}"'
+)
 
 
 def need_root() -> None:
@@ -65,8 +73,11 @@ def driver() -> Iterator[DaemonSetCluster]:
         nri_request_timeout="10s",
         ipam_pool=IPAM_POOL,
         # the worker renews DHCP leases within 2 s, so test_addressing sees a renewal (its default
-        # follows the lease's T1)
-        extra_args={"netns": ["--dhcp-renew-max", "2"]},
+        # follows the lease's T1); discovery shares the NIC test_shared_nic.py marks with SHARED_ALIAS
+        extra_args={
+            "netns": ["--dhcp-renew-max", "2"],
+            "discovery": ["--shared-filter", SHARED_FILTER, "--shared-interfaces", str(SHARED_INTERFACES)],
+        },
     )
     _running.append(c)
     try:
