@@ -48,8 +48,9 @@ from localcluster.cri import CriClient
 from localcluster.daemonpod import DaemonPod
 from localcluster.demo import DRIVER, SERVICES, Cluster, DemoError
 from localcluster.ipam import IpamProvider
+from localcluster.metadata import MACHINE_TYPE, URL, GceMetadata, network_of
 from localcluster.nodeagent import NodeAgent
-from localcluster.nodenet import NodeNet, in_netns, ip
+from localcluster.nodenet import NodeNet, in_netns, ip, link_info
 from localcluster.podspec import Node, plan, pod_template
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -322,6 +323,10 @@ class DaemonSetCluster(Cluster):
     nri_request_timeout: str = "2s"
     ipam_pool: str = ""  # when set, the example IPAM provider serves it in the node netns (dra's webhook)
     ipam: IpamProvider | None = None
+    # a GCE metadata stand-in in the node netns, each stand-in NIC in a VPC network of its own
+    # (metadata.network_of), read by discovery (--cloud-provider=gce)
+    gce_metadata: bool = False
+    metadata: GceMetadata | None = None
 
     def __post_init__(self) -> None:
         tag = secrets.token_hex(3)
@@ -408,6 +413,9 @@ class DaemonSetCluster(Cluster):
             self.ipam = IpamProvider(self.node_netns, self.ipam_pool, self.workdir / "ipam.log")
             self.ipam.start()
             self.template = add_service_args(self.template, "dra", [f"--webhook-url={self.ipam.url}"])
+        if self.gce_metadata:
+            words = ["--cloud-provider=gce", f"--metadata-url={URL}"]
+            self.template = add_service_args(self.template, "discovery", words)
         for service, words in self.extra_args.items():
             self.template = add_service_args(self.template, service, words)
         if self.cdi:
@@ -440,6 +448,9 @@ class DaemonSetCluster(Cluster):
         self.front = ApiFront(self.node_netns, (host, int(port)), self.pki)
         self.front.start()
         self.registry_dir.mkdir(parents=True, exist_ok=True)  # the kubelet makes it at boot (type Directory)
+        if self.gce_metadata and self.metadata is None:  # discovery reads it at start
+            self.metadata = GceMetadata(self.node_netns, self.cloud_interfaces())
+            self.metadata.start()
         self.pod = self.new_pod(IMAGE)
         # The kubelet's plugin watcher runs from its start and registers the driver as soon as its
         # registration socket appears: the pod's readiness includes being registered.
@@ -448,6 +459,16 @@ class DaemonSetCluster(Cluster):
         self.pod.wait_ready(self.startup_timeout)
         where = self.pod.plan.sandbox.log_directory
         self.log(f"  the DaemonSet's pod {self.pod.plan.name} is ready (logs in {where})")
+
+    def cloud_interfaces(self) -> list[dict[str, str]]:
+        """The instance's NICs as GCE's metadata lists them: MAC and VPC network."""
+        assert self.net is not None
+        project = MACHINE_TYPE.split("/")[1]
+        return [
+            {"mac": str((link_info(n.name, self.node_netns) or {}).get("address")),
+             "network": f"projects/{project}/networks/{network_of(n.name)}"}
+            for n in self.net.nics
+        ]  # fmt: skip
 
     def new_pod(self, image: str) -> DaemonPod:
         """The DaemonSet's pod from the template with its containers' image set to image, up (not
@@ -512,6 +533,9 @@ class DaemonSetCluster(Cluster):
         if self.ipam is not None:
             self.ipam.stop()
             self.ipam = None
+        if self.metadata is not None:
+            self.metadata.stop()
+            self.metadata = None
         if Path("/run/netns", self.node_netns).exists():
             try:
                 ip("netns", "del", self.node_netns)

@@ -78,6 +78,7 @@ def driver() -> Iterator[DaemonSetCluster]:
             "netns": ["--dhcp-renew-max", "2"],
             "discovery": ["--shared-filter", SHARED_FILTER, "--shared-interfaces", str(SHARED_INTERFACES)],
         },
+        gce_metadata=True,  # discovery publishes GCE's attributes (test_cloud_attributes.py)
     )
     _running.append(c)
     try:
