@@ -18,6 +18,7 @@ from dranet.observability.logging import bind
 from .addressing import Addressing
 from .cdi import CdiSpecs
 from .checkpoint import Checkpoint
+from .metadata import MetadataError, MetadataFiles, on_attachment
 from .metrics import CLAIM_RESULTS, CLAIM_SECONDS, PREPARED_CLAIMS
 from .prepare import (
     FeatureLookup,
@@ -79,6 +80,7 @@ class Driver:
         grant: Granter | None = None,
         revoke: Revoker | None = None,
         addressing: Addressing | None = None,
+        metadata: MetadataFiles | None = None,
     ) -> None:
         self.driver_name = driver_name
         self.node_name = node_name
@@ -90,6 +92,7 @@ class Driver:
         self._on_prepared = on_prepared
         self._on_failed = on_failed  # (claim, error) after a prepare failed for it: for an Event
         self._cdi = cdi  # None: prepare returns no CDI devices (no fail-closed hook)
+        self._metadata = metadata  # None: no device metadata files (KEP-5304)
         self._features = features  # a host interface's ethtool table (the netns worker reads it)
         self._addressing = addressing or Addressing()  # providers and DHCP (none by default)
         # One lock over state and checkpoint (Checkpoint.locked: threads, and the other dra
@@ -116,6 +119,8 @@ class Driver:
             self._loaded = True
             PREPARED_CLAIMS.set(len(self._prepared))
             errors = self._cdi.sync(self._prepared.values()) if self._cdi is not None else []
+            if self._metadata is not None:
+                errors += self._metadata.sync(self._prepared.values())
         for error in errors:  # the runtime then cannot resolve the device: containers do not start
             log.error("cannot write a CDI spec; check the CDI directory", extra={"error": error})
         log.info(
@@ -224,7 +229,8 @@ class Driver:
                     CLAIM_RESULTS.labels(op="prepare", outcome="error").inc()
                     self._addressing.release(claim)
                     continue
-                error = self._write_spec(claim)  # before the checkpoint: prepared means it has its spec
+                # before the checkpoint: prepared means it has its specs
+                error = self._write_spec(claim) or self._write_metadata(claim)
                 if error:
                     out[uid] = ClaimResult(error=error)
                     CLAIM_RESULTS.labels(op="prepare", outcome="error").inc()
@@ -243,6 +249,7 @@ class Driver:
                     out[uid] = ClaimResult(error=msg)
                     CLAIM_RESULTS.labels(op="prepare", outcome="error").inc()
                     self._remove_spec(uid)
+                    self._remove_metadata(claim)
                     self._addressing.release(claim)
                 return out
             self._prepared = candidate
@@ -308,6 +315,7 @@ class Driver:
                 PREPARED_CLAIMS.set(len(remaining))
             for c in dropped:
                 self._remove_spec(c.uid)
+                self._remove_metadata(c)
                 self._addressing.release(c)  # the devices are back on the host: leases, profiles
                 CLAIM_RESULTS.labels(op="unprepare", outcome="unprepared").inc()
                 log.info("claim unprepared", extra={"claim_uid": c.uid, "claim": f"{c.namespace}/{c.name}"})
@@ -368,7 +376,45 @@ class Driver:
 
     def _result(self, claim: PreparedClaim) -> ClaimResult:
         ids = self._cdi.ids(claim) if self._cdi is not None else {}
+        if self._metadata is not None:
+            for device, cdi_id in self._metadata.ids(claim).items():
+                ids[device] = [*ids.get(device, []), cdi_id]
         return ClaimResult(devices=list(claim.devices), cdi_ids=ids)
+
+    # ------------------------------------------------------------ device metadata (KEP-5304)
+
+    def _write_metadata(self, claim: PreparedClaim) -> str:
+        if self._metadata is None:
+            return ""
+        try:
+            self._metadata.write(claim)
+        except MetadataError as exc:
+            log.error("device metadata write failed", extra={"claim_uid": claim.uid, "error": str(exc)})
+            self._remove_spec(claim.uid)
+            return f"{exc}; check --cdi-dir and the plugin data directory"
+        return ""
+
+    def _remove_metadata(self, claim: PreparedClaim) -> None:
+        if self._metadata is None:
+            return
+        try:
+            self._metadata.remove(claim)
+        except OSError as exc:  # harmless: no container refers to it any more; removed at next start
+            log.warning("cannot remove device metadata", extra={"claim_uid": claim.uid, "error": str(exc)})
+
+    def on_attachment(self, claim: PreparedClaim | None, body: Mapping[str, Any]) -> None:
+        """The worker's attach or detach of a device: its networkData in the metadata file."""
+        if self._metadata is None or claim is None:
+            return
+        with self._lock:  # not while unprepare removes the files
+            if claim.uid not in self._prepared:
+                return
+            try:
+                on_attachment(self._metadata, claim, body)
+            except MetadataError as exc:
+                log.warning(
+                    "device metadata update failed", extra={"claim_uid": claim.uid, "error": str(exc)}
+                )
 
     def _write_spec(self, claim: PreparedClaim) -> str:
         if self._cdi is None:

@@ -38,6 +38,7 @@ from .health import DEFAULT_TIMEOUT as DEFAULT_HEALTH_TIMEOUT
 from .health import HealthMonitor, HealthServicer, Where
 from .inventory import InventoryCache
 from .kube import KubeClaims
+from .metadata import HOST_SUBDIR, MetadataFiles
 from .model import PreparedClaim, PrepareError
 from .plugin import PluginServer
 from .reconcile import ClaimReconciler
@@ -96,6 +97,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the runtime's CDI spec directory: prepare writes a spec per claim whose OCI hook keeps "
         "the pod's containers from starting until their NICs are attached, even when nri is not "
         "connected; empty = off, no CDI devices (default %(default)s)",
+    )
+    parser.add_argument(
+        "--cdi-hook",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="with --cdi-dir: give each claim the fail-closed OCI hook (needs `dranet` on the host); "
+        "--no-cdi-hook writes only the device metadata specs (default on)",
+    )
+    parser.add_argument(
+        "--device-metadata",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="KEP-5304 device metadata: a file per claim request with the devices' attributes and "
+        "network data, bind-mounted into the containers that use it by a CDI spec in --cdi-dir; "
+        "the files live in <kubelet plugins dir>/<driver>/dra-device-metadata (default off)",
+    )
+    parser.add_argument(
+        "--device-metadata-host-dir",
+        default="",
+        help="that directory as the runtime sees it, when dra's view of the node's filesystem differs "
+        "(default: the same path)",
     )
     parser.add_argument(
         "--cdi-hook-command",
@@ -237,6 +259,7 @@ class DraService:
             grant=self._grant,
             revoke=lambda uids: self.netns.call("revoke", {"claim_uids": uids}, timeout=10.0),
             addressing=self._addressing(args),
+            metadata=self._metadata_files(args),
         )
         self._sync_kick = threading.Event()
         self._sync_stop = threading.Event()
@@ -272,7 +295,7 @@ class DraService:
 
     def _cdi_specs(self, args: argparse.Namespace, runtime_dir: Path) -> CdiSpecs | None:
         directory = getattr(args, "cdi_dir", "") or ""
-        if not directory:
+        if not directory or not getattr(args, "cdi_hook", True):
             return None
         command = getattr(args, "cdi_hook_command", "") or shlex.join([sys.executable, "-m", "dranet"])
         hook = HookCommand(
@@ -281,6 +304,23 @@ class DraService:
             wait=float(getattr(args, "cdi_hook_wait", DEFAULT_WAIT)),
         )
         return CdiSpecs(directory, self.driver_name, hook)
+
+    def _metadata_files(self, args: argparse.Namespace) -> MetadataFiles | None:
+        if not getattr(args, "device_metadata", False):
+            return None
+        cdi_dir = getattr(args, "cdi_dir", "") or ""
+        if not cdi_dir:
+            raise ValueError(
+                "--device-metadata needs --cdi-dir (the runtime's CDI directory: its specs bind-mount "
+                "the files); set --cdi-dir, with --no-cdi-hook when the node has no `dranet` command"
+            )
+        host_dir = getattr(args, "device_metadata_host_dir", "") or ""
+        return MetadataFiles(
+            self.driver_name,
+            self.dra_path.parent / HOST_SUBDIR,
+            Path(cdi_dir),
+            Path(host_dir) if host_dir else None,
+        )
 
     def _ethtool_table(self, ifname: str) -> FeatureTable:
         """The interface's ethtool table, read by the netns worker (dra holds no capability)."""
@@ -382,6 +422,17 @@ class DraService:
             self.push_grants()
         self.attachments.on_message(topic, body)
         self.status.on_message(topic, body)
+        items = body.get("attachments")
+        for item in items if isinstance(items, list) else [body]:
+            if isinstance(item, dict):
+                self.driver.on_attachment(
+                    self._claim_of(
+                        str(item.get("claim_uid") or ""),
+                        str(item.get("pod_uid") or ""),
+                        str(item.get("device") or ""),
+                    ),
+                    item,
+                )
         self.health.kick()
         if topic == "attachments" and body.get("state") == "restore_incomplete":
             claim = self._claim_of(

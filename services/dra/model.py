@@ -31,6 +31,8 @@ class PreparedDevice:
     dhcp_lease: dict[str, Any] | None = None  # the DHCP lease in config (released at unprepare)
     identifiers: dict[str, str] | None = None  # what providers know the device by (mac, pci, name)
     share_id: str = ""  # a share of a shared NIC (KEP-5075): the pod gets a child interface of it
+    # the device's attributes as its ResourceSlice published them at prepare (the metadata file's)
+    attributes: dict[str, dict[str, Any]] | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PreparedDevice:
@@ -52,6 +54,8 @@ class PreparedClaim:
     pod_uids: list[str]
     devices: list[PreparedDevice]
     prepared_at: float = field(default_factory=time.time)
+    # pod.spec.resourceClaims[].name of a claim made from a template (the metadata file's path)
+    pod_claim_name: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,4 +69,5 @@ class PreparedClaim:
             pod_uids=[str(u) for u in data.get("pod_uids", [])],
             devices=[PreparedDevice.from_dict(d) for d in data.get("devices", [])],
             prepared_at=float(data.get("prepared_at", 0.0)),
+            pod_claim_name=None if data.get("pod_claim_name") is None else str(data["pod_claim_name"]),
         )

@@ -29,6 +29,7 @@ from dranet.config import (
     validate_rdma_only,
 )
 
+from .metadata import api_attributes, pod_claim_name
 from .model import PreparedClaim, PreparedDevice, PrepareError
 
 __all__ = ["PrepareError", "PreparedClaim", "PreparedDevice", "prepare_claim"]
@@ -155,6 +156,7 @@ def prepare_claim(
         name=str(meta.get("name", "")),
         pod_uids=[pod_uid],
         devices=devices,
+        pod_claim_name=pod_claim_name(claim),
     )
 
 
@@ -234,6 +236,7 @@ def _prepare_device(
         admin_access=bool(result.get("adminAccess", False)),
         identifiers=ids,
         share_id=share_id,
+        attributes=api_attributes(dev.get("attributes") or {}),
     )
 
 
