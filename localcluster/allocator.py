@@ -44,6 +44,7 @@ from typing import Any
 import cel
 
 from localcluster import capacity as cc
+from localcluster.extended import ExtendedResourceError, is_special_claim_of, special_claim
 
 RESOURCE_GROUP_VERSION = "resource.k8s.io/v1"
 POD_CLAIM_NAME_ANNOTATION = "resource.kubernetes.io/pod-claim-name"
@@ -608,9 +609,49 @@ class Allocator:
         raise AssertionError("not reached")
 
     def allocate_pod(self, pod: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """Allocate and reserve every claim of the pod; returns the stored claims."""
+        """Allocate and reserve every claim of the pod, the one made for its extended resources
+        too; returns the stored claims."""
         ns = (pod.get("metadata") or {}).get("namespace", "default")
-        return [self.allocate_claim(ns, n, pod) for n in self.pod_claim_names(pod)]
+        claims = [self.allocate_claim(ns, n, pod) for n in self.pod_claim_names(pod)]
+        special = self.extended_resource_claim(pod)
+        if special is not None:
+            claims.append(special)
+        return claims
+
+    # ------------------------------------------------------------ extended resources (extended.py)
+
+    def _special_claim_name(self, pod: Mapping[str, Any]) -> str | None:
+        ns = (pod.get("metadata") or {}).get("namespace", "default")
+        items = self._json(self.resource.list_namespaced_resource_claim(ns, _preload_content=False))["items"]
+        return next((c["metadata"]["name"] for c in items if is_special_claim_of(c, pod)), None)
+
+    def extended_resource_claim(self, pod: Mapping[str, Any]) -> dict[str, Any] | None:
+        """As the scheduler's PreBind does for a pod with extended resources backed by DRA: create
+        the special claim (once), allocate and reserve it, and record
+        pod.status.extendedResourceClaimStatus (also in `pod` when it is a dict, as a kubelet's
+        informer would see it). None when the pod requests no extended resource. Raises
+        AllocationError (e.g. for a resource no class serves)."""
+        try:
+            made = special_claim(pod, self._classes().values())
+        except ExtendedResourceError as exc:
+            raise AllocationError(str(exc)) from None
+        if made is None:
+            return None
+        body, mappings = made
+        meta = pod.get("metadata") or {}
+        ns = meta.get("namespace", "default")
+        name = self._special_claim_name(pod)
+        if name is None:
+            created = self.resource.create_namespaced_resource_claim(ns, body, _preload_content=False)
+            name = self._json(created)["metadata"]["name"]
+        claim = self.allocate_claim(ns, name, pod)
+        stored = self.read_pod(ns, meta.get("name", ""))
+        status = {"resourceClaimName": name, "requestMappings": mappings}
+        stored.setdefault("status", {})["extendedResourceClaimStatus"] = status
+        self.core.replace_namespaced_pod_status(meta.get("name", ""), ns, stored, _preload_content=False)
+        if isinstance(pod, dict):
+            pod.setdefault("status", {})["extendedResourceClaimStatus"] = status
+        return claim
 
     def release_pod(self, pod: Mapping[str, Any], *, delete_generated: bool = True) -> None:
         """After the pod is gone: unreserve its claims and deallocate them (as the resourceclaim
@@ -655,8 +696,9 @@ class Allocator:
                     time.sleep(0.05 * (attempt + 1))
 
     def pod_claim_names_existing(self, pod: Mapping[str, Any]) -> list[str]:
-        """Like pod_claim_names, without creating anything."""
-        names = []
+        """Like pod_claim_names, without creating anything; with the extended resources' claim."""
+        special = self._special_claim_name(pod)
+        names = [special] if special else []
         for ref in (pod.get("spec") or {}).get("resourceClaims") or []:
             if ref.get("resourceClaimName"):
                 names.append(ref["resourceClaimName"])

@@ -221,6 +221,15 @@ def qualified_name(field: str, value: Any) -> list[Cause]:
     return out
 
 
+def is_extended_resource_name(name: str) -> bool:
+    """A pod's extended resource name (v1helper.IsExtendedResourceName): not in the kubernetes.io
+    namespace (so it has a domain), no "requests." prefix, and "requests.<name>" (quota's spelling
+    of it) is a qualified name."""
+    if "/" not in name or "kubernetes.io/" in name or name.startswith("requests."):
+        return False
+    return not qualified_name("", f"requests.{name}")
+
+
 def _label_value(field: str, value: Any) -> list[Cause]:
     if not isinstance(value, str):
         return [invalid(field, value, "must be a string")]
@@ -617,6 +626,9 @@ def validate_device_class(obj: Mapping[str, Any], old: Mapping[str, Any] | None 
     spec = _dict(obj.get("spec"))
     out.extend(_validate_selectors("spec.selectors", _list(spec.get("selectors"))))
     out.extend(_validate_opaque_configs("spec.config", _list(spec.get("config"))))
+    resource = spec.get("extendedResourceName")
+    if resource is not None and not (isinstance(resource, str) and is_extended_resource_name(resource)):
+        out.append(invalid("spec.extendedResourceName", resource, "must be a valid extended resource name"))
     return out
 
 

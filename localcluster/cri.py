@@ -149,14 +149,19 @@ class CriClient:
         *,
         attempt: int = 0,
         cdi_devices: Sequence[str] = (),
+        command: Sequence[str] = (),
+        args: Sequence[str] = (),
     ) -> str:
         """Create (not start) a container in a sandbox run by this client. Raises CriError.
 
         cdi_devices: fully qualified CDI device names the runtime applies (as the kubelet passes
-        the IDs NodePrepareResources returned)."""
+        the IDs NodePrepareResources returned); command, args: the pod spec's (the image's
+        entrypoint and arguments when empty)."""
         config = cri_pb2.ContainerConfig(
             metadata=cri_pb2.ContainerMetadata(name=name, attempt=attempt),
             image=cri_pb2.ImageSpec(image=image),
+            command=list(command),
+            args=list(args),
             log_path=f"{name}-{attempt}.log",
             CDI_devices=[cri_pb2.CDIDevice(name=d) for d in cdi_devices],
         )

@@ -11,7 +11,9 @@ driver, over the same wire protocols the kubelet uses:
 3. CRI RunPodSandbox (the runtime calls the NRI plugin, which attaches the interfaces);
 4. start_containers: CRI CreateContainer + StartContainer for each container of the pod spec, with
    the CDI device IDs of the claim requests the container uses (ContainerConfig.CDI_devices, as
-   the kubelet passes them); a container that fails to start is retried with the next attempt
+   the kubelet passes them), those of its extended resources too (the requests
+   pod.status.extendedResourceClaimStatus maps to it), and the spec's command and args; a
+   container that fails to start is retried with the next attempt
    number after a back-off, as the kubelet does (ours is shorter: 0.5 s doubling to 4 s);
 5. on removal: StopPodSandbox, RemovePodSandbox, then NodeUnprepareResources for the claims no
    other pod of this agent uses;
@@ -51,6 +53,7 @@ from dranet._generated import (
 from dranet._generated import pluginregistration_pb2 as reg_pb
 from dranet._generated import pluginregistration_pb2_grpc as reg_grpc
 from localcluster.cri import DEFAULT_IMAGE, CriClient, CriError, SandboxStatus
+from localcluster.extended import container_request_names
 
 log = logging.getLogger(__name__)
 
@@ -567,6 +570,14 @@ class NodeAgent:
             for d in devices:
                 if not use.get("request") or not d["requests"] or use["request"] in d["requests"]:
                     out.extend(i for i in d["cdi_device_ids"] if i not in out)
+        # extended resources backed by DRA: the requests pod.status.extendedResourceClaimStatus maps
+        # to this container, in the claim the scheduler made
+        special, requests = container_request_names(pod, str(container.get("name") or ""))
+        with self._lock:
+            devices = list(self._devices.get(uids.get(special) or "", [])) if special else []
+        for d in devices:
+            if set(requests) & set(d["requests"]):
+                out.extend(i for i in d["cdi_device_ids"] if i not in out)
         return out
 
     def start_containers(
@@ -615,7 +626,15 @@ class NodeAgent:
         self, run: PodRun, name: str, container: Mapping[str, Any], attempt: int, cdi: Sequence[str]
     ) -> str:
         image = str(container.get("image") or DEFAULT_IMAGE)
-        cid = self.cri.create_container(run.sandbox_id, name, image, attempt=attempt, cdi_devices=cdi)
+        cid = self.cri.create_container(
+            run.sandbox_id,
+            name,
+            image,
+            attempt=attempt,
+            cdi_devices=cdi,
+            command=container.get("command") or (),
+            args=container.get("args") or (),
+        )
         try:
             self.cri.start_container(cid)
         except CriError:

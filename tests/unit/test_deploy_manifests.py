@@ -488,6 +488,11 @@ def test_device_classes_select_what_they_say() -> None:
     assert [cel_matches(all_nics, d) for d in (nic, rdma, bare, gpu)] == [True, True, True, False]
     (rdma_only,) = [s["cel"]["expression"] for s in find("DeviceClass", "dranet-rdma")["spec"]["selectors"]]
     assert [cel_matches(rdma_only, d) for d in (nic, rdma, bare, gpu)] == [False, True, False, False]
+    # the extended resource dra.net/nic: every device with a network interface
+    dc = find("DeviceClass", "dranet-nic")
+    assert dc["spec"]["extendedResourceName"] == "dra.net/nic"
+    (with_if,) = [s["cel"]["expression"] for s in dc["spec"]["selectors"]]
+    assert [cel_matches(with_if, d) for d in (nic, rdma, bare, gpu)] == [True, True, False, False]
 
 
 def example_docs() -> list[tuple[Path, dict[str, Any]]]:
@@ -530,10 +535,10 @@ def test_example_pods_use_the_claims_they_declare() -> None:
             for req in doc["spec"]["spec"]["devices"]["requests"]:
                 assert req["exactly"]["deviceClassName"] in classes, path.name
         if doc["kind"] == "Pod":
-            declared = {c["name"]: c for c in doc["spec"]["resourceClaims"]}
+            declared = {c["name"]: c for c in doc["spec"].get("resourceClaims") or []}
             assert {c["resourceClaimTemplateName"] for c in declared.values()} <= templates
             for c in doc["spec"]["containers"]:
-                assert {x["name"] for x in c["resources"]["claims"]} <= set(declared), path.name
+                assert {x["name"] for x in c["resources"].get("claims") or []} <= set(declared), path.name
 
 
 def test_device_names_and_labels_are_dns_safe() -> None:
