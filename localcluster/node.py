@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from dranet.services.dra.metadata import HOST_SUBDIR as METADATA_SUBDIR
 
 from localcluster.containerd import DEFAULT_CACHE, Containerd
 from localcluster.cri import CriClient
@@ -235,17 +236,33 @@ def enable_cdi(template: dict[str, Any], hook_command: str) -> dict[str, Any]:
     """The pod template with docs/install.md's "Fail closed without NRI" step 3 applied: dra writes
     CDI specs to the node's /var/run/cdi (a hostPath volume) naming hook_command, the node's dranet,
     as uid 0 (no --run-as, no dra= in --service-uids)."""
+    return _cdi_dir_on(template, [f"--cdi-hook-command={hook_command}"])
+
+
+def enable_device_metadata(template: dict[str, Any], host_dir: str) -> dict[str, Any]:
+    """The pod template with docs/install.md's "Device metadata in the containers" step applied:
+    --device-metadata, the CDI directory on (without the hook when enable_cdi did not turn it on),
+    and --device-metadata-host-dir=host_dir, where the runtime finds the plugin directory's files
+    (on this stand-in, under the node's private root)."""
+    words = ["--device-metadata", f"--device-metadata-host-dir={host_dir}"]
+    main = next(c for c in template["spec"]["containers"] if c["name"] == "dranet")
+    if any(f"--cdi-dir={CDI_DIR}" in a for a in main["args"]):
+        return add_service_args(template, "dra", words)
+    return _cdi_dir_on(template, ["--no-cdi-hook", *words])
+
+
+def _cdi_dir_on(template: dict[str, Any], words: list[str]) -> dict[str, Any]:
+    """dra with --cdi-dir=/var/run/cdi and `words`, the node's /var/run/cdi mounted, dra uid 0."""
     t = copy.deepcopy(template)
     main = next(c for c in t["spec"]["containers"] if c["name"] == "dranet")
     flag = "--dra-args="
     dra = [i for i, a in enumerate(main["args"]) if a.startswith(flag)]
-    words = shlex.split(main["args"][dra[0]][len(flag) :]) if len(dra) == 1 else []
-    if "--cdi-dir=" not in words:
+    current = shlex.split(main["args"][dra[0]][len(flag) :]) if len(dra) == 1 else []
+    if "--cdi-dir=" not in current:
         raise DemoError(f"the dranet container's --dra-args has no --cdi-dir= to replace: {main['args']}")
     # dra stays uid 0: the runtime's CDI directory is root's (dra refuses --run-as with --cdi-dir)
-    words = [w for w in words if w != "--cdi-dir=" and not w.startswith("--run-as")]
-    words += [f"--cdi-dir={CDI_DIR}", f"--cdi-hook-command={hook_command}"]
-    main["args"][dra[0]] = flag + shlex.join(words)
+    current = [w for w in current if w != "--cdi-dir=" and not w.startswith("--run-as")]
+    main["args"][dra[0]] = flag + shlex.join([*current, f"--cdi-dir={CDI_DIR}", *words])
     uids = "--service-uids="
     for c in t["spec"]["containers"]:  # every service's bus peer policy: dra is uid 0 now
         c["args"] = [
@@ -320,6 +337,7 @@ class DaemonSetCluster(Cluster):
     startup_timeout: float = 120.0
     pki: tuple[Path, Path, Path] | None = None  # the API front's CA, certificate and key
     cdi: bool = False
+    device_metadata: bool = False  # docs/install.md's device metadata step (enable_device_metadata)
     nri_request_timeout: str = "2s"
     ipam_pool: str = ""  # when set, the example IPAM provider serves it in the node netns (dra's webhook)
     ipam: IpamProvider | None = None
@@ -420,6 +438,9 @@ class DaemonSetCluster(Cluster):
             self.template = add_service_args(self.template, service, words)
         if self.cdi:
             self.template = enable_cdi(self.template, str(self.hook_command()))
+        if self.device_metadata:
+            plugin_dir = self.node().host_path(volume_host_path(self.template, "plugin-dir"))
+            self.template = enable_device_metadata(self.template, f"{plugin_dir}/{METADATA_SUBDIR}")
         super()._start()
 
     def make_net(self) -> NodeNet:

@@ -61,7 +61,8 @@ def driver() -> Iterator[DaemonSetCluster]:
         if shutil.which(tool) is None:
             pytest.fail(f"{tool} is missing: `make system-deps` installs the tools the tests use")
     workdir = Path(tempfile.mkdtemp(prefix="tds-", dir="/tmp"))
-    # CDI on as docs/install.md describes (the fail-closed tests need the hook). containerd's NRI
+    # CDI on as docs/install.md describes (the fail-closed tests need the hook), device metadata
+    # files too (test_device_metadata.py). containerd's NRI
     # request timeout at 10 s instead of its 2 s default (plugin_request_timeout, an operator's
     # setting): on this shared 2-core machine a single attach has missed the 1.5 s budget, and a
     # test must not depend on the machine's speed.
@@ -70,6 +71,7 @@ def driver() -> Iterator[DaemonSetCluster]:
         nic_count=NIC_COUNT,
         log=lambda s: None,
         cdi=True,
+        device_metadata=True,
         nri_request_timeout="10s",
         ipam_pool=IPAM_POOL,
         # the worker renews DHCP leases within 2 s, so test_addressing sees a renewal (its default

@@ -1,11 +1,14 @@
 /* A test pod's process that reads its NIC from the device metadata file (KEP-5304) and checks it
  * against its own network namespace: argv[1] is the file's path in the container. It waits (up to
- * 30 s) for the device's networkData, then prints one line to its log
+ * 30 s) for the device's networkData (argv[1] ending in '/': the first *-metadata.json under that
+ * directory, for a claim whose name the pod spec does not know), then prints one line to its log
  *   METADATA ifname=<interfaceName> ip=<first of ips> generation=<n> kernel=<the addresses the
  *   kernel shows on that interface, comma-separated>
  * and stays up like a pause process (exits 0 on SIGTERM). Built statically by the e2e test:
  *   gcc -static -Os -o metaread metaread.c */
+#define _XOPEN_SOURCE 700
 #include <arpa/inet.h>
+#include <ftw.h>
 #include <ifaddrs.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -16,6 +19,18 @@
 #include <unistd.h>
 
 static void stop(int sig) { (void)sig; _exit(0); }
+
+static char found[4096];
+
+static int pick(const char *path, const struct stat *st, int type, struct FTW *ftw) {
+    (void)st; (void)ftw;
+    size_t n = strlen(path), s = strlen("-metadata.json");
+    if (type == FTW_F && n > s && strcmp(path + n - s, "-metadata.json") == 0 && strlen(path) < sizeof found) {
+        strcpy(found, path);
+        return 1;
+    }
+    return 0;
+}
 
 /* The string value after `"key":` in text (our files are JSON written by json.dumps). */
 static int json_string(const char *text, const char *key, char *out, size_t n) {
@@ -45,8 +60,15 @@ int main(int argc, char **argv) {
     static char buf[65536];
     char ifname[64] = "", ip[64] = "";
     long generation = -1;
+    const char *path = argc > 1 ? argv[1] : "";
     for (int i = 0; argc > 1 && i < 300; i++) {
-        FILE *f = fopen(argv[1], "r");
+        size_t plen = strlen(argv[1]);
+        if (plen && argv[1][plen - 1] == '/') {
+            found[0] = 0;
+            nftw(argv[1], pick, 8, FTW_PHYS);
+            path = found;
+        }
+        FILE *f = path[0] ? fopen(path, "r") : NULL;
         size_t len = 0;
         if (f) {
             len = fread(buf, 1, sizeof buf - 1, f);
@@ -91,7 +113,7 @@ int main(int argc, char **argv) {
         freeifaddrs(ifa);
     }
     if (ifname[0])
-        printf("METADATA ifname=%s ip=%s generation=%ld kernel=%s\n", ifname, ip, generation, kernel);
+        printf("METADATA ifname=%s ip=%s generation=%ld kernel=%s file=%s\n", ifname, ip, generation, kernel, path);
     else
         printf("METADATA missing: no networkData in %s after 30s: %.2000s\n", argc > 1 ? argv[1] : "(no path)", buf);
     fflush(stdout);

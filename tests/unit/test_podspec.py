@@ -3,6 +3,7 @@ requests (podspec.plan), its refusals, and the prober's counters (daemonpod.Prob
 
 from __future__ import annotations
 
+import argparse
 import copy
 import http.server
 import json
@@ -267,6 +268,32 @@ def test_the_documented_cdi_step_applied_to_the_shipped_template(tmp_path: Path)
     assert mounts["/var/run/cdi"] == str(tmp_path / "node" / "var/run/cdi")
     with pytest.raises(node_module.DemoError, match="--cdi-dir="):
         node_module.enable_cdi(t, "/opt/dranet/bin/dranet")  # applied once: nothing left to replace
+
+
+def test_the_documented_device_metadata_step_with_and_without_the_cdi_hook(tmp_path: Path) -> None:
+    """node.enable_device_metadata is docs/install.md's device metadata step: --device-metadata and
+    the CDI directory on, without the hook unless enable_cdi turned it on; dra uid 0."""
+    alone = node_module.enable_device_metadata(template(), "/node/plugins/dra.net/dra-device-metadata")
+    main = next(c for c in alone["spec"]["containers"] if c["name"] == "dranet")
+    (dra_args,) = [a for a in main["args"] if a.startswith("--dra-args=")]
+    words = dra_args.split("=", 1)[1].split()
+    assert {"--cdi-dir=/var/run/cdi", "--no-cdi-hook", "--device-metadata",
+            "--device-metadata-host-dir=/node/plugins/dra.net/dra-device-metadata"} <= set(words)  # fmt: skip
+    assert "--cdi-dir=" not in words and not [w for w in words if w.startswith("--run-as")]
+    both = node_module.enable_device_metadata(node_module.enable_cdi(template(), "/x/dranet"), "/m")
+    main = next(c for c in both["spec"]["containers"] if c["name"] == "dranet")
+    (dra_args,) = [a for a in main["args"] if a.startswith("--dra-args=")]
+    words = dra_args.split("=", 1)[1].split()
+    assert "--no-cdi-hook" not in words and "--cdi-hook-command=/x/dranet" in words
+    assert words.count("--cdi-dir=/var/run/cdi") == 1 and "--device-metadata" in words
+    assert [v["name"] for v in both["spec"]["volumes"]].count("cdi") == 1
+    # the flags are dra's
+    from dranet.services.dra.main import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    parser.parse_args([w for w in words if w.startswith(("--cdi", "--device"))])
+    plan(both, node(tmp_path), sa_token="tok", root_ca="CA")
 
 
 def test_service_args_go_where_the_docs_say(tmp_path: Path) -> None:
