@@ -724,6 +724,65 @@ def _ipam_step(demo: Demo, cluster: Cluster, ipam: IpamProvider) -> None:
     demo.check("unprepare gave the address back to the pool", ipam.pool()["held"] == {}, str(ipam.pool()))
 
 
+def _extended_resource_step(demo: Demo, cluster: Cluster) -> None:
+    """A pod that writes no claim: `resources.limits: {dra.net/nic: 1}` (KEP-5004). The shipped
+    DeviceClass dranet-nic serves dra.net/nic for any NIC; the demo's own class, created later, wins
+    the name (the newest class does) and keeps to one stand-in NIC, with a config for it."""
+    assert cluster.net is not None and cluster.allocator is not None
+    nic = cluster.net.nics[-1]
+    before = cluster.net.snapshot()[nic.name]
+    cfg = {"interface": {"name": "net1", "addresses": [nic.pod_address()]}}
+    dc = {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "DeviceClass",
+        "metadata": {"name": "dranet-demo-nic"},
+        "spec": {
+            "extendedResourceName": "dra.net/nic",
+            "selectors": [{"cel": {"expression": f'device.attributes["dra.net"].ifName == "{nic.name}"'}}],
+            "config": [{"opaque": {"driver": DRIVER, "parameters": cfg}}],
+        },
+    }
+    demo.show(_strip(cluster.create("resource.k8s.io/v1", "deviceclasses", dc)))
+    limits = {"limits": {"dra.net/nic": "1"}}
+    body = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "demo-ext-pod", "namespace": "default"},
+        "spec": {
+            "nodeName": cluster.node_name,
+            "containers": [{"name": "main", "image": "localhost/dranet/pause:1.0", "resources": limits}],
+        },
+    }
+    pod = cluster.create("v1", "pods", body, "default")
+    demo.show({"pod demo-ext-pod, container main": limits})
+    run = cluster.run_pod(pod)
+    status = (pod.get("status") or {}).get("extendedResourceClaimStatus") or {}
+    demo.show({"pod.status.extendedResourceClaimStatus": status})
+    name = status.get("resourceClaimName", "")
+    claim = cluster.get("resource.k8s.io/v1", "resourceclaims", name, "default") if name else {}
+    demo.show({"claim the scheduler made": _strip(claim)})
+    demo.check(
+        "the scheduler made the pod's claim (extended-resource-claim annotation, owned by the pod)",
+        ((claim.get("metadata") or {}).get("annotations") or {}).get(
+            "resource.kubernetes.io/extended-resource-claim"
+        ) == "true",
+    )  # fmt: skip
+    assert run.status is not None
+    demo.say(in_netns(run.status.netns, "ip", "-br", "addr", "show", "dev", "net1").stdout.rstrip())
+    net1 = links_in(run.status.netns).get("net1") or {}
+    demo.check(
+        "the pod has the NIC as net1 with the class's address",
+        net1.get("address") == before["address"] and nic.pod_address() in addresses(net1),
+        str(net1),
+    )
+    cluster.remove_pod(pod, run)
+    cluster.delete("resource.k8s.io/v1", "deviceclasses", "dranet-demo-nic")
+    left = [c["metadata"]["name"] for c in cluster.list_objects("resource.k8s.io/v1", "resourceclaims")]
+    demo.check("the pod's claim went with the pod", name not in left, str(left))
+    after = wait_for(lambda: cluster.net.snapshot().get(nic.name) == before if cluster.net else None, 15.0)
+    demo.check("the NIC is back on the node as it was", bool(after))
+
+
 def _script(demo: Demo, cluster: Cluster) -> None:
     n = 0
 
@@ -875,6 +934,9 @@ def _script(demo: Demo, cluster: Cluster) -> None:
     if ipam is not None:
         step("a pod whose claim writes no address: `profile: ipam`, from the IPAM provider's pool")
         _ipam_step(demo, cluster, ipam)
+
+    step("a NIC without a claim: a pod asks `resources.limits: {dra.net/nic: 1}` (extended resource)")
+    _extended_resource_step(demo, cluster)
 
     if importlib.util.find_spec("dranet.audit") is not None:
         step("least-privilege audit of the running services (dranet audit)")

@@ -50,6 +50,7 @@ def test_demo_runs_and_all_checks_pass() -> None:
         "ip addr",
         "claim status",
         "back on the node",
+        "extendedResourceClaimStatus",
         "dranet audit",
     ):
         assert step in output, f"the demo did not show {step!r}"
