@@ -235,13 +235,13 @@ class MetadataFiles:
         }
 
     def write(self, claim: PreparedClaim) -> None:
-        """Generation 1 of every request's file (no networkData yet) and its CDI spec. A file that
-        is already there (dra restarted) is kept: it may hold the attach's network data. Raises
-        MetadataError."""
+        """Generation 1 of every request's file (no networkData yet) and its CDI spec. The claim's
+        own file already there (dra restarted) is kept: it may hold the attach's network data; one
+        of an earlier claim of the same name is replaced. Raises MetadataError."""
         for request, devices in requests_of(claim).items():
             path = host_file(self.directory, claim, request)
             try:
-                if not path.exists():
+                if _uid_in(path) != claim.uid:
                     path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
                     _write_in_place(path, encode(document(self.driver, claim, devices, generation=1)))
                 spec = cdi_spec(self.driver, claim, request, self._host_path(claim, request))
@@ -320,6 +320,14 @@ class MetadataFiles:
                 except OSError as exc:
                     errors.append(f"{self.cdi_dir / name}: {exc}")
         return errors
+
+
+def _uid_in(path: Path) -> str | None:
+    """The claim UID a metadata file was written for; None when there is no readable file."""
+    try:
+        return str((decode_first(path.read_bytes()).get("metadata") or {}).get("uid"))
+    except (OSError, ValueError):
+        return None
 
 
 def _listdir(path: Path, errors: list[str]) -> list[str]:

@@ -210,6 +210,17 @@ def test_attach_writes_network_data_in_place_with_the_next_generation(tmp_path: 
     assert md.on_attachment(f, None, attached) is None
 
 
+def test_a_file_left_by_an_earlier_claim_of_the_same_name_is_replaced(tmp_path: Path) -> None:
+    f = files(tmp_path)
+    old = PreparedClaim("old-uid", "ns", "c", ["p"], [dev("eth1")])
+    f.write(old)
+    f.update(old, "eth1", {"interfaceName": "stale"})
+    f.write(claim())  # same namespace and name, another UID
+    doc = read(md.host_file(f.directory, claim(), "nic"))
+    assert doc["metadata"]["uid"] == UID and doc["metadata"]["generation"] == 1
+    assert "networkData" not in doc["requests"][0]["devices"][0]
+
+
 def test_update_of_a_missing_file_says_which(tmp_path: Path) -> None:
     with pytest.raises(md.MetadataError, match=r"metadata\.json"):
         files(tmp_path).update(claim(), "eth1", {"interfaceName": "x"})
