@@ -406,7 +406,8 @@ class Driver:
         """The worker's attach or detach of a device: its networkData in the metadata file."""
         if self._metadata is None or claim is None:
             return
-        with self._lock:  # not while unprepare removes the files
+        with self._checkpoint.locked():  # not while unprepare removes the files
+            self._refresh()
             if claim.uid not in self._prepared:
                 return
             try:
