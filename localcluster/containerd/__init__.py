@@ -155,12 +155,7 @@ class Containerd:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             return
-        for _ in range(100):
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.05)
+        _gone(pid, 5.0)
 
     def restart(self) -> None:
         """Stop containerd (SIGTERM) and start it again on the same state, as a service restart does."""
@@ -174,6 +169,10 @@ class Containerd:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+            # up.sh takes a live pid in the pid file for "already running": a containerd still dying
+            # after the SIGKILL would be left to exit (and remove its sockets) after the "restart".
+            if not _gone(pid, 10.0):
+                raise ContainerdError(f"containerd (pid {pid}) still runs 10 s after SIGKILL")
         self.up()
 
     def running(self) -> bool:
@@ -185,3 +184,15 @@ class Containerd:
             return True
         except ProcessLookupError:
             return False
+
+
+def _gone(pid: int, timeout: float) -> bool:
+    """Whether process `pid` has exited within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
