@@ -62,6 +62,14 @@ class Dnsmasq:
                 out[parts[2]] = int(parts[0])
         return out
 
+    def leases_after_release(self, timeout: float = 10.0) -> dict[str, int]:
+        """The leases once the server has had up to `timeout` s to act on a DHCPRELEASE: the
+        release is one UDP datagram, and dnsmasq rewrites its lease file after it has read it."""
+        deadline = time.monotonic() + timeout
+        while (held := self.leases()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return held
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()

@@ -94,7 +94,7 @@ def test_lease_attach_renew_release(tb: Testbed, worker: NetnsWorker, tmp_path: 
 
         worker.detach("pod-d")
         assert worker.dhcp_release(claim, "nic-d") == {"released": True}
-        assert ip_only not in server.leases()
+        assert ip_only not in server.leases_after_release()
         # The release's temporary address is gone again, and the link is down as it was.
         assert tb.addresses(nic) == [] and "UP" not in _link(tb, nic)["flags"]
         assert worker.dhcp_release(claim, "nic-d") == {"released": False}
@@ -135,7 +135,7 @@ def test_dhclient_runs_under_the_workers_seccomp_filter(tb: Testbed, tmp_path: P
         assert proc.returncode == 0, proc.stderr[-2000:]
         out = json.loads(proc.stdout.strip().splitlines()[-1])
         assert out["lease"]["address"].startswith("10.77.0.") and out["release"] == {"released": True}
-        assert server.leases() == {}
+        assert server.leases_after_release() == {}
     finally:
         server.stop()
 
