@@ -427,3 +427,88 @@ def pod_features(ns: str, ifname: str) -> dict[str, bool]:
             eth.close()
     finally:
         os.close(fd)
+
+
+def altnames(tb: Testbed, name: str, ns: str | None = None) -> list[str]:
+    link = tb.link(name, ns=ns)
+    assert link is not None, f"{name} is not in {ns or tb.node}"
+    return sorted(link.get("altnames", []))
+
+
+def nic_with_altnames(tb: Testbed, name: str, *alts: str) -> dict[str, Any]:
+    """A NIC with alternative names; what the host shows of it (full_view and the altnames)."""
+    tb.add_nic(name, addresses=("10.8.0.2/24",))
+    for alt in alts:
+        ip("link", "property", "add", "dev", name, "altname", alt, ns=tb.node)
+    return {**full_view(tb, name), "altnames": altnames(tb, name)}
+
+
+def test_a_nic_asked_by_its_altname_keeps_its_name_in_the_pod(tb: Testbed, worker: NetnsWorker) -> None:
+    """Asked by an alternative name with no interface.name, the NIC keeps its own name in the pod
+    (as upstream, whose default is the host name): the kernel refuses to rename a device to one of
+    its own altnames, after the move."""
+    before = nic_with_altnames(tb, "tnrn0", "tnrn0-x", "tnrn0-y")
+    pod = tb.add_netns()
+    out = worker.attach("pod-n", f"/run/netns/{pod}", [{"device": "n0", "ifname": "tnrn0-x", "config": {}}])
+    assert out["attachments"][0]["pod_ifname"] == "tnrn0"
+    assert altnames(tb, "tnrn0", ns=pod) == ["tnrn0-x", "tnrn0-y"]
+    assert full_view(tb, "tnrn0", ns=pod)["addrs"] == before["addrs"]
+    assert tb.link("tnrn0") is None
+    worker.detach("pod-n")
+    assert {**full_view(tb, "tnrn0"), "altnames": altnames(tb, "tnrn0")} == before
+    assert worker.attachments() == {"attachments": []}
+
+
+def test_a_nic_renamed_to_its_other_altname_gets_it_back_on_restore(tb: Testbed, worker: NetnsWorker) -> None:
+    before = nic_with_altnames(tb, "tnrm0", "tnrm0-x", "tnrm0-y")
+    pod = tb.add_netns()
+    config = {"interface": {"name": "tnrm0-y"}}
+    out = worker.attach("pod-m", f"/run/netns/{pod}", [{"device": "m0", "ifname": "tnrm0-x", "config": config}])
+    assert out["attachments"][0]["pod_ifname"] == "tnrm0-y"
+    link = tb.link("tnrm0-y", ns=pod)
+    assert link is not None and link["ifname"] == "tnrm0-y" and "UP" in link["flags"]
+    assert altnames(tb, "tnrm0-y", ns=pod) == ["tnrm0-x"]
+    worker.detach("pod-m")
+    assert {**full_view(tb, "tnrm0"), "altnames": altnames(tb, "tnrm0")} == before
+
+
+@pytest.mark.parametrize("step", ["down", "move", "up"])
+def test_a_rollback_gives_back_the_altname_given_up_for_the_rename(
+    tb: Testbed, worker: NetnsWorker, hook: Hook, step: str
+) -> None:
+    before = nic_with_altnames(tb, "tnrk0", "tnrk0-x", "tnrk0-y")
+    pod = tb.add_netns()
+    hook.fail = step
+    with pytest.raises(BusError) as err:
+        worker.attach(
+            "pod-k",
+            f"/run/netns/{pod}",
+            [{"device": "k0", "ifname": "tnrk0", "config": {"interface": {"name": "tnrk0-x"}}}],
+        )
+    assert f"step {step!r}" in err.value.message
+    assert {**full_view(tb, "tnrk0"), "altnames": altnames(tb, "tnrk0")} == before
+    assert [link["ifname"] for link in ip_json("link", ns=pod)] == ["lo"]
+    assert worker.attachments() == {"attachments": []}
+
+
+@pytest.mark.parametrize("clash", ["name", "nic-altname"])
+def test_an_altname_clash_in_the_pod_is_refused_before_the_move(
+    tb: Testbed, worker: NetnsWorker, clash: str
+) -> None:
+    """interface.name is an altname of another link in the pod, or the NIC brings an altname the
+    pod already uses: either would fail in the kernel during the move; refused before it."""
+    before = nic_with_altnames(tb, "tnrp0", "tnrp0-x")
+    pod = tb.add_netns()
+    ip("link", "add", "eth0", "type", "veth", "peer", "name", "cni0", ns=pod)
+    ip("link", "property", "add", "dev", "eth0", "altname", "tnrp0-x" if clash == "nic-altname" else "net1", ns=pod)
+    with pytest.raises(BusError) as err:
+        worker.attach(
+            "pod-p",
+            f"/run/netns/{pod}",
+            [{"device": "p0", "ifname": "tnrp0", "config": {"interface": {"name": "net1"}}}],
+        )
+    assert err.value.code == "invalid_config"
+    assert ("net1" if clash == "name" else "tnrp0-x") in err.value.message
+    assert {**full_view(tb, "tnrp0"), "altnames": altnames(tb, "tnrp0")} == before
+    assert sorted(link["ifname"] for link in ip_json("link", ns=pod)) == ["cni0", "eth0", "lo"]
+    assert worker.attachments() == {"attachments": []}
