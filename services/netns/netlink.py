@@ -89,6 +89,7 @@ IFLA_INET_CONF = 1
 NLA_F_NESTED = 1 << 15
 IFLA_XDP_FD, IFLA_XDP_FLAGS = 1, 3
 RTM_DELTFILTER = 45
+RTM_NEWLINKPROP, RTM_DELLINKPROP = 108, 109
 # Per-device IPv4 settings (linux/ip.h, enum IPV4_DEVCONF_*): the attribute type inside
 # IFLA_INET_CONF when setting, 1-based (the kernel stores value N at data[N - 1]).
 IPV4_DEVCONF_FORWARDING = 1
@@ -520,6 +521,18 @@ class Rtnl:
             msg["change"] = IFF_UP
         msg["attrs"] = attrs
         self.request(msg, RTM_NEWLINK, NLM_F_ACK)
+
+    def add_alt_name(self, index: int, name: str) -> None:
+        self._alt_name(RTM_NEWLINKPROP, index, name)
+
+    def del_alt_name(self, index: int, name: str) -> None:
+        self._alt_name(RTM_DELLINKPROP, index, name)
+
+    def _alt_name(self, msg_type: int, index: int, name: str) -> None:
+        """Add or drop one alternative name of the link (`ip link property add/del ... altname`)."""
+        props = _nla(reader.IFLA_ALT_IFNAME, name.encode() + b"\0")
+        ifinfo = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, index, 0, 0)
+        self.request_raw(ifinfo + _nla(reader.IFLA_PROP_LIST | NLA_F_NESTED, props), msg_type, NLM_F_ACK)
 
     def set_ipv4_conf(self, index: int, conf: Mapping[int, int]) -> None:
         """Set per-device IPv4 settings (IPV4_DEVCONF_* -> value) in one RTM_NEWLINK, the netlink

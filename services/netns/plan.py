@@ -172,12 +172,15 @@ def plan(
         if not ifname:
             plans.append(entry_plan(entry) if entry else rdma_plan(path, d, cfg, allowed, rdma_present))
             continue
-        pod_ifname = effective_interface_name(cfg, ifname)
+        # The default pod name is the link's own name, also when the request names one of its
+        # alternative names (the kernel refuses to rename a device to one of its altnames).
+        link = entry.host.link if entry is not None else check_host_link(path, ifname, host, allowed)
+        pod_ifname = effective_interface_name(cfg, link.name)
         if pod_ifname in taken:
             raise BusError("invalid_config", f"{path}: pod interface name {pod_ifname!r} is used twice")
         taken.add(pod_ifname)
         if entry is not None:
-            plans.append(Plan(device, ifname, claim_uid, raw, cfg, pod_ifname, entry.host.link, entry))
+            plans.append(Plan(device, ifname, claim_uid, raw, cfg, pod_ifname, link, entry))
             continue
         if pod_ifname in pod_names:
             # The kernel would move the link and then refuse the name: refuse before the move.
@@ -186,10 +189,11 @@ def plan(
                 f"{path}.config.interface.name: the pod's network namespace already has an interface "
                 f"named {pod_ifname!r} (e.g. the CNI's eth0); choose another interface.name",
             )
-        link = check_host_link(path, ifname, cfg, pod_ifname, host, allowed)
+        check_proc_sys(path, cfg, pod_ifname)
         if cfg.interface.child is not None or d.get("share_id"):
             plans.append(child_plan(path, d, cfg, pod_ifname, link))
             continue
+        check_alt_names(path, link, pod_ifname, pod_names)
         # One dump each, shared by the checks and the snapshot.
         addresses = snapshot_addresses(addresses_of(link.index))
         check_config(path, cfg, addresses)
@@ -283,10 +287,8 @@ def entry_plan(entry: JournalEntry) -> Plan:
     )
 
 
-def check_host_link(
-    path: str, ifname: str, cfg: NetworkConfig, pod_ifname: str, host: HostView, allowed: Allowed
-) -> Link:
-    """The host link to move: it exists, is allowed, is no uplink, and the config can be applied."""
+def check_host_link(path: str, ifname: str, host: HostView, allowed: Allowed) -> Link:
+    """The host link asked for (by name or alternative name): it exists, is allowed, is no uplink."""
     link = host.by_name.get(ifname)
     if link is None:
         raise BusError("not_found", f"{path}.ifname: no interface {ifname!r} on the node")
@@ -301,8 +303,20 @@ def check_host_link(
         )
     if link.kind == "vrf" or link.index == 1 or ifname == "lo":
         raise BusError("not_allowed", f"{path}.ifname: {ifname!r} cannot be moved into a pod")
-    check_proc_sys(path, cfg, pod_ifname)
     return link
+
+
+def check_alt_names(path: str, link: Link, pod_ifname: str, pod_names: Collection[str]) -> None:
+    """The link's alternative names move with it; the kernel refuses the move when the pod's netns
+    already uses one. (The one that becomes its pod name is dropped before the move.)"""
+    for alt in link.alt_names:
+        if alt != pod_ifname and alt in pod_names:
+            raise BusError(
+                "invalid_config",
+                f"{path}.ifname: {link.name!r} has the alternative name {alt!r}, which the pod's "
+                f"network namespace already uses; remove it from the device "
+                f"(ip link property del dev {link.name} altname {alt}) or from the pod",
+            )
 
 
 def check_proc_sys(path: str, cfg: NetworkConfig, pod_ifname: str) -> None:

@@ -3,9 +3,9 @@
 In order: find the device in the pod netns by identity and move it back (this part must succeed,
 or the device stays attached and the caller retries); find it on the host by identity; then put
 back, each step on its own so one failure does not stop the rest: link attributes (name, MTU,
-MAC, GSO/GRO sizes), bridge or bond master, ethtool, per-device sysctls, addresses, link state,
-routes, rules, permanent neighbours. A step that fails is reported in the outcome: the device is
-back on the host in the best state possible, never left down and blocked.
+MAC, GSO/GRO sizes), alternative names, bridge or bond master, ethtool, per-device sysctls,
+addresses, link state, routes, rules, permanent neighbours. A step that fails is reported in the
+outcome: the device is back on the host in the best state possible, never left down and blocked.
 
 Identity, never assumption: a device is the one at the index, or under the name, where the
 journal says it is, with the kind and MAC recorded (or the permanent MAC); a search by MAC alone
@@ -25,6 +25,7 @@ import logging
 from collections.abc import Callable, Collection, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from dranet.services.netns import rdma
@@ -294,8 +295,13 @@ def restore_link(
 def restore_config(
     host: Netns, link: Link, snap: HostSnapshot, attempt: Callable[[str, Callable[[], Any]], bool]
 ) -> None:
-    """Master, ethtool, sysctls, addresses, link up (when it was), routes, rules, neighbours."""
+    """Alternative names, master, ethtool, sysctls, addresses, link up (when it was), routes,
+    rules, neighbours."""
     index, name = link.index, link.name
+    for alt in snap.link.alt_names:
+        # The attach dropped the one that became the pod name (the others moved with the link).
+        if alt not in link.alt_names and alt != name:
+            attempt("restore-altname", partial(host.rtnl.add_alt_name, index, alt))
     if snap.master_name and link.master != snap.link.master:
         attempt("restore-master", lambda: _enslave(host, index, snap))
     if snap.ethtool_features:

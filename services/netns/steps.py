@@ -2,7 +2,7 @@
 
 Free functions over explicit handles (the host's and the pod's `Netns`, the plan, the journal
 entry, the test hook). Each step runs through errors.run_step under its name; the kernel tests
-inject failures by these names (down, move, lookup, sysctl, vrf, addresses, up, routes, rules,
+inject failures by these names (down, altname, move, lookup, sysctl, vrf, addresses, up, routes, rules,
 neighbors, ethtool, rdma, ebpf).
 """
 
@@ -177,6 +177,10 @@ def place(
         # Down first, as its own request: the kernel moves a down link without the teardown
         # it would otherwise do inside the move (measured: the move alone is then faster).
         run("down", lambda: host.rtnl.set_link(link.index, LinkChange(up=False)))
+    if plan.pod_ifname in link.alt_names:
+        # The kernel refuses to rename a device to one of its own alternative names (after the
+        # move): drop that one first; restore gives it back (it is in the snapshot).
+        run("altname", lambda: host.rtnl.del_alt_name(link.index, plan.pod_ifname))
     run(
         "move",
         lambda: host.rtnl.set_link(

@@ -462,8 +462,8 @@ def test_a_nic_asked_by_its_altname_keeps_its_name_in_the_pod(tb: Testbed, worke
 def test_a_nic_renamed_to_its_other_altname_gets_it_back_on_restore(tb: Testbed, worker: NetnsWorker) -> None:
     before = nic_with_altnames(tb, "tnrm0", "tnrm0-x", "tnrm0-y")
     pod = tb.add_netns()
-    config = {"interface": {"name": "tnrm0-y"}}
-    out = worker.attach("pod-m", f"/run/netns/{pod}", [{"device": "m0", "ifname": "tnrm0-x", "config": config}])
+    asked = [{"device": "m0", "ifname": "tnrm0-x", "config": {"interface": {"name": "tnrm0-y"}}}]
+    out = worker.attach("pod-m", f"/run/netns/{pod}", asked)
     assert out["attachments"][0]["pod_ifname"] == "tnrm0-y"
     link = tb.link("tnrm0-y", ns=pod)
     assert link is not None and link["ifname"] == "tnrm0-y" and "UP" in link["flags"]
@@ -472,7 +472,7 @@ def test_a_nic_renamed_to_its_other_altname_gets_it_back_on_restore(tb: Testbed,
     assert {**full_view(tb, "tnrm0"), "altnames": altnames(tb, "tnrm0")} == before
 
 
-@pytest.mark.parametrize("step", ["down", "move", "up"])
+@pytest.mark.parametrize("step", ["down", "altname", "move", "up"])
 def test_a_rollback_gives_back_the_altname_given_up_for_the_rename(
     tb: Testbed, worker: NetnsWorker, hook: Hook, step: str
 ) -> None:
@@ -500,7 +500,8 @@ def test_an_altname_clash_in_the_pod_is_refused_before_the_move(
     before = nic_with_altnames(tb, "tnrp0", "tnrp0-x")
     pod = tb.add_netns()
     ip("link", "add", "eth0", "type", "veth", "peer", "name", "cni0", ns=pod)
-    ip("link", "property", "add", "dev", "eth0", "altname", "tnrp0-x" if clash == "nic-altname" else "net1", ns=pod)
+    taken = "tnrp0-x" if clash == "nic-altname" else "net1"
+    ip("link", "property", "add", "dev", "eth0", "altname", taken, ns=pod)
     with pytest.raises(BusError) as err:
         worker.attach(
             "pod-p",
