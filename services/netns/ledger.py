@@ -70,13 +70,15 @@ class Ledger:
     def held_by_other_pod(
         self, pod_uid: str, device: str, ifname: str, *, child: bool = False
     ) -> JournalEntry | None:
-        """An entry of another pod for this device or host interface. child: the caller makes a
-        child of it, which the other pods' children do not stand in the way of."""
+        """An entry of another pod for this device or host interface (by name or alternative name).
+        child: the caller makes a child of it, which the other pods' children do not stand in the
+        way of."""
         with self._lock:
             for e in self._entries.values():
                 if child and e.child:
                     continue
-                if e.pod_uid != pod_uid and ((ifname and e.host.link.name == ifname) or e.device == device):
+                names = (e.host.link.name, *e.host.link.alt_names)
+                if e.pod_uid != pod_uid and ((ifname and ifname in names) or e.device == device):
                     return e
         return None
 

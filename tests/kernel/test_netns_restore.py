@@ -454,6 +454,9 @@ def test_a_nic_asked_by_its_altname_keeps_its_name_in_the_pod(tb: Testbed, worke
     assert altnames(tb, "tnrn0", ns=pod) == ["tnrn0-x", "tnrn0-y"]
     assert full_view(tb, "tnrn0", ns=pod)["addrs"] == before["addrs"]
     assert tb.link("tnrn0") is None
+    with pytest.raises(BusError) as err:  # asked by another altname, for another pod
+        worker.attach("pod-o", f"/run/netns/{tb.add_netns()}", [{"device": "o0", "ifname": "tnrn0-y"}])
+    assert err.value.code == "conflict" and "attached to pod pod-n" in err.value.message
     worker.detach("pod-n")
     assert {**full_view(tb, "tnrn0"), "altnames": altnames(tb, "tnrn0")} == before
     assert worker.attachments() == {"attachments": []}
