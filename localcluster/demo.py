@@ -37,11 +37,11 @@ from types import FrameType
 from typing import Any
 
 from localcluster.allocator import Allocator
+from localcluster.claims import DRIVER, Request, by_ifname, device_class, resource_claim
 from localcluster.ipam import IpamProvider
 from localcluster.nodeagent import NodeAgent, PodRun
 from localcluster.nodenet import NodeNet, link_info
 
-DRIVER = "dra.net"
 NODE_NAME = "dranet-demo-node"
 SERVICES = ("netns", "discovery", "dra", "nri")
 SCHEDULE_TIMEOUT = 10.0  # seconds a pod may wait for its claims to be allocatable, as if requeued
@@ -538,40 +538,13 @@ class Demo:
 
 
 def _device_class() -> dict[str, Any]:
-    return {
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "DeviceClass",
-        "metadata": {"name": "dranet-demo"},
-        "spec": {
-            "selectors": [{"cel": {"expression": f'device.driver == "{DRIVER}"'}}],
-            # A class-wide default the claim's own config is merged over (class first, claim wins).
-            "config": [{"opaque": {"driver": DRIVER, "parameters": {"interface": {"mtu": 1450}}}}],
-        },
-    }
+    # A class-wide default the claim's own config is merged over (class first, claim wins).
+    return device_class("dranet-demo", config={"interface": {"mtu": 1450}})
 
 
 def _claim(name: str, ifname: str, cfg: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "ResourceClaim",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "devices": {
-                "requests": [
-                    {
-                        "name": "nic",
-                        "exactly": {
-                            "deviceClassName": "dranet-demo",
-                            "selectors": [
-                                {"cel": {"expression": f'device.attributes["dra.net"].ifName == "{ifname}"'}}
-                            ],
-                        },
-                    }
-                ],
-                "config": [{"requests": ["nic"], "opaque": {"driver": DRIVER, "parameters": cfg}}],
-            }
-        },
-    }
+    """The demo's claim: the NIC `ifname` of the demo's class, configured with `cfg`."""
+    return resource_claim(name, [Request("nic", [by_ifname(ifname)], device_class="dranet-demo", config=cfg)])
 
 
 def _strip(obj: Mapping[str, Any]) -> dict[str, Any]:
@@ -732,16 +705,7 @@ def _extended_resource_step(demo: Demo, cluster: Cluster) -> None:
     nic = cluster.net.nics[-1]
     before = cluster.net.snapshot()[nic.name]
     cfg = {"interface": {"name": "net1", "addresses": [nic.pod_address()]}}
-    dc = {
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "DeviceClass",
-        "metadata": {"name": "dranet-demo-nic"},
-        "spec": {
-            "extendedResourceName": "dra.net/nic",
-            "selectors": [{"cel": {"expression": f'device.attributes["dra.net"].ifName == "{nic.name}"'}}],
-            "config": [{"opaque": {"driver": DRIVER, "parameters": cfg}}],
-        },
-    }
+    dc = device_class("dranet-demo-nic", [by_ifname(nic.name)], cfg, extended_resource="dra.net/nic")
     demo.show(_strip(cluster.create("resource.k8s.io/v1", "deviceclasses", dc)))
     limits = {"limits": {"dra.net/nic": "1"}}
     body = {

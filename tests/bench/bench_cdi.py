@@ -34,6 +34,7 @@ from dranet.services.netns.worker import NetnsWorker
 
 from dranet.bus import BusClient
 from dranet.service import ServiceHost
+from localcluster.claims import device_class
 
 N_HOOK = 30
 N_PODS = 12
@@ -145,17 +146,7 @@ def bench_containers() -> None:
             return
         cluster.start()
         cluster.wait_slices()
-        selector = {"cel": {"expression": 'device.driver == "dra.net"'}}
-        cluster.create(
-            "resource.k8s.io/v1",
-            "deviceclasses",
-            {
-                "apiVersion": "resource.k8s.io/v1",
-                "kind": "DeviceClass",
-                "metadata": {"name": DEVICE_CLASS},
-                "spec": {"selectors": [selector]},
-            },
-        )
+        cluster.create("resource.k8s.io/v1", "deviceclasses", device_class(DEVICE_CLASS))
         assert cluster.net is not None and cluster.agent is not None
         agent = cluster.agent
         for i, nic in enumerate(cluster.net.nics):

@@ -44,6 +44,8 @@ from typing import Any
 from dranet.services.netns.netlink import Rtnl
 from dranet.services.netns.testbed import Testbed
 
+from localcluster.claims import Request, by_ifname, device_class, resource_claim
+
 PODS = 40
 WARMUP = 3
 DEVICE_CLASS = "dranet-bench"
@@ -139,23 +141,16 @@ class Samples:
 
 def claim_body(name: str, nics: list[Any]) -> dict[str, Any]:
     """One request per NIC, selected by name; each configured like the raw round (name, MTU, address)."""
-    requests, config = [], []
-    for k, nic in enumerate(nics):
-        sel = f'device.attributes["dra.net"].ifName == "{nic.name}"'
-        requests.append(
-            {
-                "name": f"r{k}",
-                "exactly": {"deviceClassName": DEVICE_CLASS, "selectors": [{"cel": {"expression": sel}}]},
-            }
+    requests = [
+        Request(
+            f"r{k}",
+            [by_ifname(nic.name)],
+            device_class=DEVICE_CLASS,
+            config={"interface": {"name": f"net{k}", "mtu": 1400, "addresses": [nic.pod_address()]}},
         )
-        cfg = {"interface": {"name": f"net{k}", "mtu": 1400, "addresses": [nic.pod_address()]}}
-        config.append({"requests": [f"r{k}"], "opaque": {"driver": "dra.net", "parameters": cfg}})
-    return {
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "ResourceClaim",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {"devices": {"requests": requests, "config": config}},
-    }
+        for k, nic in enumerate(nics)
+    ]
+    return resource_claim(name, requests)
 
 
 def wait_home(names: list[str], inventory: Callable[[], dict[str, str]], timeout: float = 15.0) -> None:
@@ -401,16 +396,7 @@ def run(pods: int, log: Callable[[str], None]) -> int:
             return 0
         cluster.start()
         cluster.wait_slices()
-        cluster.create(
-            "resource.k8s.io/v1",
-            "deviceclasses",
-            {
-                "apiVersion": "resource.k8s.io/v1",
-                "kind": "DeviceClass",
-                "metadata": {"name": DEVICE_CLASS},
-                "spec": {"selectors": [{"cel": {"expression": 'device.driver == "dra.net"'}}]},
-            },
-        )
+        cluster.create("resource.k8s.io/v1", "deviceclasses", device_class(DEVICE_CLASS))
         probe = Probe([f"http://127.0.0.1:{port}/metrics"])
         bench = PodBench(cluster, probe)
         s = Samples()

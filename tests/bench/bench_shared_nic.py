@@ -25,6 +25,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from localcluster.claims import Request, by_ifname, device_class, resource_claim
+
 ROUNDS = 5
 PODS = 10
 DEVICE_CLASS = "dranet-bench"
@@ -37,28 +39,9 @@ def sibling(name: str) -> ModuleType:
     return importlib.import_module(name)
 
 
-def claim_body(name: str, ifname: str, address: str, shared: bool) -> dict[str, Any]:
-    sel = f'device.attributes["dra.net"].ifName == "{ifname}"'
+def claim_body(name: str, ifname: str, address: str) -> dict[str, Any]:
     cfg = {"interface": {"name": "net0", "addresses": [address]}}
-    return {
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "ResourceClaim",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "devices": {
-                "requests": [
-                    {
-                        "name": "nic",
-                        "exactly": {
-                            "deviceClassName": DEVICE_CLASS,
-                            "selectors": [{"cel": {"expression": sel}}],
-                        },
-                    }
-                ],
-                "config": [{"requests": ["nic"], "opaque": {"driver": "dra.net", "parameters": cfg}}],
-            }
-        },
-    }
+    return resource_claim(name, [Request("nic", [by_ifname(ifname)], device_class=DEVICE_CLASS, config=cfg)])
 
 
 class Round:
@@ -81,12 +64,8 @@ class Round:
                 nic = nics[0] if shared else nics[1 + k]
                 address = nic.pod_address(10 + k) if shared else nic.pod_address()
                 claim = f"shb-claim-{self.n}"
-                c.create(
-                    "resource.k8s.io/v1",
-                    "resourceclaims",
-                    claim_body(claim, nic.name, address, shared),
-                    "default",
-                )
+                body = claim_body(claim, nic.name, address)
+                c.create("resource.k8s.io/v1", "resourceclaims", body, "default")
                 pod = c.make_pod(f"shb-pod-{self.n}", {"net": claim})
                 run = c.run_pod(pod)
                 started.append((pod, run, claim))
@@ -148,16 +127,7 @@ def run(rounds: int, log: Any) -> int:
             return 0
         cluster.start()
         cluster.wait_slices()
-        cluster.create(
-            "resource.k8s.io/v1",
-            "deviceclasses",
-            {
-                "apiVersion": "resource.k8s.io/v1",
-                "kind": "DeviceClass",
-                "metadata": {"name": DEVICE_CLASS},
-                "spec": {"selectors": [{"cel": {"expression": 'device.driver == "dra.net"'}}]},
-            },
-        )
+        cluster.create("resource.k8s.io/v1", "deviceclasses", device_class(DEVICE_CLASS))
         pod_start = sibling("bench_pod_start")
         bench = pod_start.PodBench(cluster, pod_start.Probe([]))
         r = Round(cluster, bench)

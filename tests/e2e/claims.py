@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from localcluster.claims import Request, by_ifname, resource_claim
 from localcluster.demo import Cluster, addresses, links_in
 from localcluster.nodeagent import NodeAgentError, PodRun, SandboxError
 from localcluster.nodenet import StandInNic
@@ -42,36 +43,10 @@ class Nics:
             self.free.extend(taken)
 
 
-def by_ifname(name: str) -> str:
-    return f'device.attributes["dra.net"].ifName == "{name}"'
-
-
 def claim_body(name: str, per_request: list[tuple[str, StandInNic, dict[str, Any]]]) -> dict[str, Any]:
     """A claim with one request per (request name, NIC, config); each request selects its NIC by name."""
-    return {
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "ResourceClaim",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "devices": {
-                "requests": [
-                    {
-                        "name": r,
-                        "exactly": {
-                            "deviceClassName": "dranet",
-                            "selectors": [{"cel": {"expression": by_ifname(nic.name)}}],
-                        },
-                    }
-                    for r, nic, _ in per_request
-                ],
-                "config": [
-                    {"requests": [r], "opaque": {"driver": "dra.net", "parameters": cfg}}
-                    for r, _, cfg in per_request
-                    if cfg
-                ],
-            }
-        },
-    }
+    requests = [Request(r, [by_ifname(nic.name)], config=cfg) for r, nic, cfg in per_request]
+    return resource_claim(name, requests)
 
 
 def unique_name(kind: str) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from localcluster.claims import Request, by_ifname, claim_spec, resource_claim
 from localcluster.demo import Cluster, addresses, links_in, routes_in
 from localcluster.node import DaemonSetCluster
 from localcluster.nodeagent import NodeAgentError
@@ -28,34 +29,12 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
 PODS = 20
 
 
-def request(name: str, cel: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "exactly": {"deviceClassName": "dranet", "selectors": [{"cel": {"expression": cel}}]},
-    }
-
-
 def dhcp_pod(cluster: Cluster, nic: StandInNic, tag: str) -> dict[str, Any]:
-    claim = {
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "ResourceClaim",
-        "metadata": {"name": f"tla-dhcp-{tag}-{os.getpid()}", "namespace": "default"},
-        "spec": {
-            "devices": {
-                "requests": [request("nic", f'device.attributes["dra.net"].ifName == "{nic.name}"')],
-                "config": [
-                    {
-                        "opaque": {
-                            "driver": "dra.net",
-                            "parameters": {"interface": {"name": "net1", "dhcp": True}},
-                        }
-                    }
-                ],
-            }
-        },
-    }
+    name = f"tla-dhcp-{tag}-{os.getpid()}"
+    cfg = {"interface": {"name": "net1", "dhcp": True}}
+    claim = resource_claim(name, [Request("nic", [by_ifname(nic.name)])], config=cfg)
     cluster.create("resource.k8s.io/v1", "resourceclaims", claim, "default")
-    return cluster.make_pod(f"tla-dhcp-{tag}-{os.getpid()}", {"net": claim["metadata"]["name"]})
+    return cluster.make_pod(name, {"net": name})
 
 
 def test_dhcp_lease_applied_renewed_and_released(
@@ -137,25 +116,13 @@ def test_twenty_pods_of_one_template_get_distinct_addresses_from_the_ipam_provid
     taken = nics.take(PODS)
     before = driver.net.snapshot()
     names = ", ".join(f'"{n.name}"' for n in taken)
+    cel = f'device.attributes["dra.net"].ifName in [{names}]'
+    cfg = {"profile": "ipam", "interface": {"name": "net1"}}
     template = {
         "apiVersion": "resource.k8s.io/v1",
         "kind": "ResourceClaimTemplate",
         "metadata": {"name": f"tla-ipam-{os.getpid()}", "namespace": "default"},
-        "spec": {
-            "spec": {
-                "devices": {
-                    "requests": [request("nic", f'device.attributes["dra.net"].ifName in [{names}]')],
-                    "config": [
-                        {
-                            "opaque": {
-                                "driver": "dra.net",
-                                "parameters": {"profile": "ipam", "interface": {"name": "net1"}},
-                            }
-                        }
-                    ],
-                }
-            }
-        },
+        "spec": {"spec": claim_spec([Request("nic", [cel])], config=cfg)},
     }
     driver.create("resource.k8s.io/v1", "resourceclaimtemplates", template, "default")
     pods = []

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from localcluster.claims import Request, resource_claim
 from localcluster.metadata import network_of
 from localcluster.node import DaemonSetCluster
 from tests.e2e.claims import Nics, assert_home, has_nic, run_pod_retrying, simple_cfg, unique_name
@@ -40,27 +41,10 @@ def test_a_claim_selects_a_nic_by_its_cloud_network(driver: DaemonSetCluster, ni
     assert attrs["gce.dra.net/networkProjectNumber"] == 1234
     assert attrs["gce.dra.net/machineType"] == "standin-8"
     name = unique_name("cloud")
-    claim = {
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "ResourceClaim",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "devices": {
-                "requests": [
-                    {
-                        "name": "nic",
-                        "exactly": {
-                            "deviceClassName": "dranet",
-                            # guarded: a device without the attribute (the node's CNI bridge, which
-                            # is in no cloud network) is a CEL error, and fails the allocation
-                            "selectors": [{"cel": {"expression": by_cloud_network(network_of(nic.name))}}],
-                        },
-                    }
-                ],
-                "config": [{"opaque": {"driver": "dra.net", "parameters": simple_cfg(nic)}}],
-            }
-        },
-    }
+    # guarded: a device without the attribute (the node's CNI bridge, which is in no cloud network)
+    # is a CEL error, and fails the allocation
+    request = Request("nic", [by_cloud_network(network_of(nic.name))])
+    claim = resource_claim(name, [request], config=simple_cfg(nic))
     driver.create("resource.k8s.io/v1", "resourceclaims", claim, "default")
     pod = driver.make_pod(unique_name("cloud-pod"), {"net": name})
     run = None

@@ -19,10 +19,11 @@ from typing import Any
 
 import pytest
 
+from localcluster.claims import by_ifname, device_class
 from localcluster.demo import Cluster, links_in
 from localcluster.nodeagent import PodRun
 from localcluster.nodenet import StandInNic
-from tests.e2e.claims import Nics, assert_home, by_ifname, claim_body, run_pod_retrying, unique_name, wait
+from tests.e2e.claims import Nics, assert_home, claim_body, run_pod_retrying, unique_name, wait
 
 ROOT = Path(__file__).resolve().parents[2]
 READER = "localhost/dranet/metaread:1.0"
@@ -158,20 +159,8 @@ def test_a_nic_asked_for_as_an_extended_resource(driver: Cluster, reader: str, n
     # name (the newest class does), and it selects only this test's NIC.
     klass = unique_name("nic-class")
     cfg = {"interface": {"name": "net1", "addresses": [nic.pod_address()]}}
-    driver.create(
-        "resource.k8s.io/v1",
-        "deviceclasses",
-        {
-            "apiVersion": "resource.k8s.io/v1",
-            "kind": "DeviceClass",
-            "metadata": {"name": klass},
-            "spec": {
-                "extendedResourceName": "dra.net/nic",
-                "selectors": [{"cel": {"expression": by_ifname(nic.name)}}],
-                "config": [{"opaque": {"driver": "dra.net", "parameters": cfg}}],
-            },
-        },
-    )  # fmt: skip
+    klass_body = device_class(klass, [by_ifname(nic.name)], cfg, extended_resource="dra.net/nic")
+    driver.create("resource.k8s.io/v1", "deviceclasses", klass_body)
     body = reader_pod(
         unique_name("pod"), f"{CONTAINER_DIR}/resourceclaims/", {"limits": {"dra.net/nic": "1"}}, []
     )

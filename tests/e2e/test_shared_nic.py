@@ -18,6 +18,7 @@ import pytest
 from dranet.services.netns.netlink import Rtnl
 
 from localcluster.allocator import AllocationError
+from localcluster.claims import Request, by_ifname, resource_claim
 from localcluster.demo import addresses, links_in
 from localcluster.node import DaemonSetCluster
 from localcluster.nodenet import StandInNic, ip
@@ -30,31 +31,10 @@ PODS = SHARED_INTERFACES
 
 
 def share_claim(name: str, nic: StandInNic, address: str) -> dict[str, Any]:
-    sel = f'device.allowMultipleAllocations && device.attributes["dra.net"].ifName == "{nic.name}"'
-    return {
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "ResourceClaim",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "devices": {
-                "requests": [
-                    {
-                        "name": "nic",
-                        "exactly": {"deviceClassName": "dranet", "selectors": [{"cel": {"expression": sel}}]},
-                    }
-                ],
-                "config": [
-                    {
-                        "requests": ["nic"],
-                        "opaque": {
-                            "driver": "dra.net",
-                            "parameters": {"interface": {"name": "net1", "addresses": [address]}},
-                        },
-                    }
-                ],
-            }
-        },
-    }
+    """A claim for a share of nic (a device that allows multiple allocations), as net1 with address."""
+    sel = f"device.allowMultipleAllocations && {by_ifname(nic.name)}"
+    cfg = {"interface": {"name": "net1", "addresses": [address]}}
+    return resource_claim(name, [Request("nic", [sel], config=cfg)])
 
 
 def wait(fn: Any, timeout: float = 15.0) -> Any:
