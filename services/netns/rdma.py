@@ -1,6 +1,7 @@
-"""RDMA for the worker: which RDMA device backs a netdev, its char devices, and the exclusive-mode
-link move into a pod netns (RDMA netlink, NLDEV). pyroute2 has no RDMA family, so this one speaks
-the few messages it needs directly; all paths go through a configurable sysfs/dev root for tests.
+"""RDMA for the worker: which RDMA device backs a netdev, and the exclusive-mode link move into a
+pod netns (RDMA netlink, NLDEV). pyroute2 has no RDMA family, so this one speaks the few messages it
+needs directly; sysfs paths go through a configurable root for tests. The device's char devices
+are dranet/rdma.py's (nri reads them too).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import os
 import socket
 import struct
 from pathlib import Path
-from typing import Any
 
 from dranet.services.netns.netlink import NetlinkError
 
@@ -40,47 +40,6 @@ def rdma_device_of(ifname: str, sysfs_root: str | Path = "/sys") -> str:
     except OSError:
         return ""
     return names[0] if names else ""
-
-
-def _dev_numbers(path: Path) -> tuple[int, int] | None:
-    try:
-        major, minor = path.read_text().strip().split(":")
-        return int(major), int(minor)
-    except (OSError, ValueError):
-        return None
-
-
-def char_devices(
-    rdma_dev: str, sysfs_root: str | Path = "/sys", dev_root: str = "/dev"
-) -> list[dict[str, Any]]:
-    """The /dev/infiniband char devices a pod using rdma_dev needs (what nri injects):
-    rdma_cm, and the device's uverbs, umad and issm nodes. Read from sysfs (no /dev access)."""
-    root = Path(sysfs_root)
-    out: list[dict[str, Any]] = []
-    cm = _dev_numbers(root / "class" / "misc" / "rdma_cm" / "dev")
-    if cm:
-        out.append({"path": f"{dev_root}/infiniband/rdma_cm", "type": "c", "major": cm[0], "minor": cm[1]})
-    base = root / "class" / "infiniband" / rdma_dev / "device"
-    for cls in ("infiniband_verbs", "infiniband_mad"):
-        try:
-            entries = sorted((base / cls).iterdir())
-        except OSError:
-            continue
-        for entry in entries:
-            ibdev = (entry / "ibdev").read_text().strip() if (entry / "ibdev").exists() else rdma_dev
-            if ibdev != rdma_dev:
-                continue  # a multi-function PCI device lists its siblings' nodes too
-            nums = _dev_numbers(entry / "dev")
-            if nums:
-                out.append(
-                    {
-                        "path": f"{dev_root}/infiniband/{entry.name}",
-                        "type": "c",
-                        "major": nums[0],
-                        "minor": nums[1],
-                    }
-                )
-    return out
 
 
 def _attr(kind: int, payload: bytes) -> bytes:

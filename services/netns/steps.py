@@ -44,6 +44,7 @@ from dranet.services.netns.plan import Plan
 from dranet.services.netns.podns import Netns
 
 from dranet.config import ConfigError, NetworkConfig, check_private_flags, resolve_features
+from dranet.rdma import char_devices
 
 
 def snapshot(host: Netns, plan: Plan) -> HostSnapshot:
@@ -106,7 +107,7 @@ def configure(
     if plan.rdma_only:
         run("rdma", lambda: rdma.move_if_exclusive(entry.rdma_device, pod.fd))
         return entry.with_phase(
-            ATTACHED, char_devices=tuple(rdma.char_devices(entry.rdma_device, sysfs_root, dev_root))
+            ATTACHED, char_devices=char_device_records(entry.rdma_device, sysfs_root, dev_root)
         )
 
     if plan.child is not None:
@@ -151,7 +152,7 @@ def configure(
     char_devs: tuple[Mapping[str, Any], ...] = ()
     if entry.rdma_device:
         run("rdma", lambda: rdma.move_if_exclusive(entry.rdma_device, pod.fd))
-        char_devs = tuple(rdma.char_devices(entry.rdma_device, sysfs_root, dev_root))
+        char_devs = char_device_records(entry.rdma_device, sysfs_root, dev_root)
     detached: tuple[str, ...] | None = None
     if iface.disable_ebpf_programs:
         # Last: a rollback cannot put detached programs back (nor does a release, as upstream).
@@ -166,6 +167,11 @@ def configure(
         pod_ifindex=link.index,
         ebpf_detached=detached,
     )
+
+
+def char_device_records(rdma_device: str, sysfs_root: str, dev_root: str) -> tuple[dict[str, Any], ...]:
+    """The RDMA device's char devices in the attachment's form (nri injects them into containers)."""
+    return tuple(c.to_dict() for c in char_devices(rdma_device, sysfs_root, dev_root))
 
 
 def place(

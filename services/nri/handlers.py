@@ -20,13 +20,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from dranet.services.nri.rdma import CharDevice, char_devices_from, dedupe, rdma_char_devices
 from dranet.services.nri.reconcile import plan as reconcile_plan
 
 from dranet.backoff import Backoff
 from dranet.bus.messages import BusError, ErrorCode
 from dranet.keyedlocks import KeyedLocks
 from dranet.observability import metrics
+from dranet.rdma import CharDevice, char_devices, char_devices_from, dedupe
 
 log = logging.getLogger(__name__)
 
@@ -340,7 +340,7 @@ class PodHandlers:
         found = char_devices_from(attachments) + char_devices_from(devices)
         for d in devices:
             if d.get("rdma_device"):
-                found += rdma_char_devices(d["rdma_device"], self.opts.sysfs_root)
+                found += char_devices(d["rdma_device"], self.opts.sysfs_root)
         return dedupe(found)
 
     # ------------------------------------------------------------ CreateContainer

@@ -17,20 +17,14 @@ from dranet.services.netns.testbed import Testbed
 from dranet.services.netns.worker import NetnsWorker
 
 from dranet.bus import BusError
+from tests.rdmasysfs import add_rdma_device
 
 pytestmark = pytest.mark.kernel
 
 
 def synthetic_sysfs(root: Path, rdma_dev: str = "mlx5_9") -> Path:
-    """/sys/class/infiniband/<dev>, its uverbs node and rdma_cm, as the kernel lays them out."""
-    (root / "class" / "infiniband" / rdma_dev).mkdir(parents=True)
-    verbs = root / "class" / "infiniband" / rdma_dev / "device" / "infiniband_verbs" / "uverbs9"
-    verbs.mkdir(parents=True)
-    (verbs / "ibdev").write_text(rdma_dev + "\n")
-    (verbs / "dev").write_text("231:9\n")
-    cm = root / "class" / "misc" / "rdma_cm"
-    cm.mkdir(parents=True)
-    (cm / "dev").write_text("10:58\n")
+    """The RDMA device with its uverbs node and rdma_cm, as the kernel lays them out."""
+    add_rdma_device(root, "0000:00:09.0", rdma_dev, {"uverbs9": "231:9"})
     return root
 
 
@@ -94,16 +88,6 @@ def test_rdma_only_device_must_be_allowed(tb: Testbed, tmp_path: Path) -> None:
         assert err.value.code == "not_allowed" and "inventory" in err.value.message
     finally:
         w.close()
-
-
-def test_rdma_char_devices_from_sysfs(tmp_path: Path) -> None:
-    """What the attach returns (and nri gives the containers) for the device: its uverbs node and
-    rdma_cm, read from sysfs."""
-    sysfs = synthetic_sysfs(tmp_path / "sys")
-    assert sorted(d["path"] for d in rdma.char_devices("mlx5_9", sysfs)) == [
-        "/dev/infiniband/rdma_cm",
-        "/dev/infiniband/uverbs9",
-    ]
 
 
 def test_inventory_allows_an_rdma_only_device_by_its_rdma_name() -> None:

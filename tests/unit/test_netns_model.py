@@ -28,6 +28,7 @@ from dranet.services.netns.netlink import Address, Link, Neighbor, Route, Rule
 from dranet.services.netns.nspath import DEFAULT_ROOTS, open_netns, resolve
 
 from dranet.uplinks import UplinkPolicy
+from tests.rdmasysfs import add_rdma_device
 
 
 def link(index: int, name: str, **kw: object) -> Link:
@@ -282,26 +283,10 @@ def test_unresolvable_path_is_not_allowed() -> None:
     assert err.value.code in ("not_allowed", "not_found")
 
 
-def test_rdma_char_devices_from_synthetic_sysfs(tmp_path: Path) -> None:
+def test_rdma_device_of_a_netdev_from_synthetic_sysfs(tmp_path: Path) -> None:
     sysfs = tmp_path / "sys"
-    (sysfs / "class/net/ib0/device/infiniband/mlx5_0").mkdir(parents=True)
-    (sysfs / "class/misc/rdma_cm").mkdir(parents=True)
-    (sysfs / "class/misc/rdma_cm/dev").write_text("10:58\n")
-    dev = sysfs / "class/infiniband/mlx5_0/device"
-    for cls, node, nums, ibdev in (
-        ("infiniband_verbs", "uverbs0", "231:192", "mlx5_0"),
-        ("infiniband_mad", "umad0", "231:0", "mlx5_0"),
-        ("infiniband_mad", "issm0", "231:64", "mlx5_0"),
-        ("infiniband_verbs", "uverbs1", "231:193", "mlx5_1"),
-    ):
-        (dev / cls / node).mkdir(parents=True)
-        (dev / cls / node / "dev").write_text(nums)
-        (dev / cls / node / "ibdev").write_text(ibdev)
+    add_rdma_device(sysfs, "0000:01:00.0", "mlx5_0", {"uverbs0": "231:192"}, netdev="ib0")
+    (sysfs / "class/net/eth0/device").mkdir(parents=True)  # a NIC without RDMA
     assert rdma.rdma_device_of("ib0", sysfs) == "mlx5_0"
     assert rdma.rdma_device_of("eth0", sysfs) == ""
-    assert [(c["path"], c["major"], c["minor"]) for c in rdma.char_devices("mlx5_0", sysfs)] == [
-        ("/dev/infiniband/rdma_cm", 10, 58),
-        ("/dev/infiniband/uverbs0", 231, 192),
-        ("/dev/infiniband/issm0", 231, 64),
-        ("/dev/infiniband/umad0", 231, 0),
-    ]
+    assert rdma.rdma_device_of("eth9", sysfs) == ""

@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 from dranet.services.nri.handlers import Options, PodHandlers, PodInfo, SandboxError
-from dranet.services.nri.rdma import CharDevice, rdma_char_devices
 from dranet.services.nri.reconcile import plan as reconcile_plan
 
 from dranet.bus.messages import BusError
+from dranet.rdma import CharDevice
+from tests.rdmasysfs import add_rdma_device
 
 NETNS = "/var/run/netns/cni-test"
 
@@ -274,23 +275,8 @@ def test_stop_uses_the_remembered_netns_when_the_runtime_omits_it() -> None:
 
 def test_rdma_char_devices_for_containers(tmp_path: Path) -> None:
     sysfs = tmp_path / "sys"
-    for cls, entry, ibdev, devno in [
-        ("infiniband_verbs", "uverbs0", "mlx5_0", "231:192"),
-        ("infiniband_verbs", "uverbs1", "mlx5_1", "231:193"),
-        ("infiniband_mad", "umad0", "mlx5_0", "231:0"),
-    ]:
-        (sysfs / "class" / cls / entry).mkdir(parents=True)
-        (sysfs / "class" / cls / entry / "ibdev").write_text(ibdev + "\n")
-        (sysfs / "class" / cls / entry / "dev").write_text(devno + "\n")
-    (sysfs / "class/misc/rdma_cm").mkdir(parents=True)
-    (sysfs / "class/misc/rdma_cm/dev").write_text("10:58\n")
-    assert rdma_char_devices("mlx5_0", sysfs) == [
-        CharDevice("/dev/infiniband/uverbs0", 231, 192),
-        CharDevice("/dev/infiniband/umad0", 231, 0),
-        CharDevice("/dev/infiniband/rdma_cm", 10, 58),
-    ]
-    assert rdma_char_devices("absent", sysfs) == []
-
+    add_rdma_device(sysfs, "0000:01:00.0", "mlx5_0", {"uverbs0": "231:192", "umad0": "231:0"})
+    add_rdma_device(sysfs, "0000:01:00.1", "mlx5_1", {"uverbs1": "231:193"})
     netns = FakeNetns()
     dra = FakeDra({"u1": [dev("eth1", rdma_device="mlx5_0")], "u2": [dev("eth2")]})
     h, _ = make(dra, netns, sysfs_root=str(sysfs))
