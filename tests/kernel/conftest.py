@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -12,14 +12,32 @@ from workerproc import WorkerNode
 
 
 @pytest.fixture
-def tb() -> Iterator[Testbed]:
-    """A node netns with an uplink (a test module may define its own)."""
-    bed = Testbed("tnw")
+def testbed() -> Iterator[Callable[[str], Testbed]]:
+    """Makes throw-away nodes (`Testbed(prefix)`) for one test and closes them after it, also when
+    the test or the set-up after making one failed: a module's own `tb` fixture makes its node
+    with it and adds its NICs. The prefix names the module (each module has its own,
+    test_testbed_prefixes.py checks): a netns left behind says whose it is, with several
+    engineers' runs on one machine."""
+    beds: list[Testbed] = []
+
+    def make(prefix: str) -> Testbed:
+        bed = Testbed(prefix)
+        beds.append(bed)
+        return bed
+
     try:
-        bed.add_uplink("tnwup0")
-        yield bed
+        yield make
     finally:
-        bed.close()
+        for bed in reversed(beds):
+            bed.close()
+
+
+@pytest.fixture
+def tb(testbed: Callable[[str], Testbed]) -> Testbed:
+    """A node netns with an uplink (a test module may define its own)."""
+    bed = testbed("tnw")
+    bed.add_uplink("tnwup0")
+    return bed
 
 
 @pytest.fixture
@@ -36,9 +54,5 @@ def worker(tb: Testbed, tmp_path: Path) -> Iterator[NetnsWorker]:
 
 
 @pytest.fixture
-def worker_node(tmp_path: Path) -> Iterator[WorkerNode]:
-    tb = Testbed("tnk")
-    try:
-        yield WorkerNode(tb, str(tmp_path / "run"), str(tmp_path / "state"), tmp_path)
-    finally:
-        tb.close()
+def worker_node(testbed: Callable[[str], Testbed], tmp_path: Path) -> WorkerNode:
+    return WorkerNode(testbed("tnk"), str(tmp_path / "run"), str(tmp_path / "state"), tmp_path)

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,8 +23,8 @@ pytestmark = pytest.mark.kernel
 
 
 @pytest.fixture
-def bus(tmp_path: Path) -> Iterator[tuple[Testbed, BusClient, str]]:
-    tb = Testbed("tnw")
+def bus(testbed: Callable[[str], Testbed], tmp_path: Path) -> Iterator[tuple[Testbed, BusClient, str]]:
+    tb = testbed("tnb")
     ns = argparse.Namespace(
         runtime_dir=str(tmp_path / "run"), state_dir=str(tmp_path / "state"), log_level="warning"
     )
@@ -39,7 +39,6 @@ def bus(tmp_path: Path) -> Iterator[tuple[Testbed, BusClient, str]]:
         client.close()
         svc.close()
         worker.close()
-        tb.close()
 
 
 def test_attach_list_detach_over_bus(bus: tuple[Testbed, BusClient, str]) -> None:

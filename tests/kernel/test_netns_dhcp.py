@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -31,12 +31,8 @@ pytestmark = [
 
 
 @pytest.fixture
-def tb() -> Iterator[Testbed]:
-    bed = Testbed("tnh")
-    try:
-        yield bed
-    finally:
-        bed.close()
+def tb(testbed: Callable[[str], Testbed]) -> Testbed:
+    return testbed("tnh")
 
 
 @pytest.fixture

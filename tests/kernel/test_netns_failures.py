@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -44,16 +44,13 @@ class Boom:
 
 
 @pytest.fixture
-def tb() -> Iterator[Testbed]:
-    bed = Testbed("tnw")
-    try:
-        bed.add_uplink("tnwup0")
-        bed.add_nic("tnwa0", addresses=("10.1.0.2/24", "fd00:1::2/64"), mtu=1450)
-        bed.add_nic("tnwa1", addresses=("10.2.0.2/24",))
-        ip("route", "add", "10.50.0.0/16", "via", "10.1.0.1", ns=bed.node)
-        yield bed
-    finally:
-        bed.close()
+def tb(testbed: Callable[[str], Testbed]) -> Testbed:
+    bed = testbed("tnf")
+    bed.add_uplink("tnwup0")
+    bed.add_nic("tnwa0", addresses=("10.1.0.2/24", "fd00:1::2/64"), mtu=1450)
+    bed.add_nic("tnwa1", addresses=("10.2.0.2/24",))
+    ip("route", "add", "10.50.0.0/16", "via", "10.1.0.1", ns=bed.node)
+    return bed
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,12 +15,8 @@ pytestmark = pytest.mark.kernel
 
 
 @pytest.fixture
-def tb() -> Iterator[Testbed]:
-    bed = Testbed("tnw")
-    try:
-        yield bed
-    finally:
-        bed.close()
+def tb(testbed: Callable[[str], Testbed]) -> Testbed:
+    return testbed("tnx")
 
 
 def test_vrf(tb: Testbed, tmp_path: Path) -> None:

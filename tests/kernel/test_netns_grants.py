@@ -5,7 +5,7 @@ each is refused before any change, logged and counted, and the NICs stay where t
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,14 +22,11 @@ CONFIG = {"interface": {"name": "eth0"}}
 
 
 @pytest.fixture
-def tb() -> Iterator[Testbed]:
-    bed = Testbed("tng")
-    try:
-        bed.add_nic("tngs0", addresses=("10.9.0.2/24",))
-        bed.add_nic("tngs1")
-        yield bed
-    finally:
-        bed.close()
+def tb(testbed: Callable[[str], Testbed]) -> Testbed:
+    bed = testbed("tng")
+    bed.add_nic("tngs0", addresses=("10.9.0.2/24",))
+    bed.add_nic("tngs1")
+    return bed
 
 
 def claim(uid: str, pods: list[str], device: str, ifname: str, config: dict) -> dict:

@@ -4,7 +4,7 @@ never a NIC restored under a live pod."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,13 +17,10 @@ pytestmark = pytest.mark.kernel
 
 
 @pytest.fixture
-def tb() -> Iterator[Testbed]:
-    bed = Testbed("tni")
-    try:
-        bed.add_nic("tnii0", addresses=("10.1.0.2/24",))
-        yield bed
-    finally:
-        bed.close()
+def tb(testbed: Callable[[str], Testbed]) -> Testbed:
+    bed = testbed("tni")
+    bed.add_nic("tnii0", addresses=("10.1.0.2/24",))
+    return bed
 
 
 def devices(device: str = "i0") -> list[dict]:

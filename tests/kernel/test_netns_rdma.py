@@ -8,7 +8,7 @@ and fails there with the kernel's reason, rolled back with nothing left behind.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -29,12 +29,8 @@ def synthetic_sysfs(root: Path, rdma_dev: str = "mlx5_9") -> Path:
 
 
 @pytest.fixture
-def tb() -> Iterator[Testbed]:
-    bed = Testbed("tnq")
-    try:
-        yield bed
-    finally:
-        bed.close()
+def tb(testbed: Callable[[str], Testbed]) -> Testbed:
+    return testbed("tnq")
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -50,15 +50,12 @@ CHILD = textwrap.dedent(
 
 
 @pytest.fixture
-def tb() -> Iterator[Testbed]:
-    bed = Testbed("tnw")
-    try:
-        # The host's route moves with the link: its gateway is on-link for the claimed 10.9.0.2/24.
-        bed.add_nic("tnwk0", addresses=("10.9.0.3/24",), mtu=1450)
-        ip("route", "add", "10.50.0.0/16", "via", "10.9.0.1", ns=bed.node)
-        yield bed
-    finally:
-        bed.close()
+def tb(testbed: Callable[[str], Testbed]) -> Testbed:
+    bed = testbed("tnt")
+    # The host's route moves with the link: its gateway is on-link for the claimed 10.9.0.2/24.
+    bed.add_nic("tnwk0", addresses=("10.9.0.3/24",), mtu=1450)
+    ip("route", "add", "10.50.0.0/16", "via", "10.9.0.1", ns=bed.node)
+    return bed
 
 
 def host_view(tb: Testbed, name: str = "tnwk0") -> tuple:

@@ -4,7 +4,7 @@ back."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,13 +19,10 @@ DEVICE = [{"device": "r0", "ifname": "tnrr0", "config": {"interface": {"name": "
 
 
 @pytest.fixture
-def tb() -> Iterator[Testbed]:
-    bed = Testbed("tnr")
-    try:
-        bed.add_nic("tnrr0", addresses=("10.61.0.2/24",))
-        yield bed
-    finally:
-        bed.close()
+def tb(testbed: Callable[[str], Testbed]) -> Testbed:
+    bed = testbed("tnc")
+    bed.add_nic("tnrr0", addresses=("10.61.0.2/24",))
+    return bed
 
 
 def test_a_device_the_node_now_names_an_uplink_is_not_re_addressed(tb: Testbed, tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ and netns) and touches no other; `netns_alive` says which netns paths are alive,
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,12 +15,8 @@ pytestmark = pytest.mark.kernel
 
 
 @pytest.fixture
-def tb() -> Iterator[Testbed]:
-    bed = Testbed("tsb")
-    try:
-        yield bed
-    finally:
-        bed.close()
+def tb(testbed: Callable[[str], Testbed]) -> Testbed:
+    return testbed("tsb")
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,14 +24,11 @@ pytestmark = pytest.mark.kernel
 
 
 @pytest.fixture
-def tb() -> Iterator[Testbed]:
-    bed = Testbed("tnw")
-    try:
-        bed.add_nic("tnws0", addresses=("10.1.0.2/24",))
-        bed.add_nic("tnws1", addresses=("10.2.0.2/24",))
-        yield bed
-    finally:
-        bed.close()
+def tb(testbed: Callable[[str], Testbed]) -> Testbed:
+    bed = testbed("tns")
+    bed.add_nic("tnws0", addresses=("10.1.0.2/24",))
+    bed.add_nic("tnws1", addresses=("10.2.0.2/24",))
+    return bed
 
 
 def conf(ns: str, ifname: str, *keys: str) -> list[str]:

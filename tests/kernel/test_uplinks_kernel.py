@@ -166,15 +166,20 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 @pytest.fixture(params=LAYOUTS, ids=[lay.name for lay in LAYOUTS])
-def layout(request: pytest.FixtureRequest) -> Iterator[tuple[Layout, Testbed]]:
+def layout(request: pytest.FixtureRequest, testbed: Callable[[str], Testbed]) -> tuple[Layout, Testbed]:
     lay: Layout = request.param
-    tb = Testbed("tup")
-    try:
-        ip("link", "set", "lo", "up", ns=tb.node)
-        lay.build(tb)
-        yield lay, tb
-    finally:
-        tb.close()
+    tb = testbed("tup")
+    ip("link", "set", "lo", "up", ns=tb.node)
+    lay.build(tb)
+    return lay, tb
+
+
+@pytest.fixture
+def tb(testbed: Callable[[str], Testbed]) -> Testbed:
+    """The base layout (base())."""
+    bed = testbed("tup")
+    base(bed)
+    return bed
 
 
 def wait_until(cond: Callable[[], Any], what: str) -> Any:
@@ -239,59 +244,49 @@ def test_worker_refuses_the_uplinks_and_attaches_the_rest(
         worker.close()
 
 
-def test_rule_changes_reevaluate_uplinks(tmp_path: Path) -> None:
+def test_rule_changes_reevaluate_uplinks(tb: Testbed, tmp_path: Path) -> None:
     """A policy rule that sends the node's traffic to another table moves the uplink at once."""
-    tb = Testbed("tup")
+    ip("route", "add", "default", "via", "10.92.0.1", "table", "100", ns=tb.node)
+    (tmp_path / "sys").mkdir()
+    options = ScanOptions(exclude=("lo",), filter=DeviceFilter("true"))
+    inv = Inventory(InventoryConfig(sysfs_root=tmp_path / "sys", options=options, netns=tb.node))
+    inv.start()
     try:
-        base(tb)
-        ip("route", "add", "default", "via", "10.92.0.1", "table", "100", ns=tb.node)
-        (tmp_path / "sys").mkdir()
-        options = ScanOptions(exclude=("lo",), filter=DeviceFilter("true"))
-        inv = Inventory(InventoryConfig(sysfs_root=tmp_path / "sys", options=options, netns=tb.node))
-        inv.start()
-        try:
-            assert inv.ready.wait(DEADLINE)
+        assert inv.ready.wait(DEADLINE)
 
-            def allocatable() -> set[str]:
-                return {d.ifname for d in inv.devices()[1] if d.allocatable}
+        def allocatable() -> set[str]:
+            return {d.ifname for d in inv.devices()[1] if d.allocatable}
 
-            assert allocatable() == {"eth-b", "eth-c"}
-            ip("rule", "add", "table", "100", "priority", "100", ns=tb.node)
-            wait_until(lambda: allocatable() == {"eth-c"}, "eth-b excluded once a rule sends traffic there")
-            ip("rule", "del", "table", "100", "priority", "100", ns=tb.node)
-            wait_until(lambda: allocatable() == {"eth-b", "eth-c"}, "eth-b offered again")
-        finally:
-            inv.stop()
+        assert allocatable() == {"eth-b", "eth-c"}
+        ip("rule", "add", "table", "100", "priority", "100", ns=tb.node)
+        wait_until(lambda: allocatable() == {"eth-c"}, "eth-b excluded once a rule sends traffic there")
+        ip("rule", "del", "table", "100", "priority", "100", ns=tb.node)
+        wait_until(lambda: allocatable() == {"eth-b", "eth-c"}, "eth-b offered again")
     finally:
-        tb.close()
+        inv.stop()
 
 
 def test_restore_leaves_alone_a_device_the_node_now_routes_through(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tb: Testbed, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """An attach fails before the move; meanwhile the node started routing through the device and
     its address went. The rollback finds it an uplink: it is not re-addressed (nor renamed)."""
-    tb = Testbed("tup")
+
+    def hook(step: str, device: str) -> None:
+        if step == "down":
+            ip("route", "add", "default", "dev", "eth-b", "metric", "10", ns=tb.node)
+            ip("addr", "del", "fd00:92::2/64", "dev", "eth-b", ns=tb.node)
+            raise OSError(errno.EIO, "injected failure")
+
+    worker = NetnsWorker(tmp_path, host_netns=tb.node_path, hook=hook)
+    pod = tb.add_netns()
     try:
-        base(tb)
-
-        def hook(step: str, device: str) -> None:
-            if step == "down":
-                ip("route", "add", "default", "dev", "eth-b", "metric", "10", ns=tb.node)
-                ip("addr", "del", "fd00:92::2/64", "dev", "eth-b", ns=tb.node)
-                raise OSError(errno.EIO, "injected failure")
-
-        worker = NetnsWorker(tmp_path, host_netns=tb.node_path, hook=hook)
-        pod = tb.add_netns()
-        try:
-            with pytest.raises(BusError) as err:
-                worker.attach(
-                    "pod-r", f"/run/netns/{pod}", [{"device": "eth-b", "ifname": "eth-b", "config": {}}]
-                )
-            assert err.value.code == "kernel_error"
-        finally:
-            worker.close()
-        assert tb.addresses("eth-b") == ["10.92.0.2/24"]
-        assert any("is an uplink of the node now" in r.getMessage() for r in caplog.records)
+        with pytest.raises(BusError) as err:
+            worker.attach(
+                "pod-r", f"/run/netns/{pod}", [{"device": "eth-b", "ifname": "eth-b", "config": {}}]
+            )
+        assert err.value.code == "kernel_error"
     finally:
-        tb.close()
+        worker.close()
+    assert tb.addresses("eth-b") == ["10.92.0.2/24"]
+    assert any("is an uplink of the node now" in r.getMessage() for r in caplog.records)
