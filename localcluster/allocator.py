@@ -44,6 +44,7 @@ from typing import Any
 import cel
 
 from localcluster import capacity as cc
+from localcluster.claims import pod_owner
 from localcluster.extended import ExtendedResourceError, is_special_claim_of, special_claim
 
 RESOURCE_GROUP_VERSION = "resource.k8s.io/v1"
@@ -453,16 +454,7 @@ def claim_from_template(
                 **(tmpl_meta.get("annotations") or {}),
                 POD_CLAIM_NAME_ANNOTATION: pod_claim_name,
             },
-            "ownerReferences": [
-                {
-                    "apiVersion": "v1",
-                    "kind": "Pod",
-                    "name": meta.get("name", ""),
-                    "uid": meta.get("uid", ""),
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
+            "ownerReferences": [pod_owner(meta)],
         },
         "spec": copy.deepcopy(tmpl_spec.get("spec") or {}),
     }

@@ -1,5 +1,5 @@
 """ResourceClaim and DeviceClass bodies (resource.k8s.io/v1) for the demo, the e2e tests and the
-benchmarks.
+benchmarks, and the owner of the claims the allocator stand-in makes for pods.
 
 The one builder of claims that ask for NICs: every request is an `exactly` request of a device
 class with CEL selectors, and may carry its own opaque dra.net config (scoped to that request);
@@ -81,6 +81,19 @@ def resource_claim(
         "kind": "ResourceClaim",
         "metadata": {"name": name, "namespace": namespace},
         "spec": claim_spec(requests, config),
+    }
+
+
+def pod_owner(pod_meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The ownerReference a controller puts on a claim it makes for a pod (from a template, or for
+    extended resources): the pod's deletion deletes the claim."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "name": pod_meta.get("name", ""),
+        "uid": pod_meta.get("uid", ""),
+        "controller": True,
+        "blockOwnerDeletion": True,
     }
 
 

@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from localcluster.apivalidation import is_extended_resource_name
+from localcluster.claims import pod_owner
 
 EXTENDED_RESOURCE_CLAIM_ANNOTATION = "resource.kubernetes.io/extended-resource-claim"
 IMPLICIT_PREFIX = "deviceclass.resource.kubernetes.io/"
@@ -124,16 +125,7 @@ def special_claim(
             "generateName": f"{meta.get('name', 'pod')}-extended-resources-",
             "namespace": meta.get("namespace", "default"),
             "annotations": {EXTENDED_RESOURCE_CLAIM_ANNOTATION: "true"},
-            "ownerReferences": [
-                {
-                    "apiVersion": "v1",
-                    "kind": "Pod",
-                    "name": meta.get("name", ""),
-                    "uid": meta.get("uid", ""),
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
+            "ownerReferences": [pod_owner(meta)],
         },
         "spec": {"devices": {"requests": sorted(requests, key=lambda r: str(r["name"]))}},
     }
