@@ -9,7 +9,8 @@ validate. The grants are kept in <state-dir>/netns/grants.json so a restarted wo
 them before dra speaks again; dra also pushes its whole set at every start (replace).
 
 Checks are pure (no I/O) and cost a dictionary lookup and one digest per device: the attach path
-needs no extra round trip.
+needs no extra round trip. The bus ops `grant` and `revoke`, and the refusal the worker logs and
+counts, are at the end.
 """
 
 from __future__ import annotations
@@ -22,13 +23,22 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from dranet.services.netns.errors import as_bus_error
 from dranet.services.netns.model import RequestError, config_digest
 
 from dranet.atomic import write_atomic
+from dranet.bus.messages import BusError
+from dranet.observability import metrics
 
 log = logging.getLogger(__name__)
 
 FILE_VERSION = 1
+
+REFUSED = metrics.counter(
+    "dranet_netns_refused_total",
+    "Attach/detach requests refused because dra did not prepare them so (a hostile or broken caller)",
+    ("op", "reason"),
+)
 
 
 class Refused(RequestError):
@@ -209,3 +219,48 @@ class Grants:
                 self._save(kept)
                 self._grants = kept
         return gone
+
+
+# ------------------------------------------------------------ the bus ops and refusals
+def grant_op(
+    grants: Grants | None, claims: Sequence[Mapping[str, Any]], *, replace: bool = False
+) -> dict[str, Any]:
+    """The `grant` op (dra's alone)."""
+    try:
+        return {"granted": _checked(grants).grant(claims, replace=replace)}
+    except OSError as exc:
+        raise _unwritable(exc) from None
+
+
+def revoke_op(grants: Grants | None, claim_uids: Sequence[str]) -> dict[str, Any]:
+    """The `revoke` op (dra's alone)."""
+    try:
+        return {"revoked": _checked(grants).revoke(claim_uids)}
+    except OSError as exc:
+        raise _unwritable(exc) from None
+
+
+def _checked(grants: Grants | None) -> Grants:
+    if grants is None:
+        raise BusError("unknown_op", "this worker checks no grants")
+    return grants
+
+
+def _unwritable(exc: OSError) -> BusError:
+    return BusError("kernel_error", f"cannot write the grants file: {exc}; check the state dir")
+
+
+def refusal(op: str, pod_uid: str, err: Refused) -> BusError:
+    """Log and count a request dra did not prepare; the bus error for the caller."""
+    REFUSED.labels(op=op, reason=err.label).inc()
+    log.warning(
+        "refused: not what dra prepared",
+        extra={
+            "op": op,
+            "pod_uid": pod_uid,
+            "device": err.device,
+            "reason": err.label,
+            "error": str(err),
+        },
+    )
+    return as_bus_error(err)

@@ -6,10 +6,11 @@ import argparse
 import logging
 import re
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from dranet.services.netns.dhcp import DhcpClient
-from dranet.services.netns.grants import Grants
+from dranet.services.netns.grants import Grants, grant_op, revoke_op
 from dranet.services.netns.nspath import DEFAULT_ROOTS
 from dranet.services.netns.worker import NetnsWorker
 
@@ -61,6 +62,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     # The worker holds no API credentials: the kubelet's env names the API server for it.
     add_uplink_flags(g, "$KUBERNETES_SERVICE_HOST")
+
+
+Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+
+def handlers(worker: NetnsWorker) -> dict[str, Handler]:
+    """The worker's bus ops (who may call which: dranet/bus/policy.py)."""
+    return {
+        "attach": lambda body, ctx: worker.attach(
+            body["pod_uid"], body["netns"], body["devices"], deadline=ctx.deadline
+        ),
+        "detach": lambda body, ctx: worker.detach(
+            body["pod_uid"], body.get("devices") or [], netns=body.get("netns")
+        ),
+        "list": lambda body, ctx: worker.attachments(live=True),
+        "netns_alive": lambda body, ctx: worker.queries.alive_netns(body["netns"]),
+        "release": lambda body, ctx: worker.release(body["pod_uid"], body["device"]),
+        "attached_in": lambda body, ctx: worker.queries.attached_in(body["netns_id"], body["devices"]),
+        "ethtool_features": lambda body, ctx: worker.queries.ethtool_features(body["ifname"]),
+        "tcx_programs": lambda body, ctx: worker.queries.tcx_programs(),
+        "device_health": lambda body, ctx: worker.device_health.snapshot(),
+        "grant": lambda body, ctx: grant_op(worker.grants, body["claims"], replace=bool(body.get("replace"))),
+        "revoke": lambda body, ctx: revoke_op(worker.grants, body["claim_uids"]),
+        "dhcp_acquire": lambda body, ctx: worker.leases.acquire(
+            body["claim_uid"], body["device"], body["ifname"]
+        ),
+        "dhcp_release": lambda body, ctx: worker.leases.release(body["claim_uid"], body["device"]),
+    }
 
 
 class Inventory:
@@ -123,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     # but after the publisher opened, so the restores it makes are announced.
     host.start_publishing({"attachments": worker.attachments, "device_health": worker.device_health.snapshot})
     worker.reconcile()
-    host.serve(worker.handlers(), health=worker.health)
+    host.serve(handlers(worker), health=worker.health)
     worker.start(watch_interval=getattr(args, "netns_poll", 1.0), reconcile=False)
     sub = Subscriber(
         settings.runtime_dir,

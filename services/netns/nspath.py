@@ -51,6 +51,16 @@ def netns_id(path: str) -> tuple[int, int] | None:
     return (st.st_dev, st.st_ino)
 
 
+def own_netns(host: tuple[int, int]) -> set[tuple[int, int]]:
+    """The netns a pod path must never name: the node's (host), ours and pid 1's."""
+    own = {host}
+    for path in ("/proc/self/ns/net", "/proc/1/ns/net"):
+        ident = netns_id(path)
+        if ident:
+            own.add(ident)
+    return own
+
+
 def names_netns(path: str, ident: tuple[int, int], recorded: str) -> bool:
     """Whether `path` names the netns `ident` (attached under the path `recorded`): by identity
     while the path exists; once it is gone (the runtime deletes a stopped sandbox's netns), by the

@@ -35,6 +35,8 @@ from dranet.services.netns.netlink import (
 
 from dranet.bus.messages import BusError
 from dranet.config import (
+    IPVLAN,
+    MACVLAN,
     ChildConfig,
     ConfigError,
     NetworkConfig,
@@ -116,6 +118,22 @@ def is_allowed(allowed: Allowed, ifname: str) -> bool:
     if callable(allowed):
         return bool(allowed(ifname))
     return ifname in allowed
+
+
+def wants_child(d: Mapping[str, Any]) -> bool:
+    """Whether an attach request's device gets a child interface (a share, or interface.type
+    macvlan/ipvlan) rather than moving: other pods' children of the same NIC do not conflict."""
+    iface = (d.get("config") or {}).get("interface")
+    kind = iface.get("type") if isinstance(iface, Mapping) else None
+    return bool(d.get("share_id")) or kind in (MACVLAN, IPVLAN)
+
+
+def reservation(pod_uid: str, d: Mapping[str, Any]) -> str:
+    """What an attach keeps other requests off: the host interface it moves, or for a child, that
+    pod's child of it (children of one NIC for different pods are made side by side)."""
+    if not d["ifname"]:
+        return "rdma:" + str(d.get("rdma_device"))
+    return f"{d['ifname']}/{pod_uid}" if wants_child(d) else str(d["ifname"])
 
 
 def check_request(devices: Sequence[Mapping[str, Any]]) -> None:

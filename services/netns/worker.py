@@ -5,27 +5,25 @@ an uplink, the netns is a real netns file under an allowed root and not ours). E
 journaled before each change, so a failure rolls back and a crash is finished (or undone) on the
 next start. Attaching a pod's devices is all-or-nothing. Every op is idempotent.
 
-This module is the conductor: the checks are in plan.py, the kernel steps in steps.py, restore in
-restore.py, the journal and bookkeeping in ledger.py, the errors in errors.py.
+This module is the conductor (attach, detach, undo) and wires the worker's parts together:
+docs/netns-worker.md says which module does what.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-from dranet.services.netns import ebpf, health, rdma
-from dranet.services.netns.dhcp import DhcpClient, DhcpError
-from dranet.services.netns.errors import Hook, StepError, as_bus_error, run_step
-from dranet.services.netns.grants import Grants, Refused, check_attach, check_detach
-from dranet.services.netns.health import DeviceHealth
+from dranet.services.netns import health, rdma
+from dranet.services.netns.dhcp import DhcpClient
+from dranet.services.netns.errors import Hook, as_bus_error, run_step
+from dranet.services.netns.grants import Grants, Refused, check_attach, check_detach, refusal
 from dranet.services.netns.journal import Journal
+from dranet.services.netns.leases import Leases
 from dranet.services.netns.ledger import Ledger
 from dranet.services.netns.model import (
     ATTACHED,
@@ -34,23 +32,21 @@ from dranet.services.netns.model import (
     JournalEntry,
     RequestError,
     check_device_name,
-    check_ifname,
     check_pod_uid,
     config_digest,
-    netns_ident,
-    uplinks,
 )
-from dranet.services.netns.netlink import Link, LinkBrief, NetlinkError, Route
-from dranet.services.netns.nspath import DEFAULT_ROOTS, alive, names_netns, netns_id, open_netns
-from dranet.services.netns.plan import Allowed, HostView, Plan, check_request, is_allowed, plan
+from dranet.services.netns.notify import Notifier
+from dranet.services.netns.nspath import DEFAULT_ROOTS, names_netns, netns_id, open_netns, own_netns
+from dranet.services.netns.plan import Allowed, Plan, check_request, plan, reservation, wants_child
 from dranet.services.netns.podns import Netns
+from dranet.services.netns.queries import Queries
 from dranet.services.netns.restore import restore
 from dranet.services.netns.steps import child_mac, configure, snapshot
+from dranet.services.netns.watch import PodWatch
 
 from dranet.bus.messages import BusError
-from dranet.config import IPVLAN, MACVLAN
 from dranet.observability import metrics
-from dranet.uplinks import Uplink, UplinkPolicy
+from dranet.uplinks import UplinkPolicy
 
 log = logging.getLogger(__name__)
 
@@ -58,29 +54,7 @@ ATTACH_SECONDS = metrics.histogram(
     "dranet_netns_attach_device_seconds", "Time to attach one device, by outcome", ("outcome",)
 )
 OPS_TOTAL = metrics.counter("dranet_netns_operations_total", "Attach/detach outcomes", ("op", "outcome"))
-RESTORE_INCOMPLETE = metrics.counter(
-    "dranet_netns_restore_incomplete_total",
-    "Devices given back to the host with some of their settings not restored",
-    ("reason",),
-)
-REFUSED = metrics.counter(
-    "dranet_netns_refused_total",
-    "Attach/detach requests refused because dra did not prepare them so (a hostile or broken caller)",
-    ("op", "reason"),
-)
-RETRY_MAX = 300.0  # seconds between attempts to restore a device that keeps failing
-# How long discovery's tcx question (a read of every link, ~5 ms of this process's CPU on a node
-# with a hundred links, asked after each link event: a pod's CNI veth is one, just before its
-# attach) may wait for the attaches in progress; discovery gives it 0.3 s.
-TCX_YIELD_MAX = 0.1
 RELEASE_COMMAND = "dranet netns-release --pod-uid {pod_uid} --device {device}"
-
-__all__ = ["Allowed", "Hook", "NetnsWorker", "StepError", "lease_key"]
-
-
-def lease_key(claim_uid: str, device: str) -> str:
-    """A claim's device's lease: one per (claim, device), as the kubelet prepares per claim."""
-    return f"{claim_uid}_{device}"
 
 
 class NetnsWorker:
@@ -105,68 +79,56 @@ class NetnsWorker:
         every non-uplink interface. host_netns: the netns treated as the node's (default: ours).
         uplink_policy: the API server and --uplink-interfaces, for the uplink rule (dranet/uplinks.py).
         dhcp: the DHCP client for claims with interface.dhcp (None: such claims are refused)."""
-        self.uplink_policy = uplink_policy or UplinkPolicy()
         self.roots = tuple(netns_roots)
         self.sysfs_root = sysfs_root
         self.dev_root = dev_root
         self._allowed = allowed
-        self._publish = publish
         self._hook = hook
         self.grants = grants
         self.hostns = Netns.open_path(host_netns or "/proc/thread-self/ns/net")
-        self._forbidden = {self.hostns.handle.id}
-        for own in ("/proc/self/ns/net", "/proc/1/ns/net"):
-            ident = netns_id(own)
-            if ident:
-                self._forbidden.add(ident)
+        self._forbidden = own_netns(self.hostns.handle.id)
         self.hostns.rtnl  # noqa: B018 - opened now, in our netns, not lazily from another thread
         self.ledger = Ledger(Path(state_dir) / "netns" / "journal")
         self._per_device = 0.05  # running estimate of one device's attach time (s), for deadlines
-        self._retry: dict[tuple[str, str], tuple[float, float]] = {}  # key -> (next attempt, delay)
-        self.device_health = DeviceHealth()
-        self._stop = threading.Event()
-        self._watcher: threading.Thread | None = None
-        self._attaching = 0  # attaches in progress (background reads yield to them)
-        self._attach_idle = threading.Condition()
-        self.tcx_yield_max = TCX_YIELD_MAX
-        self.dhcp = dhcp
-        if dhcp is not None:
-            dhcp.load()
+        self.notifier = Notifier(publish)
+        self.queries = Queries(
+            self.hostns,
+            self.ledger,
+            roots=self.roots,
+            forbidden=self._forbidden,
+            allowed=lambda: self._allowed,
+            uplink_policy=uplink_policy or UplinkPolicy(),
+        )
+        self.watch = PodWatch(
+            self.ledger,
+            lambda entry, pod, reason: self._undo(entry, pod, reason=reason),
+            self.notifier,
+            roots=self.roots,
+            forbidden=self._forbidden,
+        )
+        self.leases = Leases(dhcp, self.hostns, self.ledger, self.queries)
+        # What attach, detach and _undo use of the parts, by the names they call.
+        self.uplinks = self.queries.uplinks
+        self.host_view = self.queries.host_view
+        self._start_path = self.queries.start_path
+        self._refuse = refusal
+        self._reopen = self.watch.reopen
+        self._retry = self.watch.retry
+        self.device_health = self.notifier.device_health
+        self._set_health = self.notifier.set_health
+        self._publish_health = self.notifier.publish_health
+        self._report_incomplete = self.notifier.report_incomplete
+        self._notify = self.notifier.notify
+        self._notify_entry = self.notifier.notify_entry
+        # The parts' ops the service and the tests call most, on the worker.
+        self.reconcile = self.watch.reconcile
+        self.check_pods = self.watch.check_pods
+        self.release = self.watch.release
+        self.attachments = self.queries.attachments
 
     @property
     def journal(self) -> Journal:
         return self.ledger.journal
-
-    def uplinks(self, links: Sequence[LinkBrief] | None = None) -> dict[int, Uplink]:
-        """The node's uplinks now (over the given link dump of the host, or a fresh one)."""
-        rtnl = self.hostns.rtnl
-        return uplinks(
-            rtnl.link_briefs() if links is None else links,
-            rtnl.routes(defaults=True),  # the rule reads only default routes
-            rtnl.route_lookup,
-            self.uplink_policy,
-        )
-
-    def host_view(self, devices: Sequence[Mapping[str, Any]]) -> HostView:
-        """What planning reads of the host for this request: one dump of the link graph (briefs)
-        for the uplink rule and the names, then only the asked interfaces in full, with the routes
-        through each (dumps the kernel filters: a node has a veth and routes per pod)."""
-        rtnl = self.hostns.rtnl
-        briefs = rtnl.link_briefs()
-        by_name: dict[str, LinkBrief] = {}
-        for b in briefs:
-            for name in (b.name, *b.alt_names):
-                by_name.setdefault(name, b)
-        asked: list[Link] = []
-        routes: list[Route] = []
-        for ifname in dict.fromkeys(str(d.get("ifname") or "") for d in devices):
-            brief = by_name.get(ifname)
-            link = rtnl.get_link(index=brief.index) if brief is not None else None
-            if link is None or ifname not in (link.name, *link.alt_names):
-                continue  # gone or renamed since the dump: planning says "no interface"
-            asked.append(link)
-            routes += rtnl.routes(oif=link.index)
-        return HostView.of(briefs, routes, self.uplinks(briefs), asked)
 
     # ------------------------------------------------------------ lifecycle
     def start(self, watch_interval: float = 1.0, *, reconcile: bool = True) -> None:
@@ -174,19 +136,12 @@ class NetnsWorker:
         if reconcile:
             self.reconcile()
         if watch_interval > 0:
-            self._watcher = threading.Thread(
-                target=self._watch, args=(watch_interval,), name="netns-watch", daemon=True
-            )
-            self._watcher.start()
-        if self.dhcp is not None:
-            self.dhcp.start(self._locate_lease)
+            self.watch.start(watch_interval)
+        self.leases.start()
 
     def close(self) -> None:
-        self._stop.set()
-        if self.dhcp is not None:
-            self.dhcp.stop()
-        if self._watcher:
-            self._watcher.join(5)
+        self.watch.stop()
+        self.leases.stop()
         self.ledger.close()
         self.hostns.close()
 
@@ -196,209 +151,6 @@ class NetnsWorker:
     def health(self) -> dict[str, Any]:
         attachments, pods = self.ledger.counts()
         return {"attachments": attachments, "pods": pods}
-
-    # ------------------------------------------------------------ bus handlers
-    def handlers(self) -> dict[str, Callable[[dict[str, Any], Any], dict[str, Any]]]:
-        return {
-            "attach": lambda body, ctx: self.attach(
-                body["pod_uid"], body["netns"], body["devices"], deadline=ctx.deadline
-            ),
-            "detach": lambda body, ctx: self.detach(
-                body["pod_uid"], body.get("devices") or [], netns=body.get("netns")
-            ),
-            "list": lambda body, ctx: self.attachments(live=True),
-            "netns_alive": lambda body, ctx: self.alive_netns(body["netns"]),
-            "release": lambda body, ctx: self.release(body["pod_uid"], body["device"]),
-            "attached_in": lambda body, ctx: self.attached_in(body["netns_id"], body["devices"]),
-            "ethtool_features": lambda body, ctx: self.ethtool_features(body["ifname"]),
-            "tcx_programs": lambda body, ctx: self.tcx_programs(),
-            "device_health": lambda body, ctx: self.device_health.snapshot(),
-            "grant": lambda body, ctx: self.grant(body["claims"], replace=bool(body.get("replace"))),
-            "revoke": lambda body, ctx: {"revoked": self.revoke(body["claim_uids"])},
-            "dhcp_acquire": lambda body, ctx: self.dhcp_acquire(
-                body["claim_uid"], body["device"], body["ifname"]
-            ),
-            "dhcp_release": lambda body, ctx: self.dhcp_release(body["claim_uid"], body["device"]),
-        }
-
-    # ------------------------------------------------------------ DHCP (dhcp.py runs the client)
-    def dhcp_acquire(self, claim_uid: str, device: str, ifname: str) -> dict[str, Any]:
-        """A DHCPv4 lease on a host interface, before it moves (dra asks at prepare)."""
-        dhcp = self._dhcp()
-        try:
-            check_pod_uid(claim_uid, "claim_uid")
-            check_device_name(device, "device")
-            check_ifname(ifname, "ifname")
-        except RequestError as err:
-            raise as_bus_error(err) from None
-        if not is_allowed(self._allowed, ifname):
-            raise BusError(
-                "not_allowed", f"ifname: {ifname!r} is not in the inventory of allocatable devices"
-            )
-        link = self.hostns.rtnl.get_link(name=ifname)
-        if link is not None and link.index in self.uplinks():
-            raise BusError("not_allowed", f"ifname: {ifname!r} is an uplink of the node")
-        other = self.ledger.held_by_other_pod("", device, ifname)
-        if other is not None:
-            raise BusError("conflict", f"{device} ({ifname}) is attached to pod {other.pod_uid}")
-        with self.ledger.reserve([ifname]):
-            try:
-                lease = dhcp.acquire(lease_key(claim_uid, device), ifname, self.hostns.rtnl, self.hostns.fd)
-            except DhcpError as exc:
-                raise BusError("unavailable", str(exc)) from None
-        return {"lease": lease.to_dict()}
-
-    def dhcp_release(self, claim_uid: str, device: str) -> dict[str, Any]:
-        """Give the claim's lease back (dra asks at unprepare, the device back on the host)."""
-        dhcp = self._dhcp()
-        try:
-            check_pod_uid(claim_uid, "claim_uid")
-            check_device_name(device, "device")
-        except RequestError as err:
-            raise as_bus_error(err) from None
-        key = lease_key(claim_uid, device)
-        rec = dhcp.get(key)
-        if rec is None:
-            return {"released": False}
-        with self.ledger.reserve([rec.ifname]):
-            try:
-                return {"released": dhcp.release(key, self.hostns.rtnl, self.hostns.fd)}
-            except DhcpError as exc:
-                raise BusError("unavailable", str(exc)) from None
-
-    def _dhcp(self) -> DhcpClient:
-        if self.dhcp is None:
-            raise BusError(
-                "unavailable",
-                "DHCP is not enabled in the netns worker "
-                "(start it with --dhcp; it needs dhclient, CAP_NET_RAW and CAP_NET_BIND_SERVICE)",
-            )
-        return self.dhcp
-
-    def _locate_lease(self, key: str) -> tuple[int, str] | None:
-        """An fd on the pod netns and the pod-side name of the attached device of this lease."""
-        for e in self.ledger.entries():
-            if e.phase != ATTACHED or not e.pod_ifname or lease_key(e.claim_uid or "", e.device) != key:
-                continue
-            try:
-                fd = os.open(e.netns, os.O_RDONLY | os.O_CLOEXEC)
-            except OSError:
-                return None
-            st = os.fstat(fd)
-            if (st.st_dev, st.st_ino) != e.netns_id:
-                os.close(fd)
-                return None
-            return fd, e.pod_ifname
-        return None
-
-
-    def tcx_programs(self) -> dict[str, Any]:
-        """The tcx program names of every link of the host (discovery's question). The read pauses
-        before each link while an attach runs (up to tcx_yield_max in all): it competes with the pod
-        start for this process's GIL, and nothing waits on it but discovery's next scan."""
-        until = time.monotonic() + self.tcx_yield_max
-        return {"links": ebpf.tcx_by_link(self.hostns, pause=lambda: self._yield_to_attaches(until))}
-
-    @contextmanager
-    def _start_path(self) -> Iterator[None]:
-        """Mark an attach in progress (see tcx_programs)."""
-        with self._attach_idle:
-            self._attaching += 1
-        try:
-            yield
-        finally:
-            with self._attach_idle:
-                self._attaching -= 1
-                self._attach_idle.notify_all()
-
-    def _yield_to_attaches(self, until: float) -> None:
-        with self._attach_idle:
-            self._attach_idle.wait_for(lambda: not self._attaching, max(0.0, until - time.monotonic()))
-
-    def ethtool_features(self, ifname: str) -> dict[str, Any]:
-        """The ethtool table of an allocatable host interface, for dra's checks at prepare (the
-        slow read happens there, not in the attach)."""
-        try:
-            check_ifname(ifname, "ifname")
-        except RequestError as err:
-            raise as_bus_error(err) from None
-        if not is_allowed(self._allowed, ifname):
-            raise BusError(
-                "not_allowed", f"ifname: {ifname!r} is not in the inventory of allocatable devices"
-            )
-        if self.hostns.rtnl.get_link(name=ifname) is None:
-            raise BusError("not_found", f"ifname: no interface {ifname!r} on the node")
-        try:
-            return self.hostns.ethtool.table(ifname).to_wire()
-        except NetlinkError as exc:
-            raise as_bus_error(exc, step="ethtool") from None
-
-    # ------------------------------------------------------------ grants (dra's authority)
-    def grant(self, claims: Sequence[Mapping[str, Any]], *, replace: bool = False) -> dict[str, Any]:
-        if self.grants is None:
-            raise BusError("unknown_op", "this worker checks no grants")
-        try:
-            return {"granted": self.grants.grant(claims, replace=replace)}
-        except OSError as exc:
-            raise BusError(
-                "kernel_error", f"cannot write the grants file: {exc}; check the state dir"
-            ) from None
-
-    def revoke(self, claim_uids: Sequence[str]) -> list[str]:
-        if self.grants is None:
-            raise BusError("unknown_op", "this worker checks no grants")
-        try:
-            return self.grants.revoke(claim_uids)
-        except OSError as exc:
-            raise BusError(
-                "kernel_error", f"cannot write the grants file: {exc}; check the state dir"
-            ) from None
-
-    def _refuse(self, op: str, pod_uid: str, err: Refused) -> BusError:
-        """Log and count a request dra did not prepare; the bus error for the caller."""
-        REFUSED.labels(op=op, reason=err.label).inc()
-        log.warning(
-            "refused: not what dra prepared",
-            extra={
-                "op": op,
-                "pod_uid": pod_uid,
-                "device": err.device,
-                "reason": err.label,
-                "error": str(err),
-            },
-        )
-        return as_bus_error(err)
-
-    def attached_in(self, netns_id: str, devices: Sequence[str]) -> dict[str, Any]:
-        """Which of `devices` are attached in the netns of this identity (the CDI hook's question)."""
-        here = {
-            e.device
-            for e in self.ledger.entries()
-            if e.phase == ATTACHED and netns_ident(e.netns_id) == netns_id
-        }
-        return {
-            "attached": [d for d in devices if d in here],
-            "missing": [d for d in devices if d not in here],
-        }
-
-    def alive_netns(self, paths: Sequence[str]) -> dict[str, Any]:
-        """Which of these paths name a live pod netns, each with its identity: nri asks, as it may
-        not see the netns files itself (the DaemonSet mounts them only into the worker)."""
-        found = alive(paths, self.roots, self._forbidden)
-        return {"alive": [{"netns": p, "id": netns_ident(i)} for p, i in found.items()]}
-
-    def attachments(self, *, live: bool = False) -> dict[str, Any]:
-        """Every attachment; live: with each attached link's state, read in its pod netns (one
-        RTM_GETLINK per device), for dra's health stream (dra holds no capability to look itself)."""
-        entries = self.ledger.entries()
-        pods = {e.key: self.ledger.held(e.netns_id) for e in entries}
-        out = []
-        for e in entries:
-            item = e.attachment()
-            if live and e.phase == ATTACHED and e.pod_ifname:
-                item.update(_live_state(e, pods[e.key]))
-            out.append(item)
-        return {"attachments": out}
 
     # ------------------------------------------------------------ attach
     def attach(
@@ -684,186 +436,3 @@ class NetnsWorker:
             if reason != "rollback":
                 self._notify_entry(entry, "detached")
         return True
-
-    def _report_incomplete(self, entry: JournalEntry, problems: Sequence[str], reason: str) -> None:
-        """A device back on the host without all of its settings: a metric, a warning, and (except
-        in a rollback, which reports its own failure) the claim's status through `attachments`."""
-        message = (
-            f"{entry.device} is back on the host as {entry.host.link.name}, but not all of it was "
-            f"restored: {'; '.join(problems)}"
-        )
-        RESTORE_INCOMPLETE.labels(reason=reason).inc()
-        log.warning(message, extra={"pod_uid": entry.pod_uid, "device": entry.device, "reason": reason})
-        self._set_health(entry, health.RESTORE_INCOMPLETE, message)
-        if reason != "rollback":
-            error = BusError("restore_incomplete", message)
-            self._notify(entry.pod_uid, entry.device, entry.claim_uid, "restore_incomplete", error=error)
-
-    def release(self, pod_uid: str, device: str) -> dict[str, Any]:
-        """The operator's way out for a device whose restore keeps failing: forget the attachment
-        without touching the kernel (the operator has put the interface back, or given it up)."""
-        try:
-            check_pod_uid(pod_uid)
-            check_device_name(device, "device")
-        except RequestError as err:
-            raise as_bus_error(err) from None
-        with self.ledger.pod_lock(pod_uid):
-            entry = self.ledger.get((pod_uid, device))
-            if entry is None:
-                return {"released": []}
-            self.ledger.forget([entry])
-            self._retry.pop(entry.key, None)
-            self.ledger.release_unused()
-        log.warning(
-            "released by the operator without a restore", extra={"pod_uid": pod_uid, "device": device}
-        )
-        if self.device_health.clear(device):
-            self._publish_health()
-        self._notify_entry(entry, "detached")
-        return {"released": [device]}
-
-    # ------------------------------------------------------------ reconcile and watch
-    def reconcile(self) -> None:
-        """Bring the journal and the kernel into agreement after a (re)start."""
-        entries = self.ledger.load()
-        for entry in entries:
-            with self.ledger.pod_lock(entry.pod_uid):
-                self.ledger.adopt(entry)
-                pod = self._reopen(entry)
-                if entry.phase == ATTACHED and pod is not None:
-                    if not entry.pod_ifname or pod.rtnl.get_link(name=entry.pod_ifname) is not None:
-                        log.info("kept", extra={"pod_uid": entry.pod_uid, "device": entry.device})
-                        continue
-                # Interrupted attach or detach, a vanished netns, or a missing device: restore.
-                self._undo(entry, pod, reason=f"reconcile-{entry.phase}")
-        self.ledger.release_unused()
-
-    def _reopen(self, entry: JournalEntry) -> Netns | None:
-        """The pod netns of an entry, if it still exists (held, or reopened by its path)."""
-        pod = self.ledger.held(entry.netns_id)
-        if pod is not None:
-            return pod
-        try:
-            handle = open_netns(entry.netns, self.roots, self._forbidden)
-        except RequestError:
-            return None
-        if handle.id != entry.netns_id:
-            handle.close()  # the path now names another (newer) netns: ours is gone
-            return None
-        return self.ledger.pod_for(handle)
-
-    def check_pods(self) -> None:
-        """One watch pass: restore the devices of pods whose netns file is gone."""
-        now = time.monotonic()
-        gone = [
-            e
-            for e in self.ledger.entries()
-            if netns_id(e.netns) != e.netns_id and self._retry.get(e.key, (0.0, 0.0))[0] <= now
-        ]
-        for entry in gone:
-            log.info("pod netns gone; restoring", extra={"pod_uid": entry.pod_uid, "netns": entry.netns})
-            with self.ledger.pod_lock(entry.pod_uid):
-                current = self.ledger.get(entry.key)
-                if current is not None and current.netns_id == entry.netns_id:
-                    if not self._undo(current, None, reason="netns-gone"):
-                        # Retried with a growing delay, not logged every pass.
-                        delay = min(RETRY_MAX, 2 * self._retry.get(entry.key, (0.0, 0.5))[1])
-                        self._retry[entry.key] = (time.monotonic() + delay, delay)
-        if gone:
-            self.ledger.release_unused()
-
-    def _watch(self, interval: float) -> None:
-        while not self._stop.wait(interval):
-            try:
-                self.check_pods()
-                self.journal.prepare_spares()  # off the start path: attaches use them up
-            except Exception:
-                log.exception("netns watch pass failed")
-
-    # ------------------------------------------------------------ device health (discovery's taints)
-    def _set_health(self, entry: JournalEntry, reason: str, message: str) -> None:
-        if self.device_health.mark(entry.device, entry.host.link.name, reason, message):
-            self._publish_health()
-
-    def _publish_health(self) -> None:
-        if self._publish is None:
-            return
-        try:
-            self._publish("device_health", self.device_health.snapshot())
-        except Exception:
-            log.exception("cannot publish device health")
-
-    # ------------------------------------------------------------ notifications
-    def _notify_entry(self, entry: JournalEntry, state: str) -> None:
-        data = None
-        if state == "attached":
-            data = {
-                "interfaceName": entry.pod_ifname,
-                "ips": list(entry.ips),
-                "hardwareAddress": entry.hardware_address,
-            }
-        extra = {"ebpf_detached": list(entry.ebpf_detached)} if entry.ebpf_detached is not None else None
-        self._notify(entry.pod_uid, entry.device, entry.claim_uid, state, network_data=data, extra=extra)
-
-    def _notify(
-        self,
-        pod_uid: str,
-        device: str,
-        claim_uid: str,
-        state: str,
-        *,
-        error: BusError | None = None,
-        network_data: dict[str, Any] | None = None,
-        extra: dict[str, Any] | None = None,
-    ) -> None:
-        log.info(
-            state,
-            extra={
-                "pod_uid": pod_uid,
-                "device": device,
-                "claim_uid": claim_uid,
-                **({"error": error.message} if error else {}),
-            },
-        )
-        if self._publish is None:
-            return
-        body: dict[str, Any] = {"pod_uid": pod_uid, "device": device, "claim_uid": claim_uid, "state": state}
-        if error is not None:
-            body["error"] = {"code": error.code, "message": error.message}
-        if network_data is not None:
-            body["network_data"] = network_data
-        body.update(extra or {})
-        try:
-            self._publish("attachments", body)
-        except Exception:
-            log.exception("publishing an attachment event failed")
-
-
-def wants_child(d: Mapping[str, Any]) -> bool:
-    """Whether an attach request's device gets a child interface (a share, or interface.type
-    macvlan/ipvlan) rather than moving: other pods' children of the same NIC do not conflict."""
-    iface = (d.get("config") or {}).get("interface")
-    kind = iface.get("type") if isinstance(iface, Mapping) else None
-    return bool(d.get("share_id")) or kind in (MACVLAN, IPVLAN)
-
-
-def reservation(pod_uid: str, d: Mapping[str, Any]) -> str:
-    """What an attach keeps other requests off: the host interface it moves, or for a child, that
-    pod's child of it (children of one NIC for different pods are made side by side)."""
-    if not d["ifname"]:
-        return "rdma:" + str(d.get("rdma_device"))
-    return f"{d['ifname']}/{pod_uid}" if wants_child(d) else str(d["ifname"])
-
-
-def _live_state(entry: JournalEntry, pod: Netns | None) -> dict[str, Any]:
-    """The `list` fields for one attached link: admin_up/oper_up/carrier/operstate, or link_error.
-    Runs outside the worker's lock; a netns closed meanwhile is just an error here."""
-    if pod is None:
-        return {"link_error": "the pod netns is not held by the worker"}
-    try:
-        state = pod.rtnl.link_state(entry.pod_ifname)
-    except Exception as exc:  # closed socket, netlink error: report it, never fail `list`
-        return {"link_error": f"cannot read {entry.pod_ifname} in the pod netns: {exc}"}
-    if state is None:
-        return {"link_error": f"no link {entry.pod_ifname} in the pod netns"}
-    return state.to_dict()

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench_pod_start import DEVICE_CLASS, claim_body  # this directory: one claim shape for both
+from dranet.services.netns.main import handlers
 from dranet.services.netns.testbed import Testbed
 from dranet.services.netns.worker import NetnsWorker
 
@@ -63,7 +64,7 @@ def bench_hook() -> None:
     svc = ServiceHost("netns", ns, drop_caps=False, install_signals=False)
     worker = NetnsWorker(ns.state_dir, host_netns=tb.node_path, publish=svc.publish)
     worker.start(watch_interval=0)
-    svc.serve(worker.handlers(), health=worker.health)
+    svc.serve(handlers(worker), health=worker.health)
     client = BusClient(ns.runtime_dir, "netns", timeout=10)
     proc: subprocess.Popen[bytes] | None = None
     try:

@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "conformance"))
 from dra_kubelet import NODE, Harness, device, opaque, service_args
 from dranet.services.dra.health import link_health
 from dranet.services.netns.grants import Grants
+from dranet.services.netns.main import handlers
 from dranet.services.netns.worker import NetnsWorker
 
 from dranet._generated import dra_health_v1alpha1_pb2 as hpb
@@ -145,7 +146,7 @@ def test_attached_device_health_comes_from_the_netns_worker(veth: tuple[str, str
     h.neighbours.netns = svc
     worker = NetnsWorker(tmp_path / "state", host_netns=node, publish=svc.publish, grants=Grants(None))
     worker.start(watch_interval=0)
-    svc.serve(worker.handlers(), health=worker.health, snapshots={"attachments": worker.attachments})
+    svc.serve(handlers(worker), health=worker.health, snapshots={"attachments": worker.attachments})
     netns = BusClient(h.root / "run", "netns", timeout=10)
     try:
         dra = h.start_dra()

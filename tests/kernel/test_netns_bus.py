@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from dranet.services.netns.main import handlers
 from dranet.services.netns.testbed import Testbed
 from dranet.services.netns.worker import NetnsWorker
 
@@ -31,7 +32,7 @@ def bus(testbed: Callable[[str], Testbed], tmp_path: Path) -> Iterator[tuple[Tes
     svc = ServiceHost("netns", ns, drop_caps=False, install_signals=False)
     worker = NetnsWorker(ns.state_dir, host_netns=tb.node_path, publish=svc.publish)
     worker.start(watch_interval=0)
-    svc.serve(worker.handlers(), health=worker.health, snapshots={"attachments": worker.attachments})
+    svc.serve(handlers(worker), health=worker.health, snapshots={"attachments": worker.attachments})
     client = BusClient(ns.runtime_dir, "netns", timeout=10)
     try:
         yield tb, client, ns.runtime_dir

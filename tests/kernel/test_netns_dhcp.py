@@ -57,7 +57,7 @@ def test_lease_attach_renew_release(tb: Testbed, worker: NetnsWorker, tmp_path: 
     server = Dnsmasq(tb.wire, tb.peers[nic], tmp_path)
     claim = str(uuid.uuid4())
     try:
-        lease = Lease.from_dict(worker.dhcp_acquire(claim, "nic-d", nic)["lease"])
+        lease = Lease.from_dict(worker.leases.acquire(claim, "nic-d", nic)["lease"])
         assert lease.address.startswith("10.77.0.") and lease.address.endswith("/24")
         assert lease.mtu == 1400 and lease.server == "10.77.0.1" and lease.lease_time == 120
         assert [(r.destination, r.gateway) for r in lease.routes] == [("10.99.0.0/16", "10.77.0.1")]
@@ -66,7 +66,7 @@ def test_lease_attach_renew_release(tb: Testbed, worker: NetnsWorker, tmp_path: 
         # Taking the lease configured nothing on the host: link down again, no address.
         assert "UP" not in _link(tb, nic)["flags"] and tb.addresses(nic) == []
         # Asked again (a kubelet retry): the same lease, no new exchange.
-        assert worker.dhcp_acquire(claim, "nic-d", nic)["lease"]["address"] == lease.address
+        assert worker.leases.acquire(claim, "nic-d", nic)["lease"]["address"] == lease.address
 
         config = apply_lease({"interface": {"dhcp": True, "name": "net1"}}, lease)
         parse_network_config(config)
@@ -89,11 +89,11 @@ def test_lease_attach_renew_release(tb: Testbed, worker: NetnsWorker, tmp_path: 
         assert tb.addresses("net1", pod) == [lease.address]
 
         worker.detach("pod-d")
-        assert worker.dhcp_release(claim, "nic-d") == {"released": True}
+        assert worker.leases.release(claim, "nic-d") == {"released": True}
         assert ip_only not in server.leases_after_release()
         # The release's temporary address is gone again, and the link is down as it was.
         assert tb.addresses(nic) == [] and "UP" not in _link(tb, nic)["flags"]
-        assert worker.dhcp_release(claim, "nic-d") == {"released": False}
+        assert worker.leases.release(claim, "nic-d") == {"released": False}
         assert not list((tmp_path / "netns" / "dhcp").glob(f"{claim}*"))
     finally:
         server.stop()
@@ -110,8 +110,8 @@ syscalls.install("netns")
 state, node, nic, claim = sys.argv[1:5]
 w = NetnsWorker(state, host_netns=node, dhcp=DhcpClient(state, timeout=4.0))
 try:
-    lease = w.dhcp_acquire(claim, "nic-s", nic)["lease"]
-    print(json.dumps({"lease": lease, "release": w.dhcp_release(claim, "nic-s")}))
+    lease = w.leases.acquire(claim, "nic-s", nic)["lease"]
+    print(json.dumps({"lease": lease, "release": w.leases.release(claim, "nic-s")}))
 finally:
     w.close()
 """
@@ -142,12 +142,12 @@ def test_no_server_is_a_clear_error_and_leaves_nothing(
     nic = tb.add_nic("tnhn0", up=False)
     claim = str(uuid.uuid4())
     with pytest.raises(BusError) as err:
-        worker.dhcp_acquire(claim, "nic-n", nic)
+        worker.leases.acquire(claim, "nic-n", nic)
     assert err.value.code == "unavailable"
     assert "no DHCP server answered on tnhn0" in err.value.message
     assert "UP" not in _link(tb, nic)["flags"] and tb.addresses(nic) == []
     assert not list((tmp_path / "netns" / "dhcp").glob(f"{claim}*"))
-    assert worker.dhcp_release(claim, "nic-n") == {"released": False}
+    assert worker.leases.release(claim, "nic-n") == {"released": False}
 
 
 def test_refuses_what_it_may_not_touch(tb: Testbed, tmp_path: Path) -> None:
@@ -155,17 +155,17 @@ def test_refuses_what_it_may_not_touch(tb: Testbed, tmp_path: Path) -> None:
     w = NetnsWorker(tmp_path, host_netns=tb.node_path, allowed={"other"}, dhcp=DhcpClient(tmp_path))
     try:
         with pytest.raises(BusError) as err:
-            w.dhcp_acquire(str(uuid.uuid4()), "nic-x", "tnhx0")
+            w.leases.acquire(str(uuid.uuid4()), "nic-x", "tnhx0")
         assert err.value.code == "not_allowed"
         with pytest.raises(BusError) as err:
-            w.dhcp_acquire("../x", "nic-x", "tnhx0")
+            w.leases.acquire("../x", "nic-x", "tnhx0")
         assert err.value.code == "invalid_config" and "claim_uid" in err.value.message
     finally:
         w.close()
     plain = NetnsWorker(tmp_path / "b", host_netns=tb.node_path)
     try:
         with pytest.raises(BusError) as err:
-            plain.dhcp_acquire(str(uuid.uuid4()), "nic-x", "tnhx0")
+            plain.leases.acquire(str(uuid.uuid4()), "nic-x", "tnhx0")
         assert err.value.code == "unavailable" and "--dhcp" in err.value.message
     finally:
         plain.close()

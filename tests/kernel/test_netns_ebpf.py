@@ -23,6 +23,7 @@ from dranet.services.discovery.filter import DeviceFilter
 from dranet.services.discovery.netlinkscan import scan
 from dranet.services.discovery.sysfs import Sysfs
 from dranet.services.netns import ebpf
+from dranet.services.netns.main import handlers
 from dranet.services.netns.testbed import Testbed
 from dranet.services.netns.worker import NetnsWorker
 from test_discovery_kernel import wait_until
@@ -56,7 +57,7 @@ def test_ebpf_attributes_as_upstreams_e2e_reads_them(
     tb.add_nic("tnec0")
     add_tc_filter(tb.node, "tneb0", "dummy_bpf.o:[classifier]")
     attach_tcx(tb.node, "tneb0", "handle_ingress", BPF_TCX_INGRESS)
-    tcx = worker.handlers()["tcx_programs"]({}, None)["links"]
+    tcx = handlers(worker)["tcx_programs"]({}, None)["links"]
     assert tcx == {"tneb0": ["handle_ingress"]}
     sock = open_in_netns(tb.node_path)
     try:
@@ -79,18 +80,18 @@ def test_tcx_read_yields_to_an_attach_in_progress(tb: Testbed, worker: NetnsWork
     tb.add_nic("tnet0")
     attach_tcx(tb.node, "tnet0", "handle_ingress", BPF_TCX_INGRESS)
     want = {"links": {"tnet0": ["handle_ingress"]}}
-    worker.tcx_yield_max = 60.0
+    worker.queries.tcx_yield_max = 60.0
     answers: list[dict[str, Any]] = []
-    reader = threading.Thread(target=lambda: answers.append(worker.tcx_programs()))
+    reader = threading.Thread(target=lambda: answers.append(worker.queries.tcx_programs()))
     with worker._start_path():
         reader.start()
         reader.join(0.5)
         assert reader.is_alive() and not answers  # no answer while the attach is in progress
     reader.join(60)
     assert answers == [want]
-    worker.tcx_yield_max = 0.05  # an attach that does not end: the answer comes anyway
+    worker.queries.tcx_yield_max = 0.05  # an attach that does not end: the answer comes anyway
     with worker._start_path():
-        assert worker.tcx_programs() == want
+        assert worker.queries.tcx_programs() == want
 
 
 def test_disable_ebpf_programs_detaches_tc_tcx_and_xdp(tb: Testbed, worker: NetnsWorker) -> None:

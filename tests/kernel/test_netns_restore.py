@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dranet.services.netns.main import handlers
 from dranet.services.netns.netlink import Ethtool
 from dranet.services.netns.testbed import Testbed, ip, ip_json
 from dranet.services.netns.worker import NetnsWorker
@@ -338,7 +339,7 @@ def test_a_device_that_cannot_leave_the_pod_names_the_release_command(
     assert "dranet netns-release --pod-uid pod-x --device x0" in err.value.message
     # The operator puts the interface back by hand, then releases it; the next claim proceeds.
     ip("link", "set", "net1", "netns", tb.node, "name", "tnrx0", ns=pod)
-    assert "release" in worker.handlers()
+    assert "release" in handlers(worker)
     assert worker.release("pod-x", "x0") == {"released": ["x0"]}
     assert worker.release("pod-x", "x0") == {"released": []}
     assert worker.events[-1]["state"] == "detached"  # type: ignore[attr-defined]
@@ -382,7 +383,7 @@ def test_a_restore_that_cannot_complete_is_reported_for_the_taint_until_it_does(
     with pytest.raises(BusError):
         worker.detach("pod-t")
     stuck = {"device": "t0", "ifname": "tnrt0", "reason": "restore-failed"}
-    (got,) = worker.handlers()["device_health"]({}, None)["devices"]
+    (got,) = handlers(worker)["device_health"]({}, None)["devices"]
     assert {k: got[k] for k in stuck} == stuck and "move-back" in got["message"]
     published = [e for e in worker.events if "devices" in e]  # type: ignore[attr-defined]
     assert published == [{"devices": [got]}]
@@ -398,12 +399,12 @@ def test_feature_table_for_prepare_and_the_whole_tso_group(tb: Testbed, worker: 
     turning off every tx-tcp*-segmentation the kernel has (tx-tcp-accecn-segmentation on 6.18),
     back on at detach."""
     tb.add_nic("tnrh0", addresses=("10.1.0.2/24",))
-    table = FeatureTable.from_wire(worker.ethtool_features("tnrh0"))
+    table = FeatureTable.from_wire(worker.queries.ethtool_features("tnrh0"))
     assert "rx-lro" in table.fixed and table.features["rx-lro"] is False
     group = sorted(n for n in table.features if n.startswith("tx-tcp") and n.endswith("-segmentation"))
     assert len(group) >= 4 and all(table.features[n] for n in group)
     with pytest.raises(BusError) as err:
-        worker.ethtool_features("tnnope0")
+        worker.queries.ethtool_features("tnnope0")
     assert err.value.code == "not_found"
     pod = tb.add_netns()
     cfg = {"ethtool": {"features": {"tcp-segmentation-offload": False, "large-receive-offload": False}}}
@@ -411,7 +412,7 @@ def test_feature_table_for_prepare_and_the_whole_tso_group(tb: Testbed, worker: 
     in_pod = pod_features(pod, "tnrh0")
     assert {n: in_pod[n] for n in group} == dict.fromkeys(group, False)
     worker.detach("pod-h")
-    assert FeatureTable.from_wire(worker.ethtool_features("tnrh0")).features == table.features
+    assert FeatureTable.from_wire(worker.queries.ethtool_features("tnrh0")).features == table.features
 
 
 def pod_features(ns: str, ifname: str) -> dict[str, bool]:

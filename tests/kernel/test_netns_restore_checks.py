@@ -30,7 +30,7 @@ def test_a_device_the_node_now_names_an_uplink_is_not_re_addressed(tb: Testbed, 
     w = NetnsWorker(tmp_path, host_netns=tb.node_path)
     try:
         w.attach("pod-r", f"/run/netns/{pod}", DEVICE)
-        w.uplink_policy = UplinkPolicy(always=("tnrr*",))  # the operator made it an uplink
+        w.queries.uplink_policy = UplinkPolicy(always=("tnrr*",))  # the operator made it an uplink
         w.detach("pod-r")
         assert tb.link("tnrr0") is not None and tb.addresses("tnrr0") == []
     finally:

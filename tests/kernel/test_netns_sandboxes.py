@@ -80,7 +80,7 @@ def test_netns_alive_by_identity(tb: Testbed, worker: NetnsWorker, tmp_path: Pat
     assert listed["netns"] == path and listed["netns_id"] == f"{st.st_dev}:{st.st_ino}"
     not_netns = tmp_path / "plain-file"
     not_netns.write_text("")
-    alive = worker.alive_netns(
+    alive = worker.queries.alive_netns(
         [
             path,
             f"/var/run/netns/{pod}",
