@@ -6,7 +6,6 @@ import argparse
 import logging
 import re
 import threading
-from collections.abc import Callable
 from typing import Any
 
 from dranet.services.netns.dhcp import DhcpClient
@@ -15,6 +14,7 @@ from dranet.services.netns.nspath import DEFAULT_ROOTS
 from dranet.services.netns.worker import NetnsWorker
 
 from dranet.bus import Subscriber
+from dranet.bus.server import Handler
 from dranet.capabilities import WORKER_CAPS, WORKER_DHCP_CAPS
 from dranet.service import ServiceHost
 from dranet.settings import add_uplink_flags, uplink_policy
@@ -62,9 +62,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     # The worker holds no API credentials: the kubelet's env names the API server for it.
     add_uplink_flags(g, "$KUBERNETES_SERVICE_HOST")
-
-
-Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 
 def handlers(worker: NetnsWorker) -> dict[str, Handler]:
