@@ -15,10 +15,15 @@ renew), ``.out`` (the hook's report for the run in progress).
 - release: at unprepare, when the device is back on the host: DHCPRELEASE is unicast to the
   server, so the leased address is put on the interface for the duration of the call and taken
   off again (with the link up, and down again if it was).
+
+Our record is the truth, never dhclient's lease file: dhclient writes that file only after the
+hook has run (the worker may have ended it by then) and skips the write within 15 s of its last
+one, so before a renewal or a release the file is written afresh from the record.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
@@ -87,6 +92,41 @@ def lease_from_env(env: Mapping[str, str], now: float) -> Lease:
         obtained_at=now,
         extra=extra,
     )
+
+
+def lease_file(lease: Lease, ifname: str) -> str:
+    """dhclient's lease file holding `lease` as the one active lease of `ifname` (its own
+    syntax: times in UTC as "weekday year/month/day hour:minute:second", weekday 0 = Sunday)."""
+    ip, _, prefix = lease.address.partition("/")
+    mask = ipaddress.IPv4Network(f"0.0.0.0/{prefix or 32}").netmask
+    lines = ["lease {", f'  interface "{ifname}";', f"  fixed-address {ip};", f"  option subnet-mask {mask};"]
+    if lease.server:
+        lines.append(f"  option dhcp-server-identifier {lease.server};")
+    if _expires(lease):
+        t, t1 = lease.obtained_at, lease.renewal_time or lease.lease_time // 2
+        lines.append(f"  option dhcp-lease-time {lease.lease_time};")
+        lines += [
+            f"  renew {_lease_time(t + t1)};",
+            f"  rebind {_lease_time(t + lease.lease_time * 7 // 8)};",
+            f"  expire {_lease_time(t + lease.lease_time)};",
+        ]
+    else:
+        lines += ["  renew never;", "  rebind never;", "  expire never;"]
+    return "\n".join([*lines, "}", ""])
+
+
+def lease_expired(lease: Lease, now: float) -> bool:
+    return _expires(lease) and lease.obtained_at + lease.lease_time <= now
+
+
+def _expires(lease: Lease) -> bool:
+    """False for an infinite lease (0xffffffff) or one whose server gave no lease time."""
+    return 0 < lease.lease_time < 0xFFFFFFFF
+
+
+def _lease_time(t: float) -> str:
+    when = time.gmtime(int(t))
+    return f"{(when.tm_wday + 1) % 7} {time.strftime('%Y/%m/%d %H:%M:%S', when)}"
 
 
 def parse_env(text: str) -> dict[str, str]:
@@ -177,7 +217,7 @@ class DhcpClient:
             self._records[rec.key] = rec
 
     def _drop(self, key: str) -> None:
-        for suffix in (".json", ".lease", ".out", ".out.tmp"):
+        for suffix in (".json", ".lease", ".lease.tmp", ".out", ".out.tmp"):
             with suppress(FileNotFoundError):
                 (self.dir / f"{key}{suffix}").unlink()
         with self._lock:
@@ -202,7 +242,7 @@ class DhcpClient:
         self._drop(key)
         try:
             with _link_up(rtnl, link.index, link.up):
-                lease = self._run(key, ifname, netns_fd, "acquire")
+                lease = self._run(key, ifname, netns_fd, None)
         except BaseException:
             self._drop(key)
             raise
@@ -214,7 +254,7 @@ class DhcpClient:
         rec = self.get(key)
         if rec is None:
             raise DhcpError(f"no lease is held for {key}")
-        lease = self._run(key, ifname, netns_fd, "renew")
+        lease = self._run(key, ifname, netns_fd, rec.lease)
         if lease.address != rec.lease.address:
             # The pod keeps the address it has; the server moved it: say so, keep renewing ours.
             log.warning(
@@ -231,6 +271,10 @@ class DhcpClient:
         if rec is None:
             self._drop(key)
             return False
+        if lease_expired(rec.lease, time.time()):
+            log.info("DHCP lease expired before its release", extra={"key": key, "lease": rec.lease.address})
+            self._drop(key)  # the server has let it go (dhclient would not send a release for it)
+            return False
         link = rtnl.get_link(name=rec.ifname)
         if link is None:
             raise DhcpError(
@@ -243,7 +287,7 @@ class DhcpClient:
             if not had:
                 rtnl.add_address(link.index, address)
             try:
-                self._lease_file_for(key, rec.ifname)
+                self._write_lease_file(key, rec.lease, rec.ifname)
                 self._client(key, rec.ifname, netns_fd, ["-r"], wait=self.timeout + 2)
                 # The release is unicast: it leaves once the server's MAC is resolved. Taking the
                 # address off before that would drop it from the ARP queue unsent.
@@ -256,11 +300,17 @@ class DhcpClient:
         return True
 
     # ------------------------------------------------------------ running dhclient
-    def _run(self, key: str, ifname: str, netns_fd: int, what: str) -> Lease:
+    def _run(self, key: str, ifname: str, netns_fd: int, held: Lease | None) -> Lease:
+        """A DHCPDISCOVER from nothing (`held` None: acquire) or a DHCPREQUEST for `held` (renew)."""
+        what = "acquire" if held is None else "renew"
         out = self.dir / f"{key}.out"
         with suppress(FileNotFoundError):
             out.unlink()
-        self._lease_file_for(key, ifname)
+        if held is None:
+            with suppress(FileNotFoundError):
+                (self.dir / f"{key}.lease").unlink()
+        else:
+            self._write_lease_file(key, held, ifname)
         proc = self._client(key, ifname, netns_fd, ["-1", "-d"], wait=None)
         deadline = time.monotonic() + self.timeout + 2
         try:
@@ -282,13 +332,13 @@ class DhcpClient:
         out.unlink()
         return lease_from_env(env, time.time())
 
-    def _lease_file_for(self, key: str, ifname: str) -> None:
-        """dhclient finds leases in its file by interface name: point them at this one (the
-        pod-side name differs from the host's)."""
-        lease_file = self.dir / f"{key}.lease"
-        if lease_file.exists():
-            text = re.sub(r'interface "[^"]*";', f'interface "{ifname}";', lease_file.read_text())
-            lease_file.write_text(text)
+    def _write_lease_file(self, key: str, lease: Lease, ifname: str) -> None:
+        """dhclient finds leases in its file by interface name: the pod-side name for a renewal,
+        the host's for a release."""
+        path = self.dir / f"{key}.lease"
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(lease_file(lease, ifname))
+        os.replace(tmp, path)
 
     def _client(
         self, key: str, ifname: str, netns_fd: int, args: list[str], *, wait: float | None

@@ -99,6 +99,25 @@ def test_lease_attach_renew_release(tb: Testbed, worker: NetnsWorker, tmp_path: 
         server.stop()
 
 
+def test_release_works_from_our_record_when_dhclients_lease_file_is_missing(
+    tb: Testbed, worker: NetnsWorker, tmp_path: Path
+) -> None:
+    # dhclient writes its lease file after it has run the hook, and not at all within 15 s of its
+    # last write (MIN_LEASE_WRITE): the worker ends it once the hook has reported, so the file may
+    # never hold the lease. Renew and release must work from the worker's own record.
+    nic = tb.add_nic("tnhf0", up=False)
+    server = Dnsmasq(tb.wire, tb.peers[nic], tmp_path)
+    claim = str(uuid.uuid4())
+    try:
+        lease = worker.leases.acquire(claim, "nic-f", nic)["lease"]
+        (lease_file,) = (tmp_path / "netns" / "dhcp").glob(f"{claim}*.lease")
+        lease_file.unlink()
+        assert worker.leases.release(claim, "nic-f") == {"released": True}
+        assert lease["address"].split("/")[0] not in server.leases_after_release()
+    finally:
+        server.stop()
+
+
 # The worker's process as the service runs it: its seccomp filter loaded first (inherited by nsenter,
 # dhclient and the hook script), then a lease taken and given back.
 UNDER_FILTER = r"""

@@ -4,7 +4,7 @@ by the documented merge rule (address; the claim's routes win; the claim's MTU w
 from __future__ import annotations
 
 import pytest
-from dranet.services.netns.dhcp import DhcpError, lease_from_env, parse_env
+from dranet.services.netns.dhcp import DhcpError, lease_expired, lease_file, lease_from_env, parse_env
 
 from dranet.config import ConfigError, check_supported, parse_network_config
 from dranet.config.lease import Lease, LeaseRoute, apply_lease, classless_routes, lease_routes
@@ -88,3 +88,29 @@ def test_dhcp_with_hardware_address_is_refused() -> None:
     with pytest.raises(ConfigError) as err:
         check_supported(cfg, dhcp=True)
     assert err.value.field == "interface.hardwareAddr"
+
+
+def test_dhclients_lease_file_is_written_from_our_record() -> None:
+    # 2026-12-04 02:00:00 UTC is a Friday (weekday 5 in dhclient's count from Sunday = 0)
+    lease = Lease("10.77.0.60/24", "10.77.0.1", 120, 60, obtained_at=1796349600.0)
+    assert lease_file(lease, "net1") == (
+        "lease {\n"
+        '  interface "net1";\n'
+        "  fixed-address 10.77.0.60;\n"
+        "  option subnet-mask 255.255.255.0;\n"
+        "  option dhcp-server-identifier 10.77.0.1;\n"
+        "  option dhcp-lease-time 120;\n"
+        "  renew 5 2026/12/04 02:01:00;\n"
+        "  rebind 5 2026/12/04 02:01:45;\n"
+        "  expire 5 2026/12/04 02:02:00;\n"
+        "}\n"
+    )
+    assert not lease_expired(lease, 1796349719.0) and lease_expired(lease, 1796349720.0)
+
+
+@pytest.mark.parametrize("lease_time", [0, 0xFFFFFFFF])
+def test_a_lease_without_an_end_never_expires(lease_time: int) -> None:
+    lease = Lease("10.77.0.60/24", "10.77.0.1", lease_time, 0, obtained_at=1.0)
+    text = lease_file(lease, "eth1")
+    assert "  expire never;\n" in text and "dhcp-lease-time" not in text
+    assert not lease_expired(lease, 1e10)
