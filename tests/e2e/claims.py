@@ -97,10 +97,12 @@ def assert_home(cluster: Cluster, before: dict[str, Any], nic: StandInNic) -> No
     assert home, f"{nic.name}: before {before[nic.name]}, after {net.snapshot().get(nic.name)}"
 
 
-def retry_start(cluster: Cluster, pod: dict[str, Any], attempt: int) -> PodRun | None:
+def retry_start(
+    cluster: Cluster, pod: dict[str, Any], attempt: int, errors: list[str] | None = None
+) -> PodRun | None:
     """A kubelet retry: clear a failed sandbox of the pod, then prepare (idempotent) and run a new
     sandbox, `attempt` (the kubelet's next attempt number: a sandbox of the same name may still be
-    on its way out in the runtime)."""
+    on its way out in the runtime). A failure is appended to `errors`, for the test's message."""
     assert cluster.agent is not None and cluster.allocator is not None
     for p in cluster.agent.cri.list_pod_sandboxes():
         if p["uid"] == pod["metadata"]["uid"]:
@@ -109,7 +111,9 @@ def retry_start(cluster: Cluster, pod: dict[str, Any], attempt: int) -> PodRun |
     try:
         claims = cluster.allocator.allocate_pod(pod)
         return cluster.agent.start_pod(pod, claims, attempt)
-    except NodeAgentError:
+    except NodeAgentError as exc:
+        if errors is not None:
+            errors.append(f"attempt {attempt}: {exc}")
         time.sleep(1.0)
         return None
 

@@ -318,13 +318,13 @@ def test_kill_a_service_in_the_middle_of_a_pod_start(cluster: Cluster, nics: Nic
     t.join(120)
     cluster.wait_services()
     run: PodRun | None = result.get("run")
-    attempts = 0
-    while run is None and attempts < 5:  # the kubelet retries a failed start
+    attempts, errors = 0, [f"first: {result.get('error')}"]
+    give_up = time.monotonic() + 90
+    while run is None and time.monotonic() < give_up:  # the kubelet retries a failed start
         attempts += 1
-        assert cluster.agent is not None
-        run = retry_start(cluster, pod, attempts)
+        run = retry_start(cluster, pod, attempts, errors)
     try:
-        assert run is not None and run.status is not None, result.get("error")
+        assert run is not None and run.status is not None, "\n".join(errors)
         links = wait(
             lambda: links_in(run.status.netns) if "eth1" in links_in(run.status.netns) else None, 20.0
         )
