@@ -10,6 +10,7 @@ label.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable, Sequence
 
 from prometheus_client import (
@@ -79,3 +80,17 @@ def value(sample: str, **labels: str) -> float:
 def render() -> str:
     """This process's metrics in the text exposition format (what the bus op `metrics` answers)."""
     return generate_latest(REGISTRY).decode()
+
+
+class Phases:
+    """Times consecutive phases of one operation into a histogram labelled `phase`: each done()
+    observes the time since the previous one (or since the start)."""
+
+    def __init__(self, histogram: Histogram) -> None:
+        self._histogram = histogram
+        self._last = time.perf_counter()
+
+    def done(self, phase: str) -> None:
+        now = time.perf_counter()
+        self._histogram.labels(phase=phase).observe(now - self._last)
+        self._last = now

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -48,6 +49,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--resync-interval", type=float, default=60.0, help="full rescan period, seconds (default 60)"
     )
     g.add_argument("--coalesce-ms", type=float, default=50.0, help="netlink event burst window (default 50)")
+    g.add_argument(
+        "--nice",
+        type=int,
+        default=10,
+        help="CPU niceness of this service (default 10): its rescans are background work and "
+        "yield the CPU to a pod start (nri, dra, the netns worker); 0 keeps the inherited one",
+    )
     g.add_argument("--no-publish", action="store_true", help="do not publish ResourceSlices (bus only)")
     add_uplink_flags(g, "the server of discovery's kubeconfig, then $KUBERNETES_SERVICE_HOST")
     g.add_argument(
@@ -227,6 +235,8 @@ def build(args: argparse.Namespace, settings: Settings) -> tuple[Inventory, Slic
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.nice > 0:
+        os.nice(args.nice)  # lowering our own priority needs no capability
     sockets = None
     if args.netns:  # entering another netns needs CAP_SYS_ADMIN: open the sockets before the drop
         sockets = (open_in_netns(args.netns, EVENT_GROUPS), open_in_netns(args.netns))

@@ -53,6 +53,13 @@ log = logging.getLogger(__name__)
 ATTACH_SECONDS = metrics.histogram(
     "dranet_netns_attach_device_seconds", "Time to attach one device, by outcome", ("outcome",)
 )
+ATTACH_PHASE_SECONDS = metrics.histogram(
+    "dranet_netns_attach_phase_seconds",
+    "Time of each phase of a pod's attach: check (request and grants), open (locks, the pod netns), "
+    "plan (host view, validation), journal (snapshots, durable write), devices (move and configure), "
+    "commit (journal), notify",
+    ("phase",),
+)
 OPS_TOTAL = metrics.counter("dranet_netns_operations_total", "Attach/detach outcomes", ("op", "outcome"))
 RELEASE_COMMAND = "dranet netns-release --pod-uid {pod_uid} --device {device}"
 
@@ -162,6 +169,7 @@ class NetnsWorker:
         deadline: float | None = None,
     ) -> dict[str, Any]:
         """Attach every device or none. Raises BusError with a stable code."""
+        phases = metrics.Phases(ATTACH_PHASE_SECONDS)
         try:
             check_pod_uid(pod_uid)
             check_request(devices)
@@ -172,6 +180,7 @@ class NetnsWorker:
                 check_attach(self.grants.snapshot(), pod_uid, devices)
             except Refused as err:
                 raise self._refuse("attach", pod_uid, err) from None
+        phases.done("check")
         with self._start_path(), self.ledger.pod_lock(pod_uid):
             try:
                 handle = open_netns(netns, self.roots, self._forbidden)
@@ -181,12 +190,18 @@ class NetnsWorker:
             names = [reservation(pod_uid, d) for d in devices]
             try:
                 with self.ledger.reserve(names):
-                    return self._attach_locked(pod_uid, pod, devices, deadline)
+                    phases.done("open")
+                    return self._attach_locked(pod_uid, pod, devices, deadline, phases)
             finally:
                 self.ledger.release_unused(done_with=pod.handle.id)
 
     def _attach_locked(
-        self, pod_uid: str, pod: Netns, devices: Sequence[Mapping[str, Any]], deadline: float | None
+        self,
+        pod_uid: str,
+        pod: Netns,
+        devices: Sequence[Mapping[str, Any]],
+        deadline: float | None,
+        phases: metrics.Phases,
     ) -> dict[str, Any]:
         host = self.host_view(devices)
         pod_links = pod.rtnl.link_briefs()
@@ -202,9 +217,11 @@ class NetnsWorker:
             rdma_present=lambda name: rdma.present(name, self.sysfs_root),
         )
         todo = [p for p in plans if p.existing is None]
+        phases.done("plan")
         # Every snapshot is taken and journaled (one durable write for the pod) before the first
         # change; a crash from here on restores whatever the journal names.
         entries = self._journal_snapshots(pod_uid, pod, todo)
+        phases.done("journal")
         done: dict[str, JournalEntry] = {}
         started: set[str] = set()
         try:
@@ -237,6 +254,7 @@ class NetnsWorker:
                 ATTACH_SECONDS.labels(outcome="ok").observe(elapsed)
             if deadline is not None and time.monotonic() > deadline:
                 raise BusError("deadline_exceeded", "the attach finished after its deadline; rolled back")
+            phases.done("devices")
             if done:
                 # One write marks every device attached; the hook sees each device at this step.
                 for dev in done:
@@ -253,8 +271,10 @@ class NetnsWorker:
                 self._notify(pod_uid, p.device, p.claim_uid, "failed", error=err)
             raise err from None
         OPS_TOTAL.labels(op="attach", outcome="ok").inc()
+        phases.done("commit")
         for entry in done.values():
             self._notify_entry(entry, "attached")
+        phases.done("notify")
         results = [p.existing or done[p.device] for p in plans]
         return {"attachments": [e.attachment() for e in results]}
 

@@ -58,6 +58,11 @@ WATCH: dict[str, tuple[str, dict[str, str]]] = {
     "attach": ("dranet_bus_request_duration_seconds", {"service": "netns", "op": "attach"}),
     "devices": ("dranet_netns_attach_device_seconds", {"outcome": "ok"}),
 }
+# The worker's attach, phase by phase (dranet_netns_attach_phase_seconds): where its time goes.
+ATTACH_PHASES = ("check", "open", "plan", "journal", "devices", "commit", "notify")
+WATCH.update(
+    {f"phase:{p}": ("dranet_netns_attach_phase_seconds", {"phase": p}) for p in ATTACH_PHASES}
+)
 
 
 def bench_netns() -> ModuleType:
@@ -222,6 +227,7 @@ class PodBench:
         try:
             run = c.run_pod(pod)
             expect = {"handler": 1, "lookup": 1, "attach": 1 if nics else 0, "devices": len(nics)}
+            expect |= {f"phase:{p}": 1 if nics else 0 for p in ATTACH_PHASES}
             return PodResult(run.timings["run_pod_sandbox"], self.probe.per_pod(before, expect))
         except NodeAgentError as exc:
             run = getattr(exc, "run", None)  # as far as it got: removing it unprepares the claims
@@ -266,6 +272,8 @@ def report(s: Samples, pods: int, runtime: str) -> None:
         print(row("      netns worker attach (server side)", st["attach"]))
         print(row("        of which per-device work (sum)", st["devices"]))
         print(row("        attach minus per-device work", _minus(st["attach"], st["devices"])))
+        for p in ATTACH_PHASES:
+            print(row(f"          phase {p}", st[f"phase:{p}"]))
         print(row("      handler minus attach (same pod)", _minus(st["handler"], st["attach"])))
     for n, errors in s.failed.items():
         if errors:
@@ -383,6 +391,7 @@ def run(pods: int, log: Callable[[str], None]) -> int:
         containerd=ctrd,
         log=log,
         metrics_address=f"127.0.0.1:{port}",
+        extra_args=__import__("json").loads(os.environ.get("BENCH_EXTRA", "{}")),
     )
     errors: list[str] = []
     bench: PodBench | None = None
