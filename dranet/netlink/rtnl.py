@@ -181,6 +181,7 @@ class LinkBrief:
     master: int = 0
     parent: int = 0  # IFLA_LINK when it is an index of this netns; 0 when none or in another netns
     alt_names: tuple[str, ...] = ()
+    foreign_parent: int = 0  # IFLA_LINK when it is an index of another netns (a veth's moved peer)
 
 
 @dataclass(frozen=True)
@@ -391,7 +392,9 @@ def parse_link_brief(msg: memoryview) -> LinkBrief:
             props = msg[offset + 4 : offset + length]
             alt = tuple(_cstr(v) for sub, v in _attrs(props, 0, len(props)) if sub == IFLA_ALT_IFNAME)
         offset += _align(length)
-    return LinkBrief(index, name, master, 0 if foreign_link else link, alt)
+    if foreign_link:
+        return LinkBrief(index, name, master, 0, alt, link)
+    return LinkBrief(index, name, master, link, alt)
 
 
 def parse_xdp(value: memoryview) -> tuple[tuple[int, int], ...]:
@@ -631,12 +634,16 @@ def link_request(index: int = 0, name: str | None = None) -> bytes:
     return body
 
 
-def route_request(oif: int = 0) -> bytes:
-    """The body of an RTM_GETROUTE dump of every table, of the routes through link oif only when
-    set (strict checking: the kernel filters by RTA_OIF, every nexthop of a multipath route)."""
-    if not oif:
-        return ROUTE_DUMP
-    return ROUTE_DUMP + _RTATTR.pack(8, RTA_OIF) + _U32.pack(oif)
+def route_request(oif: int = 0, table: int = 0) -> bytes:
+    """The body of an RTM_GETROUTE dump of every table, of the routes through link oif only and
+    of table `table` only when set (strict checking: the kernel filters by RTA_OIF, every nexthop
+    of a multipath route, and by RTA_TABLE)."""
+    body = ROUTE_DUMP
+    if oif:
+        body += _RTATTR.pack(8, RTA_OIF) + _U32.pack(oif)
+    if table:
+        body += _RTATTR.pack(8, RTA_TABLE) + _U32.pack(table)
+    return body
 
 
 def neigh_request(index: int) -> bytes:

@@ -488,6 +488,11 @@ class Rtnl:
         those parsed): the link graph the uplink rule and name lookups need; get_link for more."""
         return [reader.parse_link_brief(m) for m in self._read(RTM_GETLINK, reader.LINK_DUMP)]
 
+    def link_brief(self, index: int) -> LinkBrief | None:
+        """One link's brief (as link_briefs gives it) by index, or None when there is none."""
+        m = self._link_message(index)
+        return reader.parse_link_brief(m) if m is not None else None
+
     def set_link(self, index: int, change: LinkChange) -> None:
         """Apply every set attribute of `change` in one RTM_NEWLINK.
 
@@ -645,13 +650,13 @@ class Rtnl:
         self.request(msg, msg_type, flags | NLM_F_ACK)
 
     # ------------------------------------------------------------ routes
-    def routes(self, *, oif: int | None = None, defaults: bool = False) -> list[Route]:
+    def routes(self, *, oif: int | None = None, defaults: bool = False, table: int = 0) -> list[Route]:
         """IPv4 and IPv6 unicast routes of every table (one dump); oif: only those through that
-        link (the kernel filters the dump); defaults: only default routes (known from the header:
-        the others are not parsed)."""
+        link, table: only that table's (the kernel filters the dump); defaults: only default
+        routes (known from the header: the others are not parsed)."""
         out: list[Route] = []
         try:
-            replies = self._read(RTM_GETROUTE, reader.route_request(oif or 0))
+            replies = self._read(RTM_GETROUTE, reader.route_request(oif or 0, table))
         except NetlinkError as exc:
             if oif and exc.errno == errno.ENODEV:
                 return []  # no such link (any more): no route goes through it
@@ -663,6 +668,8 @@ class Rtnl:
             if r is None:
                 continue
             if oif is not None and r.oif != oif and oif not in r.multipath_oifs:
+                continue
+            if table and r.table != table:
                 continue
             out.append(r)
         return out

@@ -14,6 +14,7 @@ from typing import Any
 
 from dranet.services.netns import ebpf
 from dranet.services.netns.errors import as_bus_error
+from dranet.services.netns.hostlinks import LinkTable
 from dranet.services.netns.ledger import Ledger, NetnsId
 from dranet.services.netns.model import (
     ATTACHED,
@@ -29,7 +30,7 @@ from dranet.services.netns.plan import Allowed, HostView, is_allowed
 from dranet.services.netns.podns import Netns
 
 from dranet.bus.messages import BusError
-from dranet.uplinks import Uplink, UplinkPolicy
+from dranet.uplinks import RT_TABLE_MAIN, Uplink, UplinkPolicy
 
 # How long discovery's tcx question (a read of every link, ~5 ms of this process's CPU on a node
 # with a hundred links, asked after each link event: a pod's CNI veth is one, just before its
@@ -42,6 +43,7 @@ class Queries:
         self,
         hostns: Netns,
         ledger: Ledger,
+        host_links: LinkTable,
         *,
         roots: Sequence[str],
         forbidden: Iterable[NetnsId],
@@ -51,6 +53,7 @@ class Queries:
         """allowed: the worker's current inventory (it changes as discovery's arrives)."""
         self.hostns = hostns
         self.ledger = ledger
+        self.host_links = host_links
         self.roots = roots
         self._forbidden = forbidden
         self._allowed = allowed
@@ -64,8 +67,8 @@ class Queries:
         """The node's uplinks now (over the given link dump of the host, or a fresh one)."""
         rtnl = self.hostns.rtnl
         return uplinks(
-            rtnl.link_briefs() if links is None else links,
-            rtnl.routes(defaults=True),  # the rule reads only default routes
+            self.host_links.briefs() if links is None else links,
+            rtnl.routes(defaults=True, table=RT_TABLE_MAIN),  # the rule reads only these
             rtnl.route_lookup,
             self.uplink_policy,
         )
@@ -75,7 +78,7 @@ class Queries:
         for the uplink rule and the names, then only the asked interfaces in full, with the routes
         through each (dumps the kernel filters: a node has a veth and routes per pod)."""
         rtnl = self.hostns.rtnl
-        briefs = rtnl.link_briefs()
+        briefs = self.host_links.briefs()
         by_name: dict[str, LinkBrief] = {}
         for b in briefs:
             for name in (b.name, *b.alt_names):

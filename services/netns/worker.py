@@ -22,6 +22,7 @@ from dranet.services.netns import health, rdma
 from dranet.services.netns.dhcp import DhcpClient
 from dranet.services.netns.errors import Hook, as_bus_error, run_step
 from dranet.services.netns.grants import Grants, Refused, check_attach, check_detach, refusal
+from dranet.services.netns.hostlinks import LinkTable
 from dranet.services.netns.journal import Journal
 from dranet.services.netns.leases import Leases
 from dranet.services.netns.ledger import Ledger
@@ -35,6 +36,7 @@ from dranet.services.netns.model import (
     check_pod_uid,
     config_digest,
 )
+from dranet.services.netns.netlink import run_in_netns
 from dranet.services.netns.notify import Notifier
 from dranet.services.netns.nspath import DEFAULT_ROOTS, names_netns, netns_id, open_netns, own_netns
 from dranet.services.netns.plan import Allowed, Plan, check_request, plan, reservation, wants_child
@@ -95,12 +97,18 @@ class NetnsWorker:
         self.hostns = Netns.open_path(host_netns or "/proc/thread-self/ns/net")
         self._forbidden = own_netns(self.hostns.handle.id)
         self.hostns.rtnl  # noqa: B018 - opened now, in our netns, not lazily from another thread
+        self.host_links = LinkTable(
+            LinkTable.open_events(lambda make: run_in_netns(self.hostns.fd, make)),
+            self.hostns.rtnl.link_briefs,
+            self.hostns.rtnl.link_brief,
+        )
         self.ledger = Ledger(Path(state_dir) / "netns" / "journal")
         self._per_device = 0.05  # running estimate of one device's attach time (s), for deadlines
         self.notifier = Notifier(publish)
         self.queries = Queries(
             self.hostns,
             self.ledger,
+            self.host_links,
             roots=self.roots,
             forbidden=self._forbidden,
             allowed=lambda: self._allowed,
@@ -150,6 +158,7 @@ class NetnsWorker:
         self.watch.stop()
         self.leases.stop()
         self.ledger.close()
+        self.host_links.close()
         self.hostns.close()
 
     def set_allowed(self, allowed: Allowed) -> None:
