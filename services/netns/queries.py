@@ -14,7 +14,7 @@ from typing import Any
 
 from dranet.services.netns import ebpf
 from dranet.services.netns.errors import as_bus_error
-from dranet.services.netns.hostlinks import LinkTable
+from dranet.services.netns.hostcache import HostCache
 from dranet.services.netns.ledger import Ledger, NetnsId
 from dranet.services.netns.model import (
     ATTACHED,
@@ -30,7 +30,7 @@ from dranet.services.netns.plan import Allowed, HostView, is_allowed
 from dranet.services.netns.podns import Netns
 
 from dranet.bus.messages import BusError
-from dranet.uplinks import RT_TABLE_MAIN, Uplink, UplinkPolicy
+from dranet.uplinks import Uplink, UplinkPolicy
 
 # How long discovery's tcx question (a read of every link, ~5 ms of this process's CPU on a node
 # with a hundred links, asked after each link event: a pod's CNI veth is one, just before its
@@ -43,7 +43,7 @@ class Queries:
         self,
         hostns: Netns,
         ledger: Ledger,
-        host_links: LinkTable,
+        host_cache: HostCache,
         *,
         roots: Sequence[str],
         forbidden: Iterable[NetnsId],
@@ -53,7 +53,7 @@ class Queries:
         """allowed: the worker's current inventory (it changes as discovery's arrives)."""
         self.hostns = hostns
         self.ledger = ledger
-        self.host_links = host_links
+        self.host_cache = host_cache
         self.roots = roots
         self._forbidden = forbidden
         self._allowed = allowed
@@ -64,12 +64,11 @@ class Queries:
 
     # ------------------------------------------------------------ the host, for planning
     def uplinks(self, links: Sequence[LinkBrief] | None = None) -> dict[int, Uplink]:
-        """The node's uplinks now (over the given link dump of the host, or a fresh one)."""
-        rtnl = self.hostns.rtnl
+        """The node's uplinks now (over the given link graph of the host, or the current one)."""
         return uplinks(
-            self.host_links.briefs() if links is None else links,
-            rtnl.routes(defaults=True, table=RT_TABLE_MAIN),  # the rule reads only these
-            rtnl.route_lookup,
+            self.host_cache.links() if links is None else links,
+            self.host_cache.default_routes(),  # the rule reads only the main table's
+            self.hostns.rtnl.route_lookup,
             self.uplink_policy,
         )
 
@@ -78,7 +77,7 @@ class Queries:
         for the uplink rule and the names, then only the asked interfaces in full, with the routes
         through each (dumps the kernel filters: a node has a veth and routes per pod)."""
         rtnl = self.hostns.rtnl
-        briefs = self.host_links.briefs()
+        briefs = self.host_cache.links()
         by_name: dict[str, LinkBrief] = {}
         for b in briefs:
             for name in (b.name, *b.alt_names):

@@ -22,7 +22,7 @@ from dranet.services.netns import health, rdma
 from dranet.services.netns.dhcp import DhcpClient
 from dranet.services.netns.errors import Hook, as_bus_error, run_step
 from dranet.services.netns.grants import Grants, Refused, check_attach, check_detach, refusal
-from dranet.services.netns.hostlinks import LinkTable
+from dranet.services.netns.hostcache import HostCache, HostReads
 from dranet.services.netns.journal import Journal
 from dranet.services.netns.leases import Leases
 from dranet.services.netns.ledger import Ledger
@@ -48,7 +48,7 @@ from dranet.services.netns.watch import PodWatch
 
 from dranet.bus.messages import BusError
 from dranet.observability import metrics
-from dranet.uplinks import UplinkPolicy
+from dranet.uplinks import RT_TABLE_MAIN, UplinkPolicy
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +96,14 @@ class NetnsWorker:
         self.grants = grants
         self.hostns = Netns.open_path(host_netns or "/proc/thread-self/ns/net")
         self._forbidden = own_netns(self.hostns.handle.id)
-        self.hostns.rtnl  # noqa: B018 - opened now, in our netns, not lazily from another thread
-        self.host_links = LinkTable(
-            LinkTable.open_events(lambda make: run_in_netns(self.hostns.fd, make)),
-            self.hostns.rtnl.link_briefs,
-            self.hostns.rtnl.link_brief,
+        rtnl = self.hostns.rtnl  # opened now, in our netns, not lazily from another thread
+        self.host_cache = HostCache(
+            HostCache.open_events(lambda make: run_in_netns(self.hostns.fd, make)),
+            HostReads(
+                links=rtnl.link_briefs,
+                link=rtnl.link_brief,
+                default_routes=lambda: rtnl.routes(defaults=True, table=RT_TABLE_MAIN),
+            ),
         )
         self.ledger = Ledger(Path(state_dir) / "netns" / "journal")
         self._per_device = 0.05  # running estimate of one device's attach time (s), for deadlines
@@ -108,7 +111,7 @@ class NetnsWorker:
         self.queries = Queries(
             self.hostns,
             self.ledger,
-            self.host_links,
+            self.host_cache,
             roots=self.roots,
             forbidden=self._forbidden,
             allowed=lambda: self._allowed,
@@ -158,7 +161,7 @@ class NetnsWorker:
         self.watch.stop()
         self.leases.stop()
         self.ledger.close()
-        self.host_links.close()
+        self.host_cache.close()
         self.hostns.close()
 
     def set_allowed(self, allowed: Allowed) -> None:
