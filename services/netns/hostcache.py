@@ -38,6 +38,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from dranet.services.netns.netlink import Route
+
 from dranet.netlink.rtnl import (
     RTM_DELADDR,
     RTM_DELLINK,
@@ -54,7 +56,6 @@ from dranet.netlink.rtnl import (
     iter_messages,
     parse_link_brief,
 )
-from dranet.services.netns.netlink import Route
 
 _IFINFO = struct.Struct("=BxHi")  # ifinfomsg: family, pad, type, index
 _IFADDR = struct.Struct("=BBBBI")  # ifaddrmsg: family, prefixlen, flags, scope, index
