@@ -11,7 +11,8 @@ four services under `dranet run`, driven by the local allocator and node agent (
     RunPodSandbox handler (dranet_nri_handler_duration_seconds), the dra lookup it makes and the
     netns worker's attach (dranet_bus_request_duration_seconds for dra/pod_devices and
     netns/attach), and the worker's per-device part (dranet_netns_attach_device_seconds: snapshot,
-    move, configure of one device) against the rest of its attach. A pod's own value is the change
+    move, configure of one device) against the rest of its attach, and that attach phase by phase
+    (dranet_netns_attach_phase_seconds: check, open, plan, journal, devices, commit, notify). A pod's own value is the change
     of the histogram's _sum across that pod (its _count must move by exactly one, or by the device
     count), so these are exact per-pod times, not bucket estimates.
 
@@ -60,9 +61,7 @@ WATCH: dict[str, tuple[str, dict[str, str]]] = {
 }
 # The worker's attach, phase by phase (dranet_netns_attach_phase_seconds): where its time goes.
 ATTACH_PHASES = ("check", "open", "plan", "journal", "devices", "commit", "notify")
-WATCH.update(
-    {f"phase:{p}": ("dranet_netns_attach_phase_seconds", {"phase": p}) for p in ATTACH_PHASES}
-)
+WATCH.update({f"phase:{p}": ("dranet_netns_attach_phase_seconds", {"phase": p}) for p in ATTACH_PHASES})
 
 
 def bench_netns() -> ModuleType:
@@ -391,7 +390,6 @@ def run(pods: int, log: Callable[[str], None]) -> int:
         containerd=ctrd,
         log=log,
         metrics_address=f"127.0.0.1:{port}",
-        extra_args=__import__("json").loads(os.environ.get("BENCH_EXTRA", "{}")),
     )
     errors: list[str] = []
     bench: PodBench | None = None
