@@ -12,9 +12,9 @@ four services under `dranet run`, driven by the local allocator and node agent (
     netns worker's attach (dranet_bus_request_duration_seconds for dra/pod_devices and
     netns/attach), and the worker's per-device part (dranet_netns_attach_device_seconds: snapshot,
     move, configure of one device) against the rest of its attach, and that attach phase by phase
-    (dranet_netns_attach_phase_seconds: check, open, plan, journal, devices, commit, notify). A pod's own value is the change
-    of the histogram's _sum across that pod (its _count must move by exactly one, or by the device
-    count), so these are exact per-pod times, not bucket estimates.
+    (dranet_netns_attach_phase_seconds: check, open, plan, journal, devices, commit, notify). A
+    pod's own value is the change of the histogram's _sum across that pod (its _count must move by
+    exactly one, or by the device count), so these are exact per-pod times, not bucket estimates.
 
 (a) and the three kinds of pods are interleaved, so slow phases of the machine hit every row alike.
 Prints a table and the ratios; asserts nothing about time. Everything it creates is removed.
