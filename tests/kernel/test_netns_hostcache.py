@@ -6,30 +6,30 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from dranet.services.netns.hostcache import HostCache, HostReads
 from dranet.services.netns.netlink import Rtnl, run_in_netns
 from dranet.services.netns.testbed import Testbed, ip
 
-pytestmark = [pytest.mark.kernel, pytest.mark.skipif(os.geteuid() != 0, reason="needs root for netns")]
+from dranet.uplinks import RT_TABLE_MAIN
 
-MAIN = 254
+pytestmark = [pytest.mark.kernel, pytest.mark.skipif(os.geteuid() != 0, reason="needs root for netns")]
 
 
 def open_cache(fd: int, rtnl: Rtnl, resync: float = 60.0) -> HostCache:
     reads = HostReads(
         links=rtnl.link_briefs,
         link=rtnl.link_brief,
-        default_routes=lambda: rtnl.routes(defaults=True, table=MAIN),
+        default_routes=lambda: rtnl.routes(defaults=True, table=RT_TABLE_MAIN),
     )
     return HostCache(HostCache.open_events(lambda make: run_in_netns(fd, make)), reads, resync=resync)
 
 
 @pytest.fixture
-def node() -> Iterator[tuple[Testbed, Rtnl, HostCache, int]]:
-    tb = Testbed("thc")
+def node(testbed: Callable[[str], Testbed]) -> Iterator[tuple[Testbed, Rtnl, HostCache, int]]:
+    tb = testbed("thc")
     fd = os.open(tb.node_path, os.O_RDONLY)
     rtnl = Rtnl.open(fd)
     cache = open_cache(fd, rtnl)
@@ -39,14 +39,13 @@ def node() -> Iterator[tuple[Testbed, Rtnl, HostCache, int]]:
         cache.close()
         rtnl.close()
         os.close(fd)
-        tb.close()
 
 
 def same_as_dump(rtnl: Rtnl, cache: HostCache) -> None:
     key = lambda b: b.index  # noqa: E731
     assert sorted(cache.links(), key=key) == sorted(rtnl.link_briefs(), key=key)
     assert sorted(map(repr, cache.default_routes())) == sorted(
-        map(repr, rtnl.routes(defaults=True, table=MAIN))
+        map(repr, rtnl.routes(defaults=True, table=RT_TABLE_MAIN))
     )
 
 
