@@ -73,13 +73,13 @@ def handlers(worker: NetnsWorker) -> dict[str, Handler]:
         "detach": lambda body, ctx: worker.detach(
             body["pod_uid"], body.get("devices") or [], netns=body.get("netns")
         ),
-        "list": lambda body, ctx: worker.attachments(live=True),
+        "list": lambda body, ctx: worker.queries.attachments(live=True),
         "netns_alive": lambda body, ctx: worker.queries.alive_netns(body["netns"]),
-        "release": lambda body, ctx: worker.release(body["pod_uid"], body["device"]),
+        "release": lambda body, ctx: worker.watch.release(body["pod_uid"], body["device"]),
         "attached_in": lambda body, ctx: worker.queries.attached_in(body["netns_id"], body["devices"]),
         "ethtool_features": lambda body, ctx: worker.queries.ethtool_features(body["ifname"]),
         "tcx_programs": lambda body, ctx: worker.queries.tcx_programs(),
-        "device_health": lambda body, ctx: worker.device_health.snapshot(),
+        "device_health": lambda body, ctx: worker.notifier.device_health.snapshot(),
         "grant": lambda body, ctx: grant_op(worker.grants, body["claims"], replace=bool(body.get("replace"))),
         "revoke": lambda body, ctx: revoke_op(worker.grants, body["claim_uids"]),
         "dhcp_acquire": lambda body, ctx: worker.leases.acquire(
@@ -147,8 +147,10 @@ def run(args: argparse.Namespace) -> int:
     )
     # Reconcile before serving, so no request sees a half-done attachment from a previous life,
     # but after the publisher opened, so the restores it makes are announced.
-    host.start_publishing({"attachments": worker.attachments, "device_health": worker.device_health.snapshot})
-    worker.reconcile()
+    host.start_publishing(
+        {"attachments": worker.queries.attachments, "device_health": worker.notifier.device_health.snapshot}
+    )
+    worker.watch.reconcile()
     host.serve(handlers(worker), health=worker.health)
     worker.start(watch_interval=getattr(args, "netns_poll", 1.0), reconcile=False)
     sub = Subscriber(

@@ -125,24 +125,6 @@ class NetnsWorker:
             forbidden=self._forbidden,
         )
         self.leases = Leases(dhcp, self.hostns, self.ledger, self.queries)
-        # What attach, detach and _undo use of the parts, by the names they call.
-        self.uplinks = self.queries.uplinks
-        self.host_view = self.queries.host_view
-        self._start_path = self.queries.start_path
-        self._refuse = refusal
-        self._reopen = self.watch.reopen
-        self._retry = self.watch.retry
-        self.device_health = self.notifier.device_health
-        self._set_health = self.notifier.set_health
-        self._publish_health = self.notifier.publish_health
-        self._report_incomplete = self.notifier.report_incomplete
-        self._notify = self.notifier.notify
-        self._notify_entry = self.notifier.notify_entry
-        # The parts' ops the service and the tests call most, on the worker.
-        self.reconcile = self.watch.reconcile
-        self.check_pods = self.watch.check_pods
-        self.release = self.watch.release
-        self.attachments = self.queries.attachments
 
     @property
     def journal(self) -> Journal:
@@ -152,7 +134,7 @@ class NetnsWorker:
     def start(self, watch_interval: float = 1.0, *, reconcile: bool = True) -> None:
         """Reconcile the journal, then watch attached pods' netns files (restore when one goes)."""
         if reconcile:
-            self.reconcile()
+            self.watch.reconcile()
         if watch_interval > 0:
             self.watch.start(watch_interval)
         self.leases.start()
@@ -191,9 +173,9 @@ class NetnsWorker:
             try:
                 check_attach(self.grants.snapshot(), pod_uid, devices)
             except Refused as err:
-                raise self._refuse("attach", pod_uid, err) from None
+                raise refusal("attach", pod_uid, err) from None
         phases.done("check")
-        with self._start_path(), self.ledger.pod_lock(pod_uid):
+        with self.queries.start_path(), self.ledger.pod_lock(pod_uid):
             try:
                 handle = open_netns(netns, self.roots, self._forbidden)
             except RequestError as err:
@@ -215,7 +197,7 @@ class NetnsWorker:
         deadline: float | None,
         phases: metrics.Phases,
     ) -> dict[str, Any]:
-        host = self.host_view(devices)
+        host = self.queries.host_view(devices)
         pod_links = pod.rtnl.link_briefs()
         # The pod's links before the attach: a rollback may search only the others for ours.
         known = frozenset(link.index for link in pod_links)
@@ -280,12 +262,12 @@ class NetnsWorker:
             self.ledger.forget([e for e in entries if e.device not in started])
             OPS_TOTAL.labels(op="attach", outcome=err.code).inc()
             for p in todo:
-                self._notify(pod_uid, p.device, p.claim_uid, "failed", error=err)
+                self.notifier.notify(pod_uid, p.device, p.claim_uid, "failed", error=err)
             raise err from None
         OPS_TOTAL.labels(op="attach", outcome="ok").inc()
         phases.done("commit")
         for entry in done.values():
-            self._notify_entry(entry, "attached")
+            self.notifier.notify_entry(entry, "attached")
         phases.done("notify")
         results = [p.existing or done[p.device] for p in plans]
         return {"attachments": [e.attachment() for e in results]}
@@ -381,7 +363,7 @@ class NetnsWorker:
                 try:
                     check_detach(self.grants.snapshot(), pod_uid, devices, held)
                 except Refused as err:
-                    raise self._refuse("detach", pod_uid, err) from None
+                    raise refusal("detach", pod_uid, err) from None
             of_pod = self.ledger.entries(pod_uid, devices)
             entries = [e for e in of_pod if not netns or names_netns(netns, e.netns_id, e.netns)]
             if netns:
@@ -437,10 +419,10 @@ class NetnsWorker:
             outcome = restore(
                 self.hostns,
                 entry,
-                pod or self._reopen(entry),
+                pod or self.watch.reopen(entry),
                 known=known,
                 allowed=self._allowed,
-                uplinks=self.uplinks,
+                uplinks=self.queries.uplinks,
                 hook=self._hook,
             )
         except Exception as exc:
@@ -449,22 +431,22 @@ class NetnsWorker:
                 exc,
                 extra={"pod_uid": entry.pod_uid, "device": entry.device, "reason": reason},
             )
-            self._set_health(entry, health.RESTORE_FAILED, str(exc))
+            self.notifier.set_health(entry, health.RESTORE_FAILED, str(exc))
             if strict:
                 raise as_bus_error(exc) from None
             return False
-        self._retry.pop(entry.key, None)
+        self.watch.retry.pop(entry.key, None)
         if forget:
             self.ledger.forget([entry])
         extra = {"pod_uid": entry.pod_uid, "device": entry.device, "reason": reason}
         if not outcome.found:
             log.warning("device not found anywhere; assuming its netns took it", extra=extra)
         if outcome.problems:
-            self._report_incomplete(entry, outcome.problems, reason)
+            self.notifier.report_incomplete(entry, outcome.problems, reason)
         else:
-            if self.device_health.clear(entry.device):
-                self._publish_health()
+            if self.notifier.device_health.clear(entry.device):
+                self.notifier.publish_health()
             log.info("restored", extra=extra)
             if reason != "rollback":
-                self._notify_entry(entry, "detached")
+                self.notifier.notify_entry(entry, "detached")
         return True

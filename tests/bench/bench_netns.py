@@ -106,7 +106,7 @@ def main() -> int:
         svc = ServiceHost("netns", ns, drop_caps=False, install_signals=False)
         worker = NetnsWorker(ns.state_dir, host_netns=tb.node_path, publish=svc.publish)
         worker.start(watch_interval=0)
-        svc.serve(handlers(worker), snapshots={"attachments": worker.attachments})
+        svc.serve(handlers(worker), snapshots={"attachments": worker.queries.attachments})
         client = BusClient(ns.runtime_dir, "netns", timeout=30)
         rows = []
         for count in (1, 8):

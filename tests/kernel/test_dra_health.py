@@ -146,7 +146,7 @@ def test_attached_device_health_comes_from_the_netns_worker(veth: tuple[str, str
     h.neighbours.netns = svc
     worker = NetnsWorker(tmp_path / "state", host_netns=node, publish=svc.publish, grants=Grants(None))
     worker.start(watch_interval=0)
-    svc.serve(handlers(worker), health=worker.health, snapshots={"attachments": worker.attachments})
+    svc.serve(handlers(worker), health=worker.health, snapshots={"attachments": worker.queries.attachments})
     netns = BusClient(h.root / "run", "netns", timeout=10)
     try:
         dra = h.start_dra()

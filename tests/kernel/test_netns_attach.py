@@ -146,7 +146,7 @@ def test_attach_every_field_and_detach_restores(tb: Testbed, worker: NetnsWorker
     assert any(n["dst"] == "10.1.0.9" and "PERMANENT" in n["state"] for n in neigh)
     if feats:
         assert "tx-checksum-ip-generic: on" in ip("netns", "exec", tb.node, "ethtool", "-k", "tnwa0")
-    assert worker.attachments() == {"attachments": []}
+    assert worker.queries.attachments() == {"attachments": []}
     assert worker.detach("pod-a") == {"released": []}  # idempotent
 
 
@@ -232,7 +232,7 @@ def test_concurrent_attaches_for_different_pods(tb: Testbed, worker: NetnsWorker
     assert not errors
     for i in range(n):
         assert tb.addresses("eth0", ns=pods[i]) == [f"10.20.{i}.2/24"]
-    assert len(worker.attachments()["attachments"]) == n
+    assert len(worker.queries.attachments()["attachments"]) == n
     for i in range(n):
         worker.detach(f"pod-{i}")
     for i in range(n):
@@ -259,9 +259,9 @@ def test_pod_netns_deleted_while_attached_restores_to_host(tb: Testbed, worker: 
         [{"device": "nic-g", "ifname": "tnwg0", "config": {"interface": {"name": "eth0", "mtu": 1300}}}],
     )
     tb.del_netns(pod)
-    worker.check_pods()
+    worker.watch.check_pods()
     assert host_state(tb, "tnwg0") == before
-    assert worker.attachments() == {"attachments": []}
+    assert worker.queries.attachments() == {"attachments": []}
     assert worker.events[-1]["state"] == "detached"  # type: ignore[attr-defined]
 
 

@@ -32,7 +32,7 @@ def bus(testbed: Callable[[str], Testbed], tmp_path: Path) -> Iterator[tuple[Tes
     svc = ServiceHost("netns", ns, drop_caps=False, install_signals=False)
     worker = NetnsWorker(ns.state_dir, host_netns=tb.node_path, publish=svc.publish)
     worker.start(watch_interval=0)
-    svc.serve(handlers(worker), health=worker.health, snapshots={"attachments": worker.attachments})
+    svc.serve(handlers(worker), health=worker.health, snapshots={"attachments": worker.queries.attachments})
     client = BusClient(ns.runtime_dir, "netns", timeout=10)
     try:
         yield tb, client, ns.runtime_dir

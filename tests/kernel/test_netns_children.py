@@ -102,7 +102,7 @@ def test_children_of_one_nic_in_two_pods_talk_and_leave_nothing_behind(
     worker.detach("pod-2")
     assert children(pods[1]) == []
     assert host_view(nic) == before
-    assert worker.attachments() == {"attachments": []}
+    assert worker.queries.attachments() == {"attachments": []}
 
 
 def test_the_mtu_is_never_above_the_parents_and_a_share_never_moves_the_nic(
@@ -142,7 +142,7 @@ def test_a_failed_attach_deletes_the_child(nic: Testbed, tmp_path: Path) -> None
         with pytest.raises(BusError):
             w.attach("pod-1", f"/run/netns/{pod}", [share("net1", "10.3.0.11/24", "s1")])
         assert children(pod) == [] and host_view(nic) == before
-        assert w.attachments() == {"attachments": []}
+        assert w.queries.attachments() == {"attachments": []}
     finally:
         w.close()
 
@@ -162,7 +162,7 @@ def test_a_crash_in_the_middle_leaves_no_child(nic: Testbed, tmp_path: Path) -> 
     again.start(watch_interval=0)
     try:
         assert children(pod) == []
-        assert again.attachments() == {"attachments": []}
+        assert again.queries.attachments() == {"attachments": []}
         assert nic.link("tnsh0") is not None
     finally:
         again.close()

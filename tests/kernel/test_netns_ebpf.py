@@ -83,14 +83,14 @@ def test_tcx_read_yields_to_an_attach_in_progress(tb: Testbed, worker: NetnsWork
     worker.queries.tcx_yield_max = 60.0
     answers: list[dict[str, Any]] = []
     reader = threading.Thread(target=lambda: answers.append(worker.queries.tcx_programs()))
-    with worker._start_path():
+    with worker.queries.start_path():
         reader.start()
         reader.join(0.5)
         assert reader.is_alive() and not answers  # no answer while the attach is in progress
     reader.join(60)
     assert answers == [want]
     worker.queries.tcx_yield_max = 0.05  # an attach that does not end: the answer comes anyway
-    with worker._start_path():
+    with worker.queries.start_path():
         assert worker.queries.tcx_programs() == want
 
 

@@ -96,7 +96,7 @@ def test_rollback_at_each_step(tb: Testbed, worker: NetnsWorker, boom: Boom, ste
     if step != "journal":
         assert f"step {step!r}" in err.value.message and "injected failure" in err.value.message
     assert snapshot(tb, pod) == before
-    assert worker.attachments() == {"attachments": []}
+    assert worker.queries.attachments() == {"attachments": []}
     assert list((worker.journal.dir).glob("*.json")) == []
 
 
@@ -215,7 +215,7 @@ def test_bad_inputs_refused_and_nothing_changed(tb: Testbed, worker: NetnsWorker
         with pytest.raises(BusError) as err:
             worker.attach("../pod", f"/run/netns/{pod}", [{"device": "a0", "ifname": "tnwa0", "config": {}}])
         assert err.value.code == "invalid_config"
-        assert worker.attachments() == {"attachments": []}
+        assert worker.queries.attachments() == {"attachments": []}
     finally:
         os.system(f"umount {tmp_path / 'ns'} 2>/dev/null")
         for leftover in (f"file-{tb.tag}", f"link-{tb.tag}"):

@@ -65,7 +65,7 @@ def test_stop_after_the_runtime_deleted_the_netns_restores_the_nic(
         w.detach("pod-d", netns=f"/run/netns/{pod}")
         assert host_state(tb, "tnwd0") == before
         assert w.detach("pod-d") is not None  # unprepare after it: nothing left, nothing raises
-        assert w.attachments() == {"attachments": []}
+        assert w.queries.attachments() == {"attachments": []}
     finally:
         w.close()
 
@@ -84,7 +84,7 @@ def test_netns_destroyed_while_the_worker_was_down(
     runtime_deletes(tb, pod, proc)
     w = start_worker(tb, tmp_path)
     try:
-        assert w.attachments() == {"attachments": []}
+        assert w.queries.attachments() == {"attachments": []}
         assert tb.link("tnwe0") is None  # the kernel destroyed the veth with its netns
         assert [e["state"] for e in w.events if e.get("device") == "nic-e"] == ["detached"]  # type: ignore[attr-defined]
         tb.add_nic("tnwe0", addresses=("10.32.0.2/24",))

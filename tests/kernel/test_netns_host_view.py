@@ -110,7 +110,7 @@ def test_attach_plans_from_the_briefs(node: tuple[Testbed, Rtnl], tmp_path: Path
     worker.start(watch_interval=0)
     pod = tb.add_netns()
     try:
-        view = worker.host_view([{"ifname": "thv-c-alt"}, {"ifname": "thv-a"}, {"ifname": "nope"}])
+        view = worker.queries.host_view([{"ifname": "thv-c-alt"}, {"ifname": "thv-a"}, {"ifname": "nope"}])
         assert sorted(view.by_name) == ["thv-a", "thv-c", "thv-c-alt"]
         assert view.by_name["thv-a"].index in view.uplinks  # the default route goes through it
         assert {r.destination for r in view.routes} >= {"10.73.0.0/24", "10.71.0.0/24", "0.0.0.0/0"}
@@ -122,7 +122,7 @@ def test_attach_plans_from_the_briefs(node: tuple[Testbed, Rtnl], tmp_path: Path
         worker.detach("pod-hv", [])
         assert tb.link("thv-c") is not None
         port = [{"device": "b", "ifname": "thv-b", "config": {}}]
-        (p,) = plan(port, worker.host_view(port), None, lambda *_: None, worker.hostns.rtnl.addresses)
+        (p,) = plan(port, worker.queries.host_view(port), None, lambda *_: None, worker.hostns.rtnl.addresses)
         assert p.master_name == "thv-br"
     finally:
         worker.close()

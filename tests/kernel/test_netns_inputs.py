@@ -44,7 +44,7 @@ def test_netns_path_with_trailing_slash_is_refused(tb: Testbed, tmp_path: Path) 
         assert tb.link("tnii0") is not None and tb.link("eth0", ns=pod) is None
         # The canonical path attaches, and a watch pass keeps the NIC in the live pod.
         w.attach("pod-i", f"/run/netns/{pod}", devices())
-        w.check_pods()
+        w.watch.check_pods()
         assert tb.link("eth0", ns=pod) is not None
         w.detach("pod-i")
         assert tb.link("tnii0") is not None

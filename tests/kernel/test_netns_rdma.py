@@ -57,7 +57,7 @@ def test_rdma_only_device_reaches_the_rdma_move(tb: Testbed, worker: NetnsWorker
     # here has no RDMA netlink family, so the move is where it stops.
     assert err.value.code == "kernel_error", err.value.message
     assert "ib-0: step 'rdma' failed" in err.value.message
-    assert worker.attachments() == {"attachments": []}
+    assert worker.queries.attachments() == {"attachments": []}
     assert list(worker.journal.dir.glob("*.json")) == []
 
 

@@ -105,7 +105,7 @@ def test_kill_mid_attach_then_reconcile_restores(tb: Testbed, tmp_path: Path, st
         w.start(watch_interval=0)
         assert host_view(tb) == before
         assert tb.link("eth0", ns=pod) is None
-        assert w.attachments() == {"attachments": []}
+        assert w.queries.attachments() == {"attachments": []}
         # and the device can be attached again afterwards
         w.attach("pod-k", f"/run/netns/{pod}", [{"device": "k0", "ifname": "tnwk0", "config": CONFIG}])
         w.detach("pod-k")
@@ -121,7 +121,7 @@ def test_kill_after_attach_keeps_attachment(tb: Testbed, tmp_path: Path) -> None
     w = NetnsWorker(tmp_path, host_netns=tb.node_path)
     try:
         w.start(watch_interval=0)
-        atts = w.attachments()["attachments"]
+        atts = w.queries.attachments()["attachments"]
         assert [(a["device"], a["state"], a["pod_ifname"]) for a in atts] == [("k0", "attached", "eth0")]
         assert tb.addresses("eth0", ns=pod) == ["10.9.0.2/24"]
         # repeat of the same attach after the restart: success, nothing touched
@@ -142,7 +142,7 @@ def test_netns_gone_while_worker_down(tb: Testbed, tmp_path: Path) -> None:
     w = NetnsWorker(tmp_path, host_netns=tb.node_path)
     try:
         w.start(watch_interval=0)
-        assert w.attachments() == {"attachments": []}
+        assert w.queries.attachments() == {"attachments": []}
         assert list(w.journal.dir.glob("*.json")) == []
     finally:
         w.close()
@@ -161,7 +161,7 @@ def test_kill_between_devices_restores_both(tb: Testbed, tmp_path: Path, step: s
         w.start(watch_interval=0)
         assert (host_view(tb), host_view(tb, "tnwk1")) == before
         assert tb.link("eth0", ns=pod) is None and tb.link("net1", ns=pod) is None
-        assert w.attachments() == {"attachments": []}
+        assert w.queries.attachments() == {"attachments": []}
         assert list(w.journal.dir.glob("*.json")) == []
     finally:
         w.close()

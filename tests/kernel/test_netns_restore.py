@@ -202,7 +202,7 @@ def test_fixed_ethtool_feature_refused_before_any_change(tb: Testbed, worker: Ne
     assert err.value.code == "invalid_config"
     assert "ethtool.features.lro" in err.value.message and "cannot be changed" in err.value.message
     assert full_view(tb, "tnre0") == before
-    assert worker.attachments() == {"attachments": []}
+    assert worker.queries.attachments() == {"attachments": []}
     assert list(worker.journal.dir.glob("*.json")) == []
 
 
@@ -240,7 +240,7 @@ def test_restore_that_cannot_complete_returns_the_nic_up_and_reports(
     assert worker.detach("pod-g") == {"released": ["g0"]}
     # Everything but the rules is back: up, addresses, routes.
     assert full_view(tb, "tnrg0") == before
-    assert worker.attachments() == {"attachments": []}
+    assert worker.queries.attachments() == {"attachments": []}
     last = worker.events[-1]  # type: ignore[attr-defined]
     assert last["state"] == "restore_incomplete" and last["error"]["code"] == "restore_incomplete"
     assert "restore-rules" in last["error"]["message"] and "back on the host" in last["error"]["message"]
@@ -275,7 +275,7 @@ def test_a_sibling_with_the_same_mac_is_never_touched(tb: Testbed, tmp_path: Pat
     try:
         w.start(watch_interval=0)
         assert full_view(tb, "tnrm1") == sibling
-        assert w.attachments() == {"attachments": []}
+        assert w.queries.attachments() == {"attachments": []}
     finally:
         w.close()
 
@@ -295,7 +295,7 @@ def test_name_clash_in_the_pod_is_refused_before_the_move(tb: Testbed, worker: N
     assert "interface.name" in err.value.message and "eth0" in err.value.message
     assert full_view(tb, "tnrc0") == before
     assert tb.link("cni0", ns=pod) is not None and tb.link("eth0", ns=pod) is not None
-    assert worker.attachments() == {"attachments": []}
+    assert worker.queries.attachments() == {"attachments": []}
 
 
 def test_rollback_finds_the_device_by_identity(tb: Testbed, worker: NetnsWorker, hook: Hook) -> None:
@@ -317,7 +317,7 @@ def test_rollback_finds_the_device_by_identity(tb: Testbed, worker: NetnsWorker,
         )
     assert full_view(tb, "tnri0") == before
     assert tb.link("zz9", ns=pod) is None and tb.link("other0", ns=pod) is not None
-    assert worker.attachments() == {"attachments": []}
+    assert worker.queries.attachments() == {"attachments": []}
 
 
 def test_a_device_that_cannot_leave_the_pod_names_the_release_command(
@@ -340,8 +340,8 @@ def test_a_device_that_cannot_leave_the_pod_names_the_release_command(
     # The operator puts the interface back by hand, then releases it; the next claim proceeds.
     ip("link", "set", "net1", "netns", tb.node, "name", "tnrx0", ns=pod)
     assert "release" in handlers(worker)
-    assert worker.release("pod-x", "x0") == {"released": ["x0"]}
-    assert worker.release("pod-x", "x0") == {"released": []}
+    assert worker.watch.release("pod-x", "x0") == {"released": ["x0"]}
+    assert worker.watch.release("pod-x", "x0") == {"released": []}
     assert worker.events[-1]["state"] == "detached"  # type: ignore[attr-defined]
     worker.attach("pod-y", f"/run/netns/{pod2}", req)
     worker.detach("pod-y")
@@ -361,13 +361,13 @@ def test_a_failing_restore_is_retried_with_a_growing_delay(
     hook.action = lambda: attempts.append("move-back")
     tb.del_netns(pod)  # the worker's fd keeps it (and the NIC) alive: the restore is attempted
     for _ in range(5):
-        worker.check_pods()
+        worker.watch.check_pods()
     assert attempts == ["move-back"]
-    assert [a["device"] for a in worker.attachments()["attachments"]] == ["w0"]
+    assert [a["device"] for a in worker.queries.attachments()["attachments"]] == ["w0"]
     hook.fail = None
-    worker._retry.clear()  # the delay has passed
-    worker.check_pods()
-    assert worker.attachments() == {"attachments": []}
+    worker.watch.retry.clear()  # the delay has passed
+    worker.watch.check_pods()
+    assert worker.queries.attachments() == {"attachments": []}
     assert tb.addresses("tnrw0") == ["10.6.0.2/24"]
 
 
@@ -389,7 +389,7 @@ def test_a_restore_that_cannot_complete_is_reported_for_the_taint_until_it_does(
     assert published == [{"devices": [got]}]
     hook.fail = None
     worker.detach("pod-t")  # the retry (the next StopPodSandbox, unprepare or the watcher)
-    assert worker.device_health.snapshot() == {"devices": []}
+    assert worker.notifier.device_health.snapshot() == {"devices": []}
     assert [e for e in worker.events if "devices" in e][-1] == {"devices": []}  # type: ignore[attr-defined]
     assert tb.addresses("tnrt0") == ["10.6.0.2/24"]
 
@@ -457,7 +457,7 @@ def test_a_nic_asked_by_its_altname_keeps_its_name_in_the_pod(tb: Testbed, worke
     assert err.value.code == "conflict" and "attached to pod pod-n" in err.value.message
     worker.detach("pod-n")
     assert {**full_view(tb, "tnrn0"), "altnames": altnames(tb, "tnrn0")} == before
-    assert worker.attachments() == {"attachments": []}
+    assert worker.queries.attachments() == {"attachments": []}
 
 
 def test_a_nic_renamed_to_its_other_altname_gets_it_back_on_restore(tb: Testbed, worker: NetnsWorker) -> None:
@@ -489,7 +489,7 @@ def test_a_rollback_gives_back_the_altname_given_up_for_the_rename(
     assert f"step {step!r}" in err.value.message
     assert {**full_view(tb, "tnrk0"), "altnames": altnames(tb, "tnrk0")} == before
     assert [link["ifname"] for link in ip_json("link", ns=pod)] == ["lo"]
-    assert worker.attachments() == {"attachments": []}
+    assert worker.queries.attachments() == {"attachments": []}
 
 
 @pytest.mark.parametrize("clash", ["name", "nic-altname"])
@@ -513,4 +513,4 @@ def test_an_altname_clash_in_the_pod_is_refused_before_the_move(
     assert ("net1" if clash == "name" else "tnrp0-x") in err.value.message
     assert {**full_view(tb, "tnrp0"), "altnames": altnames(tb, "tnrp0")} == before
     assert sorted(link["ifname"] for link in ip_json("link", ns=pod)) == ["cni0", "eth0", "lo"]
-    assert worker.attachments() == {"attachments": []}
+    assert worker.queries.attachments() == {"attachments": []}

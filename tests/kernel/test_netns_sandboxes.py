@@ -34,7 +34,7 @@ def nic(device: str, ifname: str) -> list[dict[str, object]]:
 
 
 def where(worker: NetnsWorker, device: str) -> str | None:
-    for a in worker.attachments()["attachments"]:
+    for a in worker.queries.attachments()["attachments"]:
         if a["device"] == device:
             return str(a["netns"])
     return None
@@ -75,7 +75,7 @@ def test_netns_alive_by_identity(tb: Testbed, worker: NetnsWorker, tmp_path: Pat
     pod, other = tb.add_netns(), tb.add_netns()
     path = f"/run/netns/{pod}"
     worker.attach("pod-d", path, nic("nic-d", "tsbd0"))
-    (listed,) = worker.attachments()["attachments"]
+    (listed,) = worker.queries.attachments()["attachments"]
     st = os.stat(path)
     assert listed["netns"] == path and listed["netns_id"] == f"{st.st_dev}:{st.st_ino}"
     not_netns = tmp_path / "plain-file"
