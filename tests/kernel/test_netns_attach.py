@@ -11,6 +11,7 @@ from dranet.services.netns.testbed import Testbed, ip, ip_json
 from dranet.services.netns.worker import NetnsWorker
 
 from dranet.bus import BusError
+from dranet.observability import metrics
 
 pytestmark = pytest.mark.kernel
 
@@ -200,8 +201,12 @@ def test_several_devices_and_macvlan(tb: Testbed, worker: NetnsWorker) -> None:
             "config": {"interface": {"name": "net2", "addresses": ["10.7.0.2/24"]}},
         },
     ]
+    phases = ("check", "open", "plan", "journal", "devices", "commit", "notify")
+    count = lambda: [metrics.value("dranet_netns_attach_phase_seconds_count", phase=p) for p in phases]  # noqa: E731
+    before = count()
     res = worker.attach("pod-e", f"/run/netns/{pod}", devs)
     assert [a["pod_ifname"] for a in res["attachments"]] == ["net1", "net2"]
+    assert [n - b for n, b in zip(count(), before, strict=True)] == [1] * len(phases)  # each once per pod
     assert tb.link("net2", ns=pod)["linkinfo"]["info_kind"] == "macvlan"  # type: ignore[index]
     worker.detach("pod-e")
     assert tb.link("tnwmv0") is not None and tb.link("tnwe0") is not None
