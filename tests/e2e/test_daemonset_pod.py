@@ -212,6 +212,14 @@ def test_audit_from_the_host_passes(cluster: DaemonSetCluster) -> None:
     assert uid_findings == (shared if cluster.cdi else []), uid_findings
     # each service found by its pid as seen from the node (bus answer + pid namespace)
     assert {s: p["pid"] for s, p in procs.items()} == {s: cluster.service_pid(s) for s in procs}
+    # discovery's rescans are background work: it runs at --nice 10, the pod start path at 0
+    nice = {s: niceness(p["pid"]) for s, p in procs.items()}
+    assert nice == {"netns": 0, "discovery": 10, "dra": 0, "nri": 0}
+
+
+def niceness(pid: int) -> int:
+    """Field 19 of /proc/PID/stat (after the parenthesised command, which may hold spaces)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[16])
 
 
 def claimed_pod(cluster: DaemonSetCluster, nic: StandInNic) -> dict[str, Any]:
